@@ -1,0 +1,103 @@
+"""The ASGI application: wiring and lifespan. No module-level state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from webhookd import api, ingest
+from webhookd.config import Settings
+from webhookd.crypto import SecretBox, master_key_from_settings
+from webhookd.delivery.retry import RetryPolicy
+from webhookd.delivery.sender import AiohttpSender, Sender
+from webhookd.delivery.worker import Worker
+from webhookd.exceptions import ApiError, RequestError
+from webhookd.store import Store, store_from_settings
+from webhookd.web import JSONResponse, Services, error_response
+
+logger = logging.getLogger(__name__)
+
+
+def build_worker(settings: Settings, store: Store, sender: Sender, box: SecretBox) -> Worker:
+    return Worker(
+        store,
+        sender,
+        box,
+        RetryPolicy(settings.retry_schedule_s),
+        concurrency=settings.worker_concurrency,
+        lease_s=settings.lease_s,
+        poll_interval_s=settings.poll_interval_s,
+        shutdown_grace_s=settings.shutdown_grace_s,
+    )
+
+
+def default_sender(settings: Settings) -> Sender:
+    return AiohttpSender(timeout_s=settings.delivery_timeout_s, max_connections=settings.worker_concurrency)
+
+
+async def _request_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(ApiError(str(exc.detail), status=exc.status_code, code=code))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    logger.error(
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"action": "http.internal_error"},
+    )
+    body = {"error": {"code": "internal_error", "message": "something went wrong on our side"}}
+    return JSONResponse(body, status_code=500)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    sender: Sender | None = None,
+    run_workers: bool = True,
+) -> Starlette:
+    """The webhookd ASGI app. ``store`` and ``sender`` default to what ``settings`` name."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        the_store = store if store is not None else store_from_settings(settings)
+        box = SecretBox(master_key_from_settings(settings.master_key, settings.sqlite_path))
+        await the_store.open()
+        the_sender = sender if sender is not None else default_sender(settings)
+        worker = build_worker(settings, the_store, the_sender, box) if run_workers else None
+        worker_task = asyncio.create_task(worker.run()) if worker is not None else None
+        try:
+            yield {"services": Services(settings, the_store, box)}
+        finally:
+            if worker is not None and worker_task is not None:
+                worker.stop()
+                await worker_task
+            await the_sender.close()
+            await the_store.close()
+
+    return Starlette(
+        routes=[*api.routes(), *ingest.routes()],
+        lifespan=lifespan,
+        exception_handlers={
+            RequestError: _request_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )

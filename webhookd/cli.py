@@ -1,0 +1,243 @@
+"""The ``webhookd`` command: serve | worker | migrate | keys create | sources create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+import orjson
+
+from webhookd import __version__
+from webhookd.config import Settings, setting_fields
+from webhookd.crypto import (
+    SecretBox,
+    hash_api_key,
+    master_key_from_settings,
+    new_api_key,
+    source_credentials_context,
+)
+from webhookd.exceptions import ConfigError, WebhookdError
+from webhookd.logs import configure_logging
+from webhookd.models import ApiKey, Carrier, Scope, Source, new_id, utcnow
+from webhookd.store import Store, store_from_settings
+
+Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def _flag(env_name: str) -> str:
+    return "--" + env_name.removeprefix("WEBHOOKD_").lower().replace("_", "-")
+
+
+def _settings_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("settings (each also read from its WEBHOOKD_* variable)")
+    for item in setting_fields():
+        env_name = item.metadata["env"]
+        group.add_argument(
+            _flag(env_name),
+            dest=f"setting_{item.name}",
+            metavar="VALUE",
+            help=f"{item.metadata['help']} [{env_name}]",
+        )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parent = _settings_parent()
+    parser = argparse.ArgumentParser(
+        prog="webhookd", description="Durable, signed webhook delivery for voice-AI call events."
+    )
+    parser.add_argument("--version", action="version", version=f"webhookd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", parents=[parent], help="run the HTTP API and workers")
+    serve.add_argument("--no-workers", action="store_true", help="run the API only")
+    serve.set_defaults(run=_serve)
+    worker = commands.add_parser("worker", parents=[parent], help="run delivery workers only")
+    worker.set_defaults(run=_worker)
+    migrate = commands.add_parser("migrate", parents=[parent], help="apply database migrations")
+    migrate.set_defaults(run=_migrate)
+    _add_keys(commands, parent)
+    _add_sources(commands, parent)
+    return parser
+
+
+def _add_keys(commands: Any, parent: argparse.ArgumentParser) -> None:
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION"
+    )
+    create = keys.add_parser("create", parents=[parent], help="create an API key (printed once)")
+    create.add_argument("--customer", required=True, help="customer id (created if new)")
+    create.add_argument("--name", help="customer display name, returned by whoami")
+    create.add_argument(
+        "--scopes", required=True, help=f"comma-separated: {', '.join(s.value for s in Scope)}"
+    )
+    create.set_defaults(run=_create_key)
+
+
+def _add_sources(commands: Any, parent: argparse.ArgumentParser) -> None:
+    sources = commands.add_parser("sources", help="manage carrier sources").add_subparsers(
+        dest="sources_command", required=True, metavar="ACTION"
+    )
+    create = sources.add_parser("create", parents=[parent], help="register a carrier source")
+    create.add_argument("--customer", required=True, help="customer id (created if new)")
+    create.add_argument("--name", help="customer display name")
+    create.add_argument("--carrier", required=True, choices=[c.value for c in Carrier])
+    create.add_argument(
+        "--credential",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="carrier credential, e.g. auth_token=... (repeatable)",
+    )
+    create.set_defaults(run=_create_source)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key.removeprefix("setting_"): value for key, value in vars(args).items() if key.startswith("setting_")
+    }
+    return Settings.from_env(os.environ, overrides)
+
+
+async def _with_store(settings: Settings, action: Callable[[Store], Awaitable[int]]) -> int:
+    store = store_from_settings(settings)
+    await store.open()
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+def _print_json(value: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps(value).decode() + "\n")
+
+
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    async def done(store: Store) -> int:
+        print(f"database is up to date: {settings.database_url}", file=sys.stderr)
+        return 0
+
+    return await _with_store(settings, done)
+
+
+def _parse_scopes(raw: str) -> frozenset[Scope]:
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    try:
+        scopes = frozenset(Scope(name) for name in names)
+    except ValueError:
+        raise ConfigError(f"--scopes {raw!r}: choose from {', '.join(s.value for s in Scope)}") from None
+    if not scopes:
+        raise ConfigError("--scopes needs at least one scope")
+    return scopes
+
+
+async def _create_key(settings: Settings, args: argparse.Namespace) -> int:
+    scopes = _parse_scopes(args.scopes)
+    key = new_api_key()
+
+    async def create(store: Store) -> int:
+        await store.ensure_customer(args.customer, args.name)
+        await store.create_api_key(
+            ApiKey(new_id("key"), args.customer, hash_api_key(key), scopes, None, utcnow())
+        )
+        _print_json({"key": key, "customer_id": args.customer, "scopes": sorted(scopes)})
+        return 0
+
+    return await _with_store(settings, create)
+
+
+def _parse_credentials(pairs: Sequence[str], required: Sequence[str]) -> dict[str, str]:
+    credentials = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not value:
+            raise ConfigError(f"--credential {name or pair!r}: write it as NAME=VALUE")
+        credentials[name] = value
+    missing = [name for name in required if name not in credentials]
+    if missing:
+        raise ConfigError(f"missing --credential {', '.join(n + '=...' for n in missing)}")
+    return credentials
+
+
+async def _create_source(settings: Settings, args: argparse.Namespace) -> int:
+    from webhookd.ingest.routes import ADAPTERS
+
+    carrier = Carrier(args.carrier)
+    credentials = _parse_credentials(args.credential, ADAPTERS[carrier].credential_names)
+    box = SecretBox(master_key_from_settings(settings.master_key, settings.sqlite_path))
+    source_id = new_id("src")
+    sealed = box.encrypt(orjson.dumps(credentials), source_credentials_context(source_id))
+
+    async def create(store: Store) -> int:
+        await store.ensure_customer(args.customer, args.name)
+        await store.create_source(Source(source_id, args.customer, carrier, sealed, utcnow()))
+        url = f"{settings.effective_public_base_url}/ingest/{carrier.value}/{source_id}"
+        _print_json(
+            {
+                "id": source_id,
+                "carrier": carrier.value,
+                "customer_id": args.customer,
+                "ingest_url": url,
+            }
+        )
+        return 0
+
+    return await _with_store(settings, create)
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from webhookd.app import create_app
+
+    app = create_app(settings, run_workers=not args.no_workers)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    await server.serve()
+    return 0 if server.started else 1
+
+
+async def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from webhookd.app import build_worker, default_sender
+
+    store = store_from_settings(settings)
+    box = SecretBox(master_key_from_settings(settings.master_key, settings.sqlite_path))
+    await store.open()
+    sender = default_sender(settings)
+    worker = build_worker(settings, store, sender, box)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        await sender.close()
+        await store.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        configure_logging(settings.log_format)
+        command: Command = args.run
+        return asyncio.run(command(settings, args))
+    except WebhookdError as exc:
+        print(f"webhookd: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

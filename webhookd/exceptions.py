@@ -1,0 +1,89 @@
+"""Every exception webhookd raises on purpose, in one tree.
+
+WebhookdError
+├── ConfigError              a setting does not parse; startup stops
+├── StoreError               the database failed or its schema is not what we expect
+├── CryptoError              a secret cannot be decrypted (wrong master key?)
+├── RequestError             a client's request is refused: carries the HTTP status and code
+│   ├── ApiError             management API refusals (400, 401, 403, 404, 409, 429)
+│   ├── PayloadTooLarge      413, for any body over WEBHOOKD_MAX_BODY_BYTES
+│   └── IngestError          a carrier callback is refused
+│       ├── SourceNotFound   404: unknown source, or carrier does not match it
+│       ├── SignatureInvalid 401: missing, bad or stale signature
+│       └── PayloadInvalid   400: the verified body does not parse
+└── DeliveryError            one attempt ended without an HTTP status
+    ├── DestinationBlocked   the endpoint resolves to an address the SSRF guard refuses
+    └── SendFailed           connection, timeout or protocol error"""
+
+from __future__ import annotations
+
+
+class WebhookdError(Exception):
+    """Base of every error webhookd raises on purpose."""
+
+
+class ConfigError(WebhookdError):
+    """A configuration value is missing or malformed. The message names the variable."""
+
+
+class StoreError(WebhookdError):
+    """The store cannot do what was asked (database unavailable, schema too new, ...)."""
+
+
+class CryptoError(WebhookdError):
+    """A ciphertext does not decrypt under the configured master key."""
+
+
+class RequestError(WebhookdError):
+    """A request is refused. ``status`` and ``code`` become the HTTP answer, the message its text."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+
+class ApiError(RequestError):
+    """A management API request is refused."""
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+    code = "payload_too_large"
+
+
+class IngestError(RequestError):
+    """A carrier callback is refused."""
+
+
+class SourceNotFound(IngestError):
+    status = 404
+    code = "source_not_found"
+
+
+class SignatureInvalid(IngestError):
+    status = 401
+    code = "invalid_signature"
+
+
+class PayloadInvalid(IngestError):
+    status = 400
+    code = "invalid_payload"
+
+
+class DeliveryError(WebhookdError):
+    """An attempt ended without an HTTP status from the endpoint."""
+
+
+class DestinationBlocked(DeliveryError):
+    """The destination is a private, loopback or otherwise reserved address."""
+
+
+class SendFailed(DeliveryError):
+    """Connecting, sending or reading failed (timeout, reset, TLS, DNS)."""

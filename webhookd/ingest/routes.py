@@ -1,0 +1,82 @@
+"""``POST /ingest/{carrier}/{source_id}``: verify, normalize, store, and only then answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from webhookd.crypto import source_credentials_context
+from webhookd.exceptions import CryptoError, SourceNotFound
+from webhookd.ingest.base import CarrierAdapter, RawCallback
+from webhookd.ingest.twilio import TwilioAdapter
+from webhookd.models import Carrier, NewEvent, Source, utcnow
+from webhookd.web import JSONResponse, Services, read_body, services
+
+logger = logging.getLogger(__name__)
+
+ADAPTERS: Mapping[Carrier, CarrierAdapter] = {
+    Carrier.TWILIO: TwilioAdapter(),
+}
+
+
+def public_url(request: Request, base_url: str) -> str:
+    """The URL the carrier called: the public base URL, our path, and the query unchanged."""
+    query = request.url.query
+    return base_url + request.url.path + (f"?{query}" if query else "")
+
+
+async def _source(svc: Services, carrier_name: str, source_id: str) -> tuple[Source, CarrierAdapter]:
+    try:
+        carrier = Carrier(carrier_name)
+    except ValueError:
+        raise SourceNotFound(f"unknown carrier {carrier_name!r}") from None
+    source = await svc.store.get_source(source_id)
+    if source is None or source.carrier is not carrier:
+        raise SourceNotFound("no such source for this carrier")
+    return source, ADAPTERS[carrier]
+
+
+def _credentials(svc: Services, source: Source) -> dict[str, str]:
+    try:
+        plain = svc.box.decrypt(source.credentials, source_credentials_context(source.id))
+    except CryptoError:
+        logger.error(
+            "credentials of source %s do not decrypt",
+            source.id,
+            extra={"action": "ingest.credentials_error"},
+        )
+        raise
+    loaded: dict[str, str] = orjson.loads(plain)
+    return loaded
+
+
+async def ingest(request: Request) -> Response:
+    svc = services(request)
+    source, adapter = await _source(svc, request.path_params["carrier"], request.path_params["source_id"])
+    body = await read_body(request, svc.settings.max_body_bytes)
+    callback = RawCallback(
+        url=public_url(request, svc.settings.effective_public_base_url),
+        headers=request.headers,
+        body=body,
+        query=parse_qsl(request.url.query, keep_blank_values=True),
+    )
+    adapter.verify(callback, _credentials(svc, source), utcnow())
+    stored, duplicates = [], 0
+    for update in adapter.parse(callback):
+        if update.type is None:
+            continue
+        event = NewEvent(source.customer_id, update.type, update.event_data(), update.idempotency_key)
+        result = await svc.store.publish(event, delay_s=svc.settings.retry_schedule_s[0])
+        stored.append(result.event.id)
+        duplicates += not result.created
+    return JSONResponse({"received": True, "events": stored, "duplicates": duplicates})
+
+
+def routes() -> list[Route]:
+    return [Route("/ingest/{carrier}/{source_id}", ingest, methods=["POST"])]

@@ -1,0 +1,189 @@
+"""Domain models: frozen dataclasses and string enums shared by every layer."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id(prefix: str) -> str:
+    """A sortable id: ``prefix_`` + 48-bit millisecond time + 80 random bits, Crockford base32."""
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_CROCKFORD[digit])
+    return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def isoformat(moment: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z``: the one format webhookd emits."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class Scope(StrEnum):
+    MANAGE_WEBHOOKS = "manage_webhooks"
+    READ_EVENTS = "read_events"
+    PUBLISH_EVENTS = "publish_events"
+    ADMIN = "admin"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class Carrier(StrEnum):
+    TWILIO = "twilio"
+
+
+CALL_EVENT_TYPES = (
+    "call.initiating",
+    "call.ringing",
+    "call.in_progress",
+    "call.completed",
+    "call.failed",
+    "call.no_answer",
+    "call.transcript.ready",
+)
+EVENT_TYPES = (*CALL_EVENT_TYPES, "webhook.test")
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    id: str
+    name: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored API key. Only the SHA-256 of the key is kept; the key itself is shown once."""
+
+    id: str
+    customer_id: str
+    key_hash: str
+    scopes: frozenset[Scope]
+    name: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A carrier account that posts callbacks for one customer. ``credentials`` is ciphertext."""
+
+    id: str
+    customer_id: str
+    carrier: Carrier
+    credentials: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A customer's endpoint. ``secret`` is the AES-GCM ciphertext of the ``whsec_`` secret."""
+
+    id: str
+    customer_id: str
+    url: str
+    events: tuple[str, ...]
+    description: str | None
+    secret: bytes
+    is_active: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event as a publisher hands it in, before it is stored."""
+
+    customer_id: str
+    type: str
+    data: dict[str, Any]
+    idempotency_key: str | None = None
+    id: str = field(default_factory=lambda: new_id("evt"))
+    created_at: datetime = field(default_factory=utcnow)
+
+    def envelope(self) -> dict[str, Any]:
+        """The JSON body receivers get (SPEC §4)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "timestamp": isoformat(self.created_at),
+            "customer_id": self.customer_id,
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A stored event. ``payload`` is the exact JSON body every delivery sends."""
+
+    id: str
+    customer_id: str
+    type: str
+    idempotency_key: str | None
+    payload: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    event: Event
+    created: bool
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: str
+    event_id: str
+    subscription_id: str
+    customer_id: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """A claimed delivery with what the worker needs to send it, and nothing more."""
+
+    delivery_id: str
+    event_id: str
+    subscription_id: str
+    url: str
+    secret: bytes
+    payload: bytes
+    attempt_no: int
+    event_created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one POST of a delivery came to, as the worker reports it to the store."""
+
+    delivery_id: str
+    attempt_no: int
+    started_at: datetime
+    duration_s: float
+    status_code: int | None
+    error: str | None
+    response_excerpt: bytes
+    succeeded: bool
+    next_attempt_at: datetime | None
+    """When to try again; ``None`` with ``succeeded=False`` means the delivery has failed for good."""

@@ -1,0 +1,218 @@
+"""In-memory store for unit tests: the same contract as SQLite, nothing durable."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import orjson
+
+from webhookd.exceptions import StoreError
+from webhookd.models import (
+    ApiKey,
+    AttemptResult,
+    Customer,
+    DeliveryJob,
+    DeliveryStatus,
+    Event,
+    NewEvent,
+    PublishResult,
+    Source,
+    Subscription,
+    utcnow,
+)
+from webhookd.store.base import (
+    Page,
+    SubscriptionCreate,
+    WorkListener,
+    decode_cursor,
+    encode_cursor,
+    events_key,
+)
+
+
+@dataclass(slots=True)
+class _DeliveryRow:
+    id: str
+    event_id: str
+    subscription_id: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime
+    lease_until: datetime | None = None
+
+
+class MemoryStore:
+    """Holds everything in dicts. Single event loop, so no locking is needed."""
+
+    def __init__(self) -> None:
+        self.customers: dict[str, Customer] = {}
+        self.api_keys: dict[str, ApiKey] = {}
+        self.sources: dict[str, Source] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self.events: dict[str, Event] = {}
+        self.deliveries: dict[str, _DeliveryRow] = {}
+        self.attempts: list[AttemptResult] = []
+        self._idempotency: dict[tuple[str, str], str] = {}
+        self._listeners: list[WorkListener] = []
+        self._open = False
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def ping(self) -> None:
+        if not self._open:
+            raise StoreError("the store is not open")
+
+    def add_work_listener(self, listener: WorkListener) -> None:
+        self._listeners.append(listener)
+
+    def _notify_work(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    async def ensure_customer(self, customer_id: str, name: str | None = None) -> Customer:
+        existing = self.customers.get(customer_id)
+        if existing is None:
+            existing = Customer(customer_id, name, utcnow())
+        elif name is not None:
+            existing = dataclasses.replace(existing, name=name)
+        self.customers[customer_id] = existing
+        return existing
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        self.api_keys[key.key_hash] = key
+
+    async def get_api_key(self, key_hash: str) -> ApiKey | None:
+        return self.api_keys.get(key_hash)
+
+    async def create_source(self, source: Source) -> None:
+        self.sources[source.id] = source
+
+    async def get_source(self, source_id: str) -> Source | None:
+        return self.sources.get(source_id)
+
+    async def create_subscription(self, subscription: Subscription) -> SubscriptionCreate:
+        key = events_key(subscription.events)
+        for existing in self.subscriptions.values():
+            same_owner = existing.customer_id == subscription.customer_id
+            if same_owner and existing.url == subscription.url and events_key(existing.events) == key:
+                return SubscriptionCreate(existing, created=False)
+        stored = dataclasses.replace(subscription, events=tuple(key.split(",")))
+        self.subscriptions[stored.id] = stored
+        return SubscriptionCreate(stored, created=True)
+
+    async def get_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
+        found = self.subscriptions.get(subscription_id)
+        return found if found is not None and found.customer_id == customer_id else None
+
+    async def list_subscriptions(self, customer_id: str, *, limit: int, cursor: str | None = None) -> Page:
+        after = decode_cursor(cursor) if cursor else ""
+        mine = sorted(
+            s.id for s in self.subscriptions.values() if s.customer_id == customer_id and s.id > after
+        )
+        items = [self.subscriptions[i] for i in mine[:limit]]
+        return Page(items, encode_cursor(items[-1].id) if len(mine) > limit else None)
+
+    async def delete_subscription(self, customer_id: str, subscription_id: str) -> bool:
+        if await self.get_subscription(customer_id, subscription_id) is None:
+            return False
+        del self.subscriptions[subscription_id]
+        for row in self.deliveries.values():
+            if row.subscription_id == subscription_id and row.status is DeliveryStatus.PENDING:
+                row.status = DeliveryStatus.CANCELED
+        return True
+
+    async def publish(self, event: NewEvent, *, delay_s: float = 0.0) -> PublishResult:
+        if event.idempotency_key is not None:
+            original = self._idempotency.get((event.customer_id, event.idempotency_key))
+            if original is not None:
+                return PublishResult(self.events[original], created=False, deliveries=0)
+            self._idempotency[(event.customer_id, event.idempotency_key)] = event.id
+        stored = Event(
+            event.id,
+            event.customer_id,
+            event.type,
+            event.idempotency_key,
+            orjson.dumps(event.envelope()),
+            event.created_at,
+        )
+        self.events[stored.id] = stored
+        due = event.created_at + timedelta(seconds=delay_s)
+        targets = [
+            s
+            for s in self.subscriptions.values()
+            if s.customer_id == event.customer_id and s.is_active and event.type in s.events
+        ]
+        for sub in targets:
+            row_id = "dlv_" + secrets.token_hex(12)
+            self.deliveries[row_id] = _DeliveryRow(row_id, stored.id, sub.id, DeliveryStatus.PENDING, 0, due)
+        if targets:
+            self._notify_work()
+        return PublishResult(stored, created=True, deliveries=len(targets))
+
+    async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
+        for row in self.deliveries.values():
+            lease = row.lease_until
+            if row.status is DeliveryStatus.IN_FLIGHT and lease is not None and lease <= now:
+                row.status, row.next_attempt_at = DeliveryStatus.PENDING, lease
+        due = sorted(
+            (
+                r
+                for r in self.deliveries.values()
+                if r.status is DeliveryStatus.PENDING and r.next_attempt_at <= now
+            ),
+            key=lambda r: r.next_attempt_at,
+        )[:limit]
+        jobs = []
+        for row in due:
+            row.status, row.attempts = DeliveryStatus.IN_FLIGHT, row.attempts + 1
+            row.lease_until = now + timedelta(seconds=lease_s)
+            sub, event = self.subscriptions[row.subscription_id], self.events[row.event_id]
+            jobs.append(
+                DeliveryJob(
+                    row.id,
+                    row.event_id,
+                    sub.id,
+                    sub.url,
+                    sub.secret,
+                    event.payload,
+                    row.attempts,
+                    event.created_at,
+                )
+            )
+        return jobs
+
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> None:
+        for result in results:
+            self.attempts.append(result)
+            row = self.deliveries[result.delivery_id]
+            if row.status is not DeliveryStatus.IN_FLIGHT or row.attempts != result.attempt_no:
+                continue
+            row.lease_until = None
+            if result.succeeded:
+                row.status = DeliveryStatus.DELIVERED
+            elif result.next_attempt_at is None:
+                row.status = DeliveryStatus.FAILED
+            else:
+                row.status, row.next_attempt_at = DeliveryStatus.PENDING, result.next_attempt_at
+        if any(r.next_attempt_at is not None for r in results):
+            self._notify_work()
+
+    async def release_deliveries(self, delivery_ids: Sequence[str]) -> None:
+        now = utcnow()
+        for delivery_id in delivery_ids:
+            row = self.deliveries[delivery_id]
+            if row.status is DeliveryStatus.IN_FLIGHT:
+                row.status, row.attempts, row.lease_until = (
+                    DeliveryStatus.PENDING,
+                    row.attempts - 1,
+                    None,
+                )
+                row.next_attempt_at = now

@@ -1,0 +1,586 @@
+"""SQLite backend: WAL, ``synchronous=FULL``, one writer connection with group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import orjson
+
+from webhookd.exceptions import StoreError
+from webhookd.models import (
+    ApiKey,
+    AttemptResult,
+    Carrier,
+    Customer,
+    DeliveryJob,
+    Event,
+    NewEvent,
+    PublishResult,
+    Scope,
+    Source,
+    Subscription,
+    utcnow,
+)
+from webhookd.store.base import (
+    Page,
+    SubscriptionCreate,
+    WorkListener,
+    decode_cursor,
+    encode_cursor,
+    events_key,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WriteOp = Callable[[aiosqlite.Connection], Awaitable[T]]
+
+MAX_BATCH_OPS = 512
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _moment(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+@dataclass(slots=True)
+class _Pending:
+    op: WriteOp[Any]
+    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GroupCommitWriter:
+    """Runs write operations on one connection, many to a transaction.
+
+    Whatever is queued while a transaction commits goes into the next one, so concurrent callers
+    share one fsync. Each caller's future resolves only after its transaction committed. If a
+    batch fails, its operations are retried one per transaction so one bad write fails alone.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="webhookd-sqlite-writer")
+
+    async def stop(self) -> None:
+        await self._queue.join()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def submit(self, op: WriteOp[T]) -> T:
+        if self._task is None or self._task.done():
+            raise StoreError("the SQLite writer is not running")
+        pending = _Pending(op)
+        self._queue.put_nowait(pending)
+        result: T = await pending.future
+        return result
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH_OPS and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit_batch(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit_batch(self, batch: list[_Pending]) -> None:
+        try:
+            results = await self._transaction([item.op for item in batch])
+        except Exception:
+            if len(batch) == 1:
+                await self._commit_alone(batch[0])
+                return
+            logger.warning(
+                "group commit of %d writes failed; retrying one by one",
+                len(batch),
+                extra={"action": "store.batch_retry"},
+            )
+            for item in batch:
+                await self._commit_alone(item)
+            return
+        for item, result in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+
+    async def _commit_alone(self, item: _Pending) -> None:
+        try:
+            (result,) = await self._transaction([item.op])
+        except Exception as exc:
+            if not item.future.done():
+                item.future.set_exception(exc)
+        else:
+            if not item.future.done():
+                item.future.set_result(result)
+
+    async def _transaction(self, ops: list[WriteOp[Any]]) -> list[Any]:
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [await op(self._conn) for op in ops]
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                await self._conn.execute("ROLLBACK")
+            raise
+        return results
+
+
+class SqliteStore:
+    """The embedded default store. One file, no setup, durable on return."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = Path(path)
+        self._writer_conn: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._writer: GroupCommitWriter | None = None
+        self._listeners: list[WorkListener] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._path.parent != Path():
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer_conn = await self._connect()
+        await self._writer_conn.execute("PRAGMA journal_mode=WAL")
+        await migrate(self._writer_conn)
+        self._reader = await self._connect()
+        self._writer = GroupCommitWriter(self._writer_conn)
+        self._writer.start()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        try:
+            conn = await aiosqlite.connect(self._path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {self._path}: {exc}") from exc
+        for pragma in ("synchronous=FULL", "foreign_keys=ON", f"busy_timeout={BUSY_TIMEOUT_MS}"):
+            await conn.execute(f"PRAGMA {pragma}")
+        return conn
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.stop()
+        for conn in (self._reader, self._writer_conn):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer_conn = self._writer = None
+
+    async def ping(self) -> None:
+        try:
+            await self._read_one("SELECT 1", ())
+        except (sqlite3.Error, ValueError) as exc:
+            raise StoreError(f"SQLite does not answer: {exc}") from exc
+
+    def add_work_listener(self, listener: WorkListener) -> None:
+        self._listeners.append(listener)
+
+    def _notify_work(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    async def _write(self, op: WriteOp[T]) -> T:
+        if self._writer is None:
+            raise StoreError("the store is not open")
+        return await self._writer.submit(op)
+
+    async def _read_one(self, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
+        if self._reader is None:
+            raise StoreError("the store is not open")
+        async with self._reader.execute(sql, params) as cursor:
+            row: sqlite3.Row | None = await cursor.fetchone()
+            return row
+
+    async def _read_all(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        if self._reader is None:
+            raise StoreError("the store is not open")
+        async with self._reader.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    # -- tenants, keys and sources ---------------------------------------------------------------
+
+    async def ensure_customer(self, customer_id: str, name: str | None = None) -> Customer:
+        now = _epoch(utcnow())
+
+        async def op(conn: aiosqlite.Connection) -> Customer:
+            await conn.execute(
+                "INSERT INTO customers (id, name, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET name = coalesce(excluded.name, customers.name)",
+                (customer_id, name, now),
+            )
+            async with conn.execute(
+                "SELECT id, name, created_at FROM customers WHERE id = ?", (customer_id,)
+            ) as cursor:
+                row = await cursor.fetchone()
+            assert row is not None
+            return Customer(row[0], row[1], _moment(row[2]))
+
+        return await self._write(op)
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        scopes = ",".join(sorted(key.scopes))
+        params = (key.id, key.customer_id, key.key_hash, key.name, scopes, _epoch(key.created_at))
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO api_keys (id, customer_id, key_hash, name, scopes, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                params,
+            )
+        )
+
+    async def get_api_key(self, key_hash: str) -> ApiKey | None:
+        row = await self._read_one(
+            "SELECT id, customer_id, key_hash, scopes, name, created_at FROM api_keys WHERE key_hash = ?",
+            (key_hash,),
+        )
+        if row is None:
+            return None
+        scopes = frozenset(Scope(s) for s in row[3].split(",") if s)
+        return ApiKey(row[0], row[1], row[2], scopes, row[4], _moment(row[5]))
+
+    async def create_source(self, source: Source) -> None:
+        params = (
+            source.id,
+            source.customer_id,
+            source.carrier.value,
+            source.credentials,
+            _epoch(source.created_at),
+        )
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO sources (id, customer_id, carrier, credentials, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                params,
+            )
+        )
+
+    async def get_source(self, source_id: str) -> Source | None:
+        row = await self._read_one(
+            "SELECT id, customer_id, carrier, credentials, created_at FROM sources WHERE id = ?",
+            (source_id,),
+        )
+        if row is None:
+            return None
+        return Source(row[0], row[1], Carrier(row[2]), row[3], _moment(row[4]))
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    async def create_subscription(self, subscription: Subscription) -> SubscriptionCreate:
+        sub = subscription
+        key = events_key(sub.events)
+        now = _epoch(sub.created_at)
+
+        async def op(conn: aiosqlite.Connection) -> bool:
+            cursor = await conn.execute(
+                "INSERT INTO subscriptions (id, customer_id, url, events_key, description, secret,"
+                " is_active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)"
+                " ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING",
+                (sub.id, sub.customer_id, sub.url, key, sub.description, sub.secret, now, now),
+            )
+            if cursor.rowcount == 0:
+                return False
+            await conn.executemany(
+                "INSERT INTO subscription_event_types (customer_id, event_type, subscription_id)"
+                " VALUES (?, ?, ?)",
+                [(sub.customer_id, t, sub.id) for t in key.split(",")],
+            )
+            return True
+
+        if await self._write(op):
+            return SubscriptionCreate(sub, created=True)
+        row = await self._read_one(
+            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE customer_id = ? AND url = ?"
+            " AND events_key = ? AND deleted_at IS NULL",
+            (sub.customer_id, sub.url, key),
+        )
+        if row is None:  # deleted between our insert and this read; vanishingly rare
+            raise StoreError("subscription changed concurrently; retry the request")
+        return SubscriptionCreate(_subscription(row), created=False)
+
+    async def get_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
+        row = await self._read_one(
+            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id = ? AND customer_id = ?"
+            " AND deleted_at IS NULL",
+            (subscription_id, customer_id),
+        )
+        return None if row is None else _subscription(row)
+
+    async def list_subscriptions(self, customer_id: str, *, limit: int, cursor: str | None = None) -> Page:
+        after = decode_cursor(cursor) if cursor else ""
+        rows = await self._read_all(
+            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE customer_id = ? AND id > ?"
+            " AND deleted_at IS NULL ORDER BY id LIMIT ?",
+            (customer_id, after, limit + 1),
+        )
+        items = [_subscription(row) for row in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+        return Page(items, next_cursor)
+
+    async def delete_subscription(self, customer_id: str, subscription_id: str) -> bool:
+        now = _epoch(utcnow())
+
+        async def op(conn: aiosqlite.Connection) -> bool:
+            cursor = await conn.execute(
+                "UPDATE subscriptions SET deleted_at = ?, is_active = 0, updated_at = ?"
+                " WHERE id = ? AND customer_id = ? AND deleted_at IS NULL",
+                (now, now, subscription_id, customer_id),
+            )
+            if cursor.rowcount == 0:
+                return False
+            await conn.execute(
+                "DELETE FROM subscription_event_types WHERE subscription_id = ?", (subscription_id,)
+            )
+            await conn.execute(
+                "UPDATE deliveries SET status = 'canceled', updated_at = ?"
+                " WHERE subscription_id = ? AND status = 'pending'",
+                (now, subscription_id),
+            )
+            return True
+
+        return await self._write(op)
+
+    # -- events and deliveries -------------------------------------------------------------------
+
+    async def publish(self, event: NewEvent, *, delay_s: float = 0.0) -> PublishResult:
+        payload = orjson.dumps(event.envelope())
+        created = _epoch(event.created_at)
+        stored = Event(
+            event.id,
+            event.customer_id,
+            event.type,
+            event.idempotency_key,
+            payload,
+            event.created_at,
+        )
+
+        async def op(conn: aiosqlite.Connection) -> PublishResult:
+            cursor = await conn.execute(
+                "INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
+                (event.id, event.customer_id, event.type, event.idempotency_key, payload, created),
+            )
+            if cursor.rowcount == 0:
+                return PublishResult(await _existing_event(conn, event), created=False, deliveries=0)
+            cursor = await conn.execute(
+                _FAN_OUT,
+                {
+                    "event_id": event.id,
+                    "customer_id": event.customer_id,
+                    "type": event.type,
+                    "due": created + delay_s,
+                    "now": created,
+                },
+            )
+            return PublishResult(stored, created=True, deliveries=cursor.rowcount)
+
+        result = await self._write(op)
+        if result.deliveries:
+            self._notify_work()
+        return result
+
+    async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
+        at = _epoch(now)
+
+        async def op(conn: aiosqlite.Connection) -> list[DeliveryJob]:
+            await conn.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = lease_until"
+                " WHERE status = 'in_flight' AND lease_until <= ?",
+                (at,),
+            )
+            async with conn.execute(_CLAIM, (at + lease_s, at, at, limit)) as cursor:
+                claimed = await cursor.fetchall()
+            if not claimed:
+                return []
+            ids = [row[0] for row in claimed]
+            marks = ",".join("?" * len(ids))
+            async with conn.execute(_JOB_DETAILS.format(marks=marks), ids) as cursor:
+                rows = await cursor.fetchall()
+            return [DeliveryJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _moment(r[7])) for r in rows]
+
+        return await self._write(op)
+
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> None:
+        if not results:
+            return
+        attempts = [
+            (
+                r.delivery_id,
+                r.attempt_no,
+                _epoch(r.started_at),
+                r.duration_s,
+                r.status_code,
+                r.error,
+                r.response_excerpt,
+                int(r.succeeded),
+            )
+            for r in results
+        ]
+        now = _epoch(utcnow())
+        updates = [
+            (
+                _status_after(r),
+                None if r.next_attempt_at is None else _epoch(r.next_attempt_at),
+                r.status_code,
+                r.error,
+                now,
+                now if r.succeeded else None,
+                r.delivery_id,
+                r.attempt_no,
+            )
+            for r in results
+        ]
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await conn.executemany(
+                "INSERT INTO attempts (delivery_id, attempt_no, started_at, duration_s,"
+                " status_code, error, response_excerpt, succeeded) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                attempts,
+            )
+            # The attempts guard keeps a worker whose lease expired from overwriting a newer claim.
+            await conn.executemany(
+                "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_until = NULL,"
+                " last_status = ?, last_error = ?, updated_at = ?, delivered_at = ?"
+                " WHERE id = ? AND status = 'in_flight' AND attempts = ?",
+                updates,
+            )
+
+        await self._write(op)
+        if any(r.next_attempt_at is not None for r in results):
+            self._notify_work()
+
+    async def release_deliveries(self, delivery_ids: Sequence[str]) -> None:
+        if not delivery_ids:
+            return
+        now = _epoch(utcnow())
+        params = [(now, delivery_id) for delivery_id in delivery_ids]
+        await self._write(
+            lambda conn: conn.executemany(
+                "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, lease_until = NULL,"
+                " next_attempt_at = ? WHERE id = ? AND status = 'in_flight'",
+                params,
+            )
+        )
+
+
+# -- SQL and row mapping -------------------------------------------------------------------------
+
+_SUB_COLUMNS = "id, customer_id, url, events_key, description, secret, is_active, created_at"
+
+_FAN_OUT = """
+INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
+                        next_attempt_at, created_at, updated_at)
+SELECT 'dlv_' || lower(hex(randomblob(12))), :event_id, s.id, s.customer_id, 'pending', 0,
+       :due, :now, :now
+FROM subscription_event_types AS t JOIN subscriptions AS s ON s.id = t.subscription_id
+WHERE t.customer_id = :customer_id AND t.event_type = :type
+  AND s.is_active = 1 AND s.deleted_at IS NULL
+"""
+
+_CLAIM = """
+UPDATE deliveries SET status = 'in_flight', lease_until = ?, attempts = attempts + 1,
+                      updated_at = ?
+WHERE seq IN (SELECT seq FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?
+              ORDER BY next_attempt_at LIMIT ?)
+RETURNING id
+"""
+
+_JOB_DETAILS = """
+SELECT d.id, d.event_id, d.subscription_id, s.url, s.secret, e.payload, d.attempts, e.created_at
+FROM deliveries AS d
+JOIN subscriptions AS s ON s.id = d.subscription_id
+JOIN events AS e ON e.id = d.event_id
+WHERE d.id IN ({marks})
+"""
+
+
+def _subscription(row: sqlite3.Row) -> Subscription:
+    return Subscription(
+        id=row[0],
+        customer_id=row[1],
+        url=row[2],
+        events=tuple(row[3].split(",")),
+        description=row[4],
+        secret=row[5],
+        is_active=bool(row[6]),
+        created_at=_moment(row[7]),
+    )
+
+
+def _status_after(result: AttemptResult) -> str:
+    if result.succeeded:
+        return "delivered"
+    return "failed" if result.next_attempt_at is None else "pending"
+
+
+async def _existing_event(conn: aiosqlite.Connection, event: NewEvent) -> Event:
+    async with conn.execute(
+        "SELECT id, customer_id, type, idempotency_key, payload, created_at FROM events"
+        " WHERE customer_id = ? AND idempotency_key = ?",
+        (event.customer_id, event.idempotency_key),
+    ) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return Event(row[0], row[1], row[2], row[3], row[4], _moment(row[5]))
+
+
+# -- migrations ----------------------------------------------------------------------------------
+
+
+def _migration_files() -> list[tuple[int, str, str]]:
+    folder = resources.files("webhookd.store.migrations") / "sqlite"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+async def migrate(conn: aiosqlite.Connection) -> list[str]:
+    """Apply every migration not yet applied, each in its own transaction. Returns their names."""
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+        " name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    async with conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as cursor:
+        row = await cursor.fetchone()
+    current = int(row[0]) if row else 0
+    files = _migration_files()
+    if files and current > files[-1][0]:
+        raise StoreError(
+            f"the database schema (v{current}) is newer than this webhookd (v{files[-1][0]}); "
+            "upgrade webhookd"
+        )
+    applied = []
+    for version, name, sql in files:
+        if version <= current:
+            continue
+        try:
+            await conn.executescript(
+                f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO schema_migrations VALUES "
+                f"({version}, '{name}', {_epoch(utcnow())});\nCOMMIT;"
+            )
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise StoreError(f"migration {name} failed: {exc}") from exc
+        logger.info("applied migration %s", name, extra={"action": "store.migrate"})
+        applied.append(name)
+    return applied
