@@ -1,0 +1,174 @@
+"""Real parts for integration tests: webhookd on a free port, aiohttp receivers, provisioning."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import socket
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+from aiohttp import web
+
+from webhookd.app import create_app
+from webhookd.config import Settings
+from webhookd.crypto import SecretBox, hash_api_key, new_api_key, source_credentials_context
+from webhookd.models import ApiKey, Carrier, Scope, Source, new_id, utcnow
+from webhookd.store.sqlite import SqliteStore
+
+MASTER_KEY = base64.b64encode(b"k" * 32).decode()
+FAST_ENV = {
+    "WEBHOOKD_ALLOW_PRIVATE_DESTINATIONS": "true",
+    "WEBHOOKD_MASTER_KEY": MASTER_KEY,
+    "WEBHOOKD_POLL_INTERVAL_S": "0.05",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_settings(db_path: Path, **env: str) -> Settings:
+    """Settings for a test server on a free port, with the SSRF guard lifted for 127.0.0.1."""
+    values = {
+        **FAST_ENV,
+        "WEBHOOKD_DATABASE_URL": f"sqlite:///{db_path}",
+        "WEBHOOKD_PORT": str(free_port()),
+        **env,
+    }
+    return Settings.from_env(values)
+
+
+@contextlib.asynccontextmanager
+async def running_server(settings: Settings, **app_kwargs: Any) -> AsyncIterator[str]:
+    """Serve webhookd with uvicorn in this event loop; yields its base URL."""
+    app = create_app(settings, **app_kwargs)
+    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("webhookd did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{settings.port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A customer endpoint: records every request and answers with ``status_for(request)``."""
+
+    status_for: Callable[[Received], int] = lambda _: 200
+    requests: list[Received] = field(default_factory=list)
+    url: str = ""
+    _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        received = Received(request.path, dict(request.headers), await request.read())
+        status = self.status_for(received)
+        async with self._arrived:
+            self.requests.append(received)
+            self._arrived.notify_all()
+        return web.Response(status=status, text="ok")
+
+    async def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float = 10) -> None:
+        async def until() -> None:
+            async with self._arrived:
+                await self._arrived.wait_for(lambda: predicate(self.requests))
+
+        await asyncio.wait_for(until(), timeout_s)
+
+    def event_ids(self) -> set[str]:
+        return {r.headers["webhook-id"] for r in self.requests}
+
+
+@contextlib.asynccontextmanager
+async def running_receiver(receiver: Receiver | None = None) -> AsyncIterator[Receiver]:
+    receiver = receiver or Receiver()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", receiver.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    receiver.url = f"http://127.0.0.1:{port}/hook"
+    try:
+        yield receiver
+    finally:
+        await runner.cleanup()
+
+
+async def provision_key(db_path: Path, customer_id: str, scopes: set[Scope], name: str | None = None) -> str:
+    """Create a customer's API key directly in the database file; returns the plain key."""
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        await store.ensure_customer(customer_id, name)
+        key = new_api_key()
+        await store.create_api_key(
+            ApiKey(new_id("key"), customer_id, hash_api_key(key), frozenset(scopes), None, utcnow())
+        )
+        return key
+    finally:
+        await store.close()
+
+
+async def provision_source(
+    db_path: Path, customer_id: str, carrier: Carrier, credentials: dict[str, str]
+) -> str:
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        await store.ensure_customer(customer_id)
+        box = SecretBox(base64.b64decode(MASTER_KEY))
+        source_id = new_id("src")
+        sealed = box.encrypt(orjson.dumps(credentials), source_credentials_context(source_id))
+        await store.create_source(Source(source_id, customer_id, carrier, sealed, utcnow()))
+        return source_id
+    finally:
+        await store.close()
+
+
+def count_rows(db_path: Path, table: str) -> int:
+    """Count rows with a plain read-only connection: what is really on disk."""
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(row[0])
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def webhookd_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "webhookd", *args]
+
+
+def subprocess_env(settings_env: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **FAST_ENV, **settings_env}

@@ -1,0 +1,108 @@
+"""kill -9 during a publishing burst, restart on the same file: every acknowledged event arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.integration.harness import auth, free_port, running_receiver, subprocess_env, webhookd_command
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+PUBLISHERS = 32
+ACKS_BEFORE_KILL = 400
+
+
+@contextlib.asynccontextmanager
+async def webhookd_process(
+    env: dict[str, str], base: str, log: Path
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        process = subprocess.Popen(webhookd_command("serve"), env=env, stdout=out, stderr=out)
+    try:
+        await _wait_healthy(base, process)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(process.wait, 15)
+
+
+async def _wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            if process.poll() is not None:
+                raise RuntimeError(f"webhookd exited with {process.returncode}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"{base}/healthz") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+    raise RuntimeError("webhookd did not become healthy")
+
+
+async def _publisher(http: aiohttp.ClientSession, base: str, key: str, acked: set[str], n: int) -> None:
+    seq = 0
+    while True:
+        seq += 1
+        body = {"type": "call.completed", "data": {"publisher": n, "seq": seq}}
+        try:
+            async with http.post(f"{base}/api/v1/events", headers=auth(key), json=body) as response:
+                if response.status == 202:
+                    acked.add((await response.json())["id"])
+        except (TimeoutError, aiohttp.ClientError):
+            return  # the server is gone
+
+
+def _create_key(env: dict[str, str]) -> str:
+    done = subprocess.run(
+        webhookd_command(
+            "keys", "create", "--customer", "acme", "--scopes", "manage_webhooks,publish_events"
+        ),
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    printed = json.loads(done.stdout)
+    assert printed["customer_id"] == "acme"
+    key: str = printed["key"]
+    return key
+
+
+async def test_kill_9_during_burst_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = subprocess_env(
+        {"WEBHOOKD_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}", "WEBHOOKD_PORT": str(port)}
+    )
+    key = _create_key(env)
+    acked: set[str] = set()
+    log = tmp_path / "webhookd.log"
+    async with running_receiver() as receiver, aiohttp.ClientSession() as http:
+        async with webhookd_process(env, base, log) as process:
+            async with http.post(
+                f"{base}/api/v1/webhook-subscriptions",
+                headers=auth(key),
+                json={"url": receiver.url, "events": ["call.completed"]},
+            ) as response:
+                assert response.status == 201
+            publishers = [
+                asyncio.create_task(_publisher(http, base, key, acked, n)) for n in range(PUBLISHERS)
+            ]
+            while len(acked) < ACKS_BEFORE_KILL:
+                await asyncio.sleep(0.005)
+            process.send_signal(signal.SIGKILL)
+            await asyncio.gather(*publishers)
+            await asyncio.to_thread(process.wait, 10)
+        assert len(acked) >= ACKS_BEFORE_KILL
+        async with webhookd_process(env, base, log):
+            await receiver.wait_for(lambda _: acked <= receiver.event_ids(), timeout_s=60)
+    assert acked <= receiver.event_ids()
