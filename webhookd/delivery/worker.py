@@ -63,7 +63,14 @@ class Worker:
         )
         try:
             while not self._stopping:
-                await self._claim_and_wait()
+                try:
+                    await self._claim_and_wait()
+                except Exception:
+                    # A locked or briefly unavailable database must not end delivery for good.
+                    logger.exception(
+                        "claiming deliveries failed; retrying", extra={"action": "worker.claim_error"}
+                    )
+                    await asyncio.sleep(self._poll_interval_s)
         finally:
             await self._drain()
             logger.info("delivery worker stopped", extra={"action": "worker.stop"})
@@ -100,6 +107,7 @@ class Worker:
 
     async def _attempt(self, job: DeliveryJob) -> None:
         result = await self.deliver(job)
+        # If recording fails, the lease expires and the delivery is sent again: at-least-once.
         await self._store.record_attempts([result])
 
     async def deliver(self, job: DeliveryJob) -> AttemptResult:

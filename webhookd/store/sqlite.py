@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,13 +35,12 @@ from webhookd.store.base import (
     encode_cursor,
     events_key,
 )
+from webhookd.store.groupcommit import GroupCommitWriter, WriteOp
+from webhookd.store.migrate import migrate_sqlite
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-WriteOp = Callable[[aiosqlite.Connection], Awaitable[T]]
-
-MAX_BATCH_OPS = 512
 BUSY_TIMEOUT_MS = 10_000
 
 
@@ -54,94 +50,6 @@ def _epoch(moment: datetime) -> float:
 
 def _moment(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
-
-
-@dataclass(slots=True)
-class _Pending:
-    op: WriteOp[Any]
-    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-
-class GroupCommitWriter:
-    """Runs write operations on one connection, many to a transaction.
-
-    Whatever is queued while a transaction commits goes into the next one, so concurrent callers
-    share one fsync. Each caller's future resolves only after its transaction committed. If a
-    batch fails, its operations are retried one per transaction so one bad write fails alone.
-    """
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="webhookd-sqlite-writer")
-
-    async def stop(self) -> None:
-        await self._queue.join()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def submit(self, op: WriteOp[T]) -> T:
-        if self._task is None or self._task.done():
-            raise StoreError("the SQLite writer is not running")
-        pending = _Pending(op)
-        self._queue.put_nowait(pending)
-        result: T = await pending.future
-        return result
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH_OPS and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._commit_batch(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    async def _commit_batch(self, batch: list[_Pending]) -> None:
-        try:
-            results = await self._transaction([item.op for item in batch])
-        except Exception:
-            if len(batch) == 1:
-                await self._commit_alone(batch[0])
-                return
-            logger.warning(
-                "group commit of %d writes failed; retrying one by one",
-                len(batch),
-                extra={"action": "store.batch_retry"},
-            )
-            for item in batch:
-                await self._commit_alone(item)
-            return
-        for item, result in zip(batch, results, strict=True):
-            if not item.future.done():
-                item.future.set_result(result)
-
-    async def _commit_alone(self, item: _Pending) -> None:
-        try:
-            (result,) = await self._transaction([item.op])
-        except Exception as exc:
-            if not item.future.done():
-                item.future.set_exception(exc)
-        else:
-            if not item.future.done():
-                item.future.set_result(result)
-
-    async def _transaction(self, ops: list[WriteOp[Any]]) -> list[Any]:
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            results = [await op(self._conn) for op in ops]
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                await self._conn.execute("ROLLBACK")
-            raise
-        return results
 
 
 class SqliteStore:
@@ -161,7 +69,7 @@ class SqliteStore:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         self._writer_conn = await self._connect()
         await self._writer_conn.execute("PRAGMA journal_mode=WAL")
-        await migrate(self._writer_conn)
+        await migrate_sqlite(self._writer_conn)
         self._reader = await self._connect()
         self._writer = GroupCommitWriter(self._writer_conn)
         self._writer.start()
@@ -538,49 +446,3 @@ async def _existing_event(conn: aiosqlite.Connection, event: NewEvent) -> Event:
         row = await cursor.fetchone()
     assert row is not None
     return Event(row[0], row[1], row[2], row[3], row[4], _moment(row[5]))
-
-
-# -- migrations ----------------------------------------------------------------------------------
-
-
-def _migration_files() -> list[tuple[int, str, str]]:
-    folder = resources.files("webhookd.store.migrations") / "sqlite"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append((version, entry.name, entry.read_text()))
-    return sorted(found)
-
-
-async def migrate(conn: aiosqlite.Connection) -> list[str]:
-    """Apply every migration not yet applied, each in its own transaction. Returns their names."""
-    await conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
-        " name TEXT NOT NULL, applied_at REAL NOT NULL)"
-    )
-    async with conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as cursor:
-        row = await cursor.fetchone()
-    current = int(row[0]) if row else 0
-    files = _migration_files()
-    if files and current > files[-1][0]:
-        raise StoreError(
-            f"the database schema (v{current}) is newer than this webhookd (v{files[-1][0]}); "
-            "upgrade webhookd"
-        )
-    applied = []
-    for version, name, sql in files:
-        if version <= current:
-            continue
-        try:
-            await conn.executescript(
-                f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO schema_migrations VALUES "
-                f"({version}, '{name}', {_epoch(utcnow())});\nCOMMIT;"
-            )
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
-            raise StoreError(f"migration {name} failed: {exc}") from exc
-        logger.info("applied migration %s", name, extra={"action": "store.migrate"})
-        applied.append(name)
-    return applied

@@ -1,0 +1,58 @@
+"""Versioned SQL migrations: ``migrations/<dialect>/NNNN_name.sql``, applied in order, once."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from importlib import resources
+
+import aiosqlite
+
+from webhookd.exceptions import StoreError
+
+logger = logging.getLogger(__name__)
+
+
+def migration_files(dialect: str) -> list[tuple[int, str, str]]:
+    """``(version, file name, SQL)`` of every migration for ``dialect``, in order."""
+    folder = resources.files("webhookd.store.migrations") / dialect
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+async def migrate_sqlite(conn: aiosqlite.Connection) -> list[str]:
+    """Apply every migration not yet applied, each in its own transaction. Returns their names."""
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+        " name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    async with conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as cursor:
+        row = await cursor.fetchone()
+    current = int(row[0]) if row else 0
+    files = migration_files("sqlite")
+    if files and current > files[-1][0]:
+        raise StoreError(
+            f"the database schema (v{current}) is newer than this webhookd (v{files[-1][0]}); "
+            "upgrade webhookd"
+        )
+    applied = []
+    for version, name, sql in files:
+        if version <= current:
+            continue
+        try:
+            await conn.executescript(
+                f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO schema_migrations VALUES "
+                f"({version}, '{name}', {time.time()});\nCOMMIT;"
+            )
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise StoreError(f"migration {name} failed: {exc}") from exc
+        logger.info("applied migration %s", name, extra={"action": "store.migrate"})
+        applied.append(name)
+    return applied
