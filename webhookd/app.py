@@ -16,8 +16,10 @@ from starlette.responses import Response
 from webhookd import api, ingest
 from webhookd.config import Settings
 from webhookd.crypto import SecretBox, master_key_from_settings
+from webhookd.delivery.circuit import CircuitPolicy
 from webhookd.delivery.retry import RetryPolicy
 from webhookd.delivery.sender import AiohttpSender, Sender
+from webhookd.delivery.ssrf import AddressGuard
 from webhookd.delivery.worker import Worker
 from webhookd.exceptions import ApiError, RequestError
 from webhookd.store import Store, store_from_settings
@@ -27,11 +29,12 @@ logger = logging.getLogger(__name__)
 
 
 def build_worker(settings: Settings, store: Store, sender: Sender, box: SecretBox) -> Worker:
+    circuit = CircuitPolicy(RetryPolicy(settings.retry_schedule_s), settings.disable_after_failures)
     return Worker(
         store,
         sender,
         box,
-        RetryPolicy(settings.retry_schedule_s),
+        circuit,
         concurrency=settings.worker_concurrency,
         lease_s=settings.lease_s,
         poll_interval_s=settings.poll_interval_s,
@@ -39,8 +42,15 @@ def build_worker(settings: Settings, store: Store, sender: Sender, box: SecretBo
     )
 
 
+def address_guard(settings: Settings) -> AddressGuard:
+    return AddressGuard(settings.allow_private_destinations, settings.allowed_cidrs)
+
+
 def default_sender(settings: Settings) -> Sender:
-    return AiohttpSender(timeout_s=settings.delivery_timeout_s, max_connections=settings.worker_concurrency)
+    guard = address_guard(settings)
+    return AiohttpSender(
+        timeout_s=settings.delivery_timeout_s, max_connections=settings.worker_concurrency, guard=guard
+    )
 
 
 async def _request_error(request: Request, exc: Exception) -> Response:
@@ -84,7 +94,7 @@ def create_app(
         worker = build_worker(settings, the_store, the_sender, box) if run_workers else None
         worker_task = asyncio.create_task(worker.run()) if worker is not None else None
         try:
-            yield {"services": Services(settings, the_store, box)}
+            yield {"services": Services(settings, the_store, box, address_guard(settings))}
         finally:
             if worker is not None and worker_task is not None:
                 worker.stop()

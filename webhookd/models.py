@@ -40,10 +40,23 @@ class Scope(StrEnum):
 
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
+    """Due at ``next_attempt_at``."""
     IN_FLIGHT = "in_flight"
+    """Claimed by a worker under a lease."""
+    HELD = "held"
+    """Waiting while its subscription is failing; only the subscription's probe goes out."""
+    PARKED = "parked"
+    """Its subscription is disabled; re-enabling resumes it."""
     DELIVERED = "delivered"
     FAILED = "failed"
+    """Every attempt was used; it can be retried by hand."""
     CANCELED = "canceled"
+    """Its subscription was deleted."""
+
+
+class DisabledReason(StrEnum):
+    CONSECUTIVE_FAILURES = "consecutive_failures"
+    ENDPOINT_GONE = "endpoint_gone"
 
 
 class Carrier(StrEnum):
@@ -104,6 +117,9 @@ class Subscription:
     secret: bytes
     is_active: bool
     created_at: datetime
+    failure_count: int = 0
+    disabled_reason: DisabledReason | None = None
+    disabled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +187,24 @@ class DeliveryJob:
     payload: bytes
     attempt_no: int
     event_created_at: datetime
+    health_generation: int = 0
+    """The subscription's health generation when claimed: a failure counts only if it still holds."""
+    failure_count: int = 0
+    """The subscription's consecutive failures when claimed."""
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitChange:
+    """What a failed attempt does to its subscription, applied only if ``generation`` still holds
+    (so attempts already in flight when another failure was recorded do not count)."""
+
+    subscription_id: str
+    generation: int
+    failure_count: int
+    probe_at: datetime
+    disable: DisabledReason | None = None
+    force: bool = False
+    """Apply whatever the generation (410 Gone disables at once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,3 +221,6 @@ class AttemptResult:
     succeeded: bool
     next_attempt_at: datetime | None
     """When to try again; ``None`` with ``succeeded=False`` means the delivery has failed for good."""
+    subscription_id: str = ""
+    circuit: CircuitChange | None = None
+    """Set on a failure: the subscription's new failure state."""

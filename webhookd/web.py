@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from webhookd.config import Settings
 from webhookd.crypto import SecretBox
+from webhookd.delivery.ssrf import AddressGuard
 from webhookd.exceptions import ApiError, PayloadTooLarge, RequestError
 from webhookd.store.base import Store
 
@@ -22,6 +23,7 @@ class Services:
     settings: Settings
     store: Store
     box: SecretBox
+    guard: AddressGuard
 
 
 def services(request: Request) -> Services:

@@ -24,4 +24,9 @@ def routes() -> list[Route]:
             subscriptions.delete_subscription,
             methods=["DELETE"],
         ),
+        Route(
+            "/api/v1/webhook-subscriptions/{subscription_id}/enable",
+            subscriptions.enable_subscription,
+            methods=["POST"],
+        ),
     ]

@@ -10,9 +10,9 @@ from starlette.responses import Response
 
 from webhookd.api.auth import authenticate
 from webhookd.crypto import new_webhook_secret, subscription_secret_context
-from webhookd.exceptions import ApiError
+from webhookd.exceptions import ApiError, DestinationBlocked
 from webhookd.models import EVENT_TYPES, Scope, Subscription, isoformat, new_id, utcnow
-from webhookd.web import JSONResponse, read_json_object, services
+from webhookd.web import JSONResponse, Services, read_json_object, services
 
 MAX_URL_LENGTH = 2048
 MAX_DESCRIPTION_LENGTH = 500
@@ -27,6 +27,9 @@ def subscription_json(sub: Subscription, secret: str | None = None) -> dict[str,
         "events": list(sub.events),
         "description": sub.description,
         "is_active": sub.is_active,
+        "disabled_reason": None if sub.disabled_reason is None else sub.disabled_reason.value,
+        "disabled_at": None if sub.disabled_at is None else isoformat(sub.disabled_at),
+        "failure_count": sub.failure_count,
         "created_at": isoformat(sub.created_at),
     }
     if secret is not None:
@@ -67,6 +70,14 @@ def _valid_description(value: Any) -> str | None:
     return value
 
 
+async def check_destination(svc: Services, url: str) -> None:
+    """The SSRF guard at create time; the sender checks again at connect time."""
+    try:
+        await svc.guard.check_url(url)
+    except DestinationBlocked as exc:
+        raise ApiError(f"url is not allowed: {exc}", code="destination_blocked") from None
+
+
 async def create_subscription(request: Request) -> Response:
     challenge = request.query_params.get("challenge")
     if challenge is not None:
@@ -77,6 +88,7 @@ async def create_subscription(request: Request) -> Response:
     body = await read_json_object(request, svc.settings.max_body_bytes)
     url, events = _valid_url(body.get("url")), _valid_events(body.get("events"))
     description = _valid_description(body.get("description"))
+    await check_destination(svc, url)
     secret = new_webhook_secret()
     sub_id = new_id("sub")
     ciphertext = svc.box.encrypt(secret.encode(), subscription_secret_context(sub_id))
@@ -133,3 +145,13 @@ async def delete_subscription(request: Request) -> Response:
     if not deleted:
         raise ApiError("no such subscription", status=404, code="not_found")
     return Response(status_code=204)
+
+
+async def enable_subscription(request: Request) -> Response:
+    key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
+    sub = await services(request).store.enable_subscription(
+        key.customer_id, request.path_params["subscription_id"]
+    )
+    if sub is None:
+        raise ApiError("no such subscription", status=404, code="not_found")
+    return JSONResponse(subscription_json(sub))

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from webhookd import __version__
-from webhookd.exceptions import SendFailed
+from webhookd.delivery.ssrf import AddressGuard, literal_address
+from webhookd.exceptions import DestinationBlocked, SendFailed
 
 EXCERPT_BYTES = 4096
 USER_AGENT = f"webhookd/{__version__}"
@@ -21,6 +26,8 @@ class SendResponse:
     status: int
     excerpt: bytes
     """The first 4 KiB of the response body."""
+    retry_after: str | None = None
+    """The ``Retry-After`` header, if any."""
 
 
 class Sender(Protocol):
@@ -31,17 +38,46 @@ class Sender(Protocol):
     async def close(self) -> None: ...
 
 
+class _BlockedAddress(OSError):
+    """Raised inside the resolver so aiohttp aborts the connection; surfaced as DestinationBlocked."""
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves, then drops every address the guard refuses. Checked at connect time, so a name
+    that resolved to a public address when the subscription was made cannot rebind to 127.0.0.1."""
+
+    def __init__(self, guard: AddressGuard, inner: AbstractResolver) -> None:
+        self._guard = guard
+        self._inner = inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        allowed = [r for r in results if self._guard.allows(ipaddress.ip_address(r["host"]))]
+        if not allowed:
+            shown = ", ".join(sorted({r["host"] for r in results}))
+            raise _BlockedAddress(f"{host} resolves only to blocked addresses ({shown})")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class AiohttpSender:
     """Sends through one connection pool; redirects are never followed (a 3xx is a failure)."""
 
-    def __init__(self, *, timeout_s: float, max_connections: int) -> None:
+    def __init__(self, *, timeout_s: float, max_connections: int, guard: AddressGuard | None = None) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_connections = max_connections
+        self._guard = guard or AddressGuard()
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
+            resolver = GuardedResolver(self._guard, aiohttp.ThreadedResolver())
             connector = aiohttp.TCPConnector(
+                resolver=resolver,
                 limit=self._max_connections,
                 limit_per_host=0,
                 ttl_dns_cache=60,
@@ -55,15 +91,27 @@ class AiohttpSender:
             )
         return self._session
 
+    def _check_literal_host(self, url: str) -> None:
+        # aiohttp skips the resolver for IP literals, so those are checked here.
+        host = urlsplit(url).hostname or ""
+        address = literal_address(host)
+        if address is not None:
+            self._guard.check_address(host, address)
+
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResponse:
+        self._check_literal_host(url)
         try:
             async with self._client().post(
                 url, data=body, headers=dict(headers), allow_redirects=False
             ) as response:
                 excerpt = await response.content.read(EXCERPT_BYTES)
-                return SendResponse(response.status, excerpt)
+                return SendResponse(response.status, excerpt, response.headers.get("Retry-After"))
         except TimeoutError:
             raise SendFailed(f"timed out after {self._timeout.total:g}s") from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, _BlockedAddress):
+                raise DestinationBlocked(str(exc.os_error)) from None
+            raise SendFailed(f"{type(exc).__name__}: {exc}") from None
         except aiohttp.ClientError as exc:
             raise SendFailed(f"{type(exc).__name__}: {exc}") from None
 

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from webhookd.crypto import SecretBox, subscription_secret_context, webhook_secret_key
-from webhookd.delivery.retry import RetryPolicy
+from webhookd.delivery.circuit import CircuitPolicy
+from webhookd.delivery.retry import RETRY_AFTER_STATUSES, parse_retry_after
 from webhookd.delivery.sender import Sender
 from webhookd.delivery.signing import webhook_headers
 from webhookd.exceptions import DeliveryError
@@ -30,7 +31,7 @@ class Worker:
         store: Store,
         sender: Sender,
         box: SecretBox,
-        policy: RetryPolicy,
+        circuit: CircuitPolicy,
         *,
         concurrency: int,
         lease_s: float,
@@ -38,7 +39,7 @@ class Worker:
         shutdown_grace_s: float,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._store, self._sender, self._box, self._policy = store, sender, box, policy
+        self._store, self._sender, self._box, self._circuit = store, sender, box, circuit
         self._concurrency = concurrency
         self._lease_s = lease_s
         self._poll_interval_s = poll_interval_s
@@ -48,6 +49,8 @@ class Worker:
         self._stopping = False
         self._inflight: dict[asyncio.Task[None], DeliveryJob] = {}
         self._keys: dict[bytes, bytes] = {}
+        self._results: list[AttemptResult] = []
+        self._results_ready = asyncio.Event()
 
     def stop(self) -> None:
         """Stop claiming. ``run`` returns once in-flight attempts finish or the grace period ends."""
@@ -56,6 +59,7 @@ class Worker:
 
     async def run(self) -> None:
         self._store.add_work_listener(self._wake.set)
+        flusher = asyncio.create_task(self._flush_results(), name="webhookd-record-attempts")
         logger.info(
             "delivery worker started (concurrency %d)",
             self._concurrency,
@@ -73,6 +77,9 @@ class Worker:
                     await asyncio.sleep(self._poll_interval_s)
         finally:
             await self._drain()
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            await self._record(self._take_results())
             logger.info("delivery worker stopped", extra={"action": "worker.stop"})
 
     async def _claim_and_wait(self) -> None:
@@ -106,35 +113,99 @@ class Worker:
             )
 
     async def _attempt(self, job: DeliveryJob) -> None:
-        result = await self.deliver(job)
-        # If recording fails, the lease expires and the delivery is sent again: at-least-once.
-        await self._store.record_attempts([result])
+        # Results are recorded in batches. If the process dies before a batch commits, the lease
+        # expires and the delivery is sent again: at-least-once, never lost.
+        self._results.append(await self.deliver(job))
+        self._results_ready.set()
+
+    async def _flush_results(self) -> None:
+        while True:
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            try:
+                await self._record(self._take_results())
+            except Exception:
+                logger.exception(
+                    "recording attempts failed; their leases will expire and they will be sent again",
+                    extra={"action": "worker.record_error"},
+                )
+
+    def _take_results(self) -> list[AttemptResult]:
+        batch, self._results = self._results, []
+        return batch
+
+    async def _record(self, batch: list[AttemptResult]) -> None:
+        if not batch:
+            return
+        for subscription_id in await self._store.record_attempts(batch):
+            reason = next(
+                r.circuit.disable
+                for r in batch
+                if r.subscription_id == subscription_id and r.circuit is not None
+            )
+            logger.warning(
+                "subscription %s disabled: %s",
+                subscription_id,
+                reason,
+                extra={
+                    "action": "subscription.disabled",
+                    "subscription_id": subscription_id,
+                    "reason": str(reason),
+                },
+            )
 
     async def deliver(self, job: DeliveryJob) -> AttemptResult:
         """Sign and POST one delivery, and classify what came back."""
         started = self._clock()
-        timestamp = int(time.time())
-        headers = webhook_headers([self._key_for(job)], job.event_id, timestamp, job.payload)
+        headers = webhook_headers([self._key_for(job)], job.event_id, int(time.time()), job.payload)
         began = time.perf_counter()
         status: int | None = None
         error: str | None = None
-        excerpt = b""
+        excerpt, retry_after = b"", None
         try:
             response = await self._sender.send(job.url, job.payload, headers)
-            status, excerpt = response.status, response.excerpt
+            status, excerpt, retry_after = response.status, response.excerpt, response.retry_after
         except DeliveryError as exc:
-            error = str(exc)
+            error = f"{type(exc).__name__}: {exc}"
         duration_s = time.perf_counter() - began
-        succeeded = status is not None and 200 <= status < 300
-        next_at = None if succeeded else self._next_attempt_at(job.attempt_no)
-        if status is not None and not succeeded:
+        if status is not None and 200 <= status < 300:
+            return AttemptResult(
+                job.delivery_id,
+                job.attempt_no,
+                started,
+                duration_s,
+                status,
+                None,
+                excerpt,
+                True,
+                None,
+                job.subscription_id,
+            )
+        return self._failure(job, started, duration_s, status, error, excerpt, retry_after)
+
+    def _failure(
+        self,
+        job: DeliveryJob,
+        started: datetime,
+        duration_s: float,
+        status: int | None,
+        error: str | None,
+        excerpt: bytes,
+        retry_after: str | None,
+    ) -> AttemptResult:
+        now = self._clock()
+        wait_s = parse_retry_after(retry_after, now) if status in RETRY_AFTER_STATUSES else None
+        circuit = self._circuit.on_failure(job, now, retry_after_s=wait_s, gone=status == 410)
+        delay_s = self._circuit.retry.delay_after(job.attempt_no, wait_s)
+        next_at = None if delay_s is None else now + timedelta(seconds=delay_s)
+        if status is not None:
             error = f"HTTP {status}"
-        logger.debug(
-            "attempt %d of %s: %s",
+        logger.info(
+            "attempt %d of %s failed: %s",
             job.attempt_no,
             job.delivery_id,
-            error or status,
-            extra={"action": "delivery.attempt"},
+            error,
+            extra={"action": "delivery.attempt_failed", "delivery_id": job.delivery_id},
         )
         return AttemptResult(
             job.delivery_id,
@@ -144,13 +215,11 @@ class Worker:
             status,
             error,
             excerpt,
-            succeeded,
+            False,
             next_at,
+            job.subscription_id,
+            circuit,
         )
-
-    def _next_attempt_at(self, attempt_no: int) -> datetime | None:
-        delay_s = self._policy.delay_after(attempt_no)
-        return None if delay_s is None else self._clock() + timedelta(seconds=delay_s)
 
     def _key_for(self, job: DeliveryJob) -> bytes:
         key = self._keys.get(job.secret)

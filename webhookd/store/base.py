@@ -83,6 +83,9 @@ class Store(Protocol):
     async def delete_subscription(self, customer_id: str, subscription_id: str) -> bool:
         """Delete it and cancel its pending deliveries. ``False`` if there was nothing to delete."""
 
+    async def enable_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
+        """Re-enable: reset the failure count and resume parked deliveries. ``None`` if not found."""
+
     async def publish(self, event: NewEvent, *, delay_s: float = 0.0) -> PublishResult:
         """Store the event and fan it out to every matching active subscription, atomically.
 
@@ -93,10 +96,12 @@ class Store(Protocol):
         """
 
     async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
-        """Lease up to ``limit`` due deliveries (pending, or in flight with an expired lease)."""
+        """Lease up to ``limit`` due deliveries: those of healthy subscriptions, plus one probe per
+        failing subscription whose backoff has passed. Expired leases are claimable again."""
 
-    async def record_attempts(self, results: Sequence[AttemptResult]) -> None:
-        """Store attempts and move each delivery to delivered, pending (retry) or failed."""
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[str]:
+        """Store attempts, move each delivery on (delivered, pending, held, parked or failed) and
+        apply each failure's ``CircuitChange``. Returns the ids of subscriptions this disabled."""
 
     async def release_deliveries(self, delivery_ids: Sequence[str]) -> None:
         """Give claimed deliveries back unattempted (graceful shutdown)."""

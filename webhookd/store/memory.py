@@ -14,6 +14,7 @@ from webhookd.exceptions import StoreError
 from webhookd.models import (
     ApiKey,
     AttemptResult,
+    CircuitChange,
     Customer,
     DeliveryJob,
     DeliveryStatus,
@@ -26,12 +27,22 @@ from webhookd.models import (
 )
 from webhookd.store.base import (
     Page,
+    Store,
     SubscriptionCreate,
     WorkListener,
     decode_cursor,
     encode_cursor,
     events_key,
 )
+
+
+@dataclass(slots=True)
+class _Health:
+    failure_count: int = 0
+    generation: int = 0
+    probe_at: datetime | None = None
+    probe_delivery_id: str | None = None
+    probe_lease_until: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -43,6 +54,7 @@ class _DeliveryRow:
     attempts: int
     next_attempt_at: datetime
     lease_until: datetime | None = None
+    claimed_generation: int = 0
 
 
 class MemoryStore:
@@ -57,6 +69,7 @@ class MemoryStore:
         self.deliveries: dict[str, _DeliveryRow] = {}
         self.attempts: list[AttemptResult] = []
         self._idempotency: dict[tuple[str, str], str] = {}
+        self._health: dict[str, _Health] = {}
         self._listeners: list[WorkListener] = []
         self._open = False
 
@@ -110,7 +123,12 @@ class MemoryStore:
 
     async def get_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
         found = self.subscriptions.get(subscription_id)
-        return found if found is not None and found.customer_id == customer_id else None
+        if found is None or found.customer_id != customer_id:
+            return None
+        return dataclasses.replace(found, failure_count=self._health_of(found.id).failure_count)
+
+    def _health_of(self, subscription_id: str) -> _Health:
+        return self._health.setdefault(subscription_id, _Health())
 
     async def list_subscriptions(self, customer_id: str, *, limit: int, cursor: str | None = None) -> Page:
         after = decode_cursor(cursor) if cursor else ""
@@ -158,10 +176,8 @@ class MemoryStore:
         return PublishResult(stored, created=True, deliveries=len(targets))
 
     async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
-        for row in self.deliveries.values():
-            lease = row.lease_until
-            if row.status is DeliveryStatus.IN_FLIGHT and lease is not None and lease <= now:
-                row.status, row.next_attempt_at = DeliveryStatus.PENDING, lease
+        self._expire_leases(now)
+        lease = now + timedelta(seconds=lease_s)
         due = sorted(
             (
                 r
@@ -170,49 +186,152 @@ class MemoryStore:
             ),
             key=lambda r: r.next_attempt_at,
         )[:limit]
-        jobs = []
-        for row in due:
-            row.status, row.attempts = DeliveryStatus.IN_FLIGHT, row.attempts + 1
-            row.lease_until = now + timedelta(seconds=lease_s)
-            sub, event = self.subscriptions[row.subscription_id], self.events[row.event_id]
-            jobs.append(
-                DeliveryJob(
-                    row.id,
-                    row.event_id,
-                    sub.id,
-                    sub.url,
-                    sub.secret,
-                    event.payload,
-                    row.attempts,
-                    event.created_at,
-                )
+        claimed = [self._claim(row, lease) for row in due]
+        for sub_id in self._due_probes(now)[: limit - len(claimed)]:
+            held = sorted(
+                (
+                    r
+                    for r in self.deliveries.values()
+                    if r.subscription_id == sub_id and r.status is DeliveryStatus.HELD
+                ),
+                key=lambda r: r.next_attempt_at,
             )
-        return jobs
+            if held:
+                health = self._health_of(sub_id)
+                health.probe_delivery_id, health.probe_lease_until = held[0].id, lease
+                claimed.append(self._claim(held[0], lease))
+        return claimed
 
-    async def record_attempts(self, results: Sequence[AttemptResult]) -> None:
+    def _expire_leases(self, now: datetime) -> None:
+        for row in self.deliveries.values():
+            lease = row.lease_until
+            if row.status is DeliveryStatus.IN_FLIGHT and lease is not None and lease <= now:
+                row.status, row.next_attempt_at, row.lease_until = self._waiting(row), lease, None
+
+    def _waiting(self, row: _DeliveryRow) -> DeliveryStatus:
+        failing = self._health_of(row.subscription_id).failure_count > 0
+        return DeliveryStatus.HELD if failing else DeliveryStatus.PENDING
+
+    def _due_probes(self, now: datetime) -> list[str]:
+        due = []
+        for sub in self.subscriptions.values():
+            health = self._health_of(sub.id)
+            if not sub.is_active or health.failure_count == 0 or health.probe_at is None:
+                continue
+            lease_free = health.probe_delivery_id is None or (
+                health.probe_lease_until is not None and health.probe_lease_until <= now
+            )
+            if health.probe_at <= now and lease_free:
+                due.append(sub.id)
+        return due
+
+    def _claim(self, row: _DeliveryRow, lease: datetime) -> DeliveryJob:
+        health = self._health_of(row.subscription_id)
+        row.status, row.attempts, row.lease_until = DeliveryStatus.IN_FLIGHT, row.attempts + 1, lease
+        row.claimed_generation = health.generation
+        sub, event = self.subscriptions[row.subscription_id], self.events[row.event_id]
+        return DeliveryJob(
+            row.id,
+            row.event_id,
+            sub.id,
+            sub.url,
+            sub.secret,
+            event.payload,
+            row.attempts,
+            event.created_at,
+            health.generation,
+            health.failure_count,
+        )
+
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[str]:
+        disabled = []
         for result in results:
             self.attempts.append(result)
-            row = self.deliveries[result.delivery_id]
-            if row.status is not DeliveryStatus.IN_FLIGHT or row.attempts != result.attempt_no:
-                continue
-            row.lease_until = None
+            health = self._health_of(result.subscription_id)
+            if health.probe_delivery_id == result.delivery_id:
+                health.probe_delivery_id = health.probe_lease_until = None
             if result.succeeded:
-                row.status = DeliveryStatus.DELIVERED
-            elif result.next_attempt_at is None:
-                row.status = DeliveryStatus.FAILED
-            else:
-                row.status, row.next_attempt_at = DeliveryStatus.PENDING, result.next_attempt_at
+                self._recover(result.subscription_id)
+            elif result.circuit is not None and self._count_failure(result.circuit):
+                disabled.append(result.subscription_id)
+        for result in results:
+            self._finish(result)
         if any(r.next_attempt_at is not None for r in results):
             self._notify_work()
+        return disabled
+
+    def _recover(self, subscription_id: str) -> None:
+        health = self._health_of(subscription_id)
+        if health.failure_count == 0:
+            return
+        health.failure_count, health.probe_at = 0, None
+        health.probe_delivery_id = health.probe_lease_until = None
+        self._move(subscription_id, {DeliveryStatus.HELD}, DeliveryStatus.PENDING)
+
+    def _count_failure(self, change: CircuitChange) -> bool:
+        sub = self.subscriptions.get(change.subscription_id)
+        health = self._health_of(change.subscription_id)
+        if sub is None or not sub.is_active or not (change.force or health.generation == change.generation):
+            return False
+        health.failure_count, health.generation = change.failure_count, health.generation + 1
+        health.probe_at, health.probe_delivery_id, health.probe_lease_until = change.probe_at, None, None
+        if change.disable is None:
+            self._move(sub.id, {DeliveryStatus.PENDING}, DeliveryStatus.HELD)
+            return False
+        self.subscriptions[sub.id] = dataclasses.replace(
+            sub, is_active=False, disabled_reason=change.disable, disabled_at=utcnow()
+        )
+        self._move(sub.id, {DeliveryStatus.PENDING, DeliveryStatus.HELD}, DeliveryStatus.PARKED)
+        return True
+
+    def _finish(self, result: AttemptResult) -> None:
+        row = self.deliveries[result.delivery_id]
+        if row.status is not DeliveryStatus.IN_FLIGHT or row.attempts != result.attempt_no:
+            return
+        row.lease_until = None
+        if result.succeeded:
+            row.status = DeliveryStatus.DELIVERED
+        elif result.next_attempt_at is None:
+            row.status = DeliveryStatus.FAILED
+        else:
+            sub = self.subscriptions.get(row.subscription_id)
+            active = sub is not None and sub.is_active
+            row.status = self._waiting(row) if active else DeliveryStatus.PARKED
+            row.next_attempt_at = result.next_attempt_at
+
+    def _move(self, subscription_id: str, sources: set[DeliveryStatus], target: DeliveryStatus) -> None:
+        for row in self.deliveries.values():
+            if row.subscription_id == subscription_id and row.status in sources:
+                row.status = target
+
+    async def enable_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
+        sub = await self.get_subscription(customer_id, subscription_id)
+        if sub is None:
+            return None
+        self.subscriptions[sub.id] = dataclasses.replace(
+            self.subscriptions[sub.id], is_active=True, disabled_reason=None, disabled_at=None
+        )
+        health = self._health_of(sub.id)
+        self._health[sub.id] = _Health(generation=health.generation + 1)
+        now = utcnow()
+        for row in self.deliveries.values():
+            if row.subscription_id == sub.id and row.status in {DeliveryStatus.PARKED, DeliveryStatus.HELD}:
+                row.status, row.next_attempt_at = DeliveryStatus.PENDING, now
+        self._notify_work()
+        return await self.get_subscription(customer_id, subscription_id)
 
     async def release_deliveries(self, delivery_ids: Sequence[str]) -> None:
         now = utcnow()
         for delivery_id in delivery_ids:
             row = self.deliveries[delivery_id]
             if row.status is DeliveryStatus.IN_FLIGHT:
-                row.status, row.attempts, row.lease_until = (
-                    DeliveryStatus.PENDING,
-                    row.attempts - 1,
-                    None,
-                )
+                row.status, row.attempts, row.lease_until = self._waiting(row), row.attempts - 1, None
                 row.next_attempt_at = now
+            health = self._health_of(row.subscription_id)
+            if health.probe_delivery_id == delivery_id:
+                health.probe_delivery_id = health.probe_lease_until = None
+
+
+def _implements_store(store: MemoryStore) -> Store:
+    """Lets mypy prove that MemoryStore satisfies the Store protocol."""
+    return store

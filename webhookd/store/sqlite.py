@@ -19,6 +19,7 @@ from webhookd.models import (
     Carrier,
     Customer,
     DeliveryJob,
+    DisabledReason,
     Event,
     NewEvent,
     PublishResult,
@@ -27,8 +28,10 @@ from webhookd.models import (
     Subscription,
     utcnow,
 )
+from webhookd.store import sqlite_outbox as outbox
 from webhookd.store.base import (
     Page,
+    Store,
     SubscriptionCreate,
     WorkListener,
     decode_cursor,
@@ -287,7 +290,7 @@ class SqliteStore:
             if cursor.rowcount == 0:
                 return PublishResult(await _existing_event(conn, event), created=False, deliveries=0)
             cursor = await conn.execute(
-                _FAN_OUT,
+                outbox.FAN_OUT,
                 {
                     "event_id": event.id,
                     "customer_id": event.customer_id,
@@ -304,118 +307,36 @@ class SqliteStore:
         return result
 
     async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
-        at = _epoch(now)
+        return await self._write(lambda conn: outbox.claim(conn, limit, lease_s, now))
 
-        async def op(conn: aiosqlite.Connection) -> list[DeliveryJob]:
-            await conn.execute(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = lease_until"
-                " WHERE status = 'in_flight' AND lease_until <= ?",
-                (at,),
-            )
-            async with conn.execute(_CLAIM, (at + lease_s, at, at, limit)) as cursor:
-                claimed = await cursor.fetchall()
-            if not claimed:
-                return []
-            ids = [row[0] for row in claimed]
-            marks = ",".join("?" * len(ids))
-            async with conn.execute(_JOB_DETAILS.format(marks=marks), ids) as cursor:
-                rows = await cursor.fetchall()
-            return [DeliveryJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _moment(r[7])) for r in rows]
-
-        return await self._write(op)
-
-    async def record_attempts(self, results: Sequence[AttemptResult]) -> None:
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[str]:
         if not results:
-            return
-        attempts = [
-            (
-                r.delivery_id,
-                r.attempt_no,
-                _epoch(r.started_at),
-                r.duration_s,
-                r.status_code,
-                r.error,
-                r.response_excerpt,
-                int(r.succeeded),
-            )
-            for r in results
-        ]
-        now = _epoch(utcnow())
-        updates = [
-            (
-                _status_after(r),
-                None if r.next_attempt_at is None else _epoch(r.next_attempt_at),
-                r.status_code,
-                r.error,
-                now,
-                now if r.succeeded else None,
-                r.delivery_id,
-                r.attempt_no,
-            )
-            for r in results
-        ]
-
-        async def op(conn: aiosqlite.Connection) -> None:
-            await conn.executemany(
-                "INSERT INTO attempts (delivery_id, attempt_no, started_at, duration_s,"
-                " status_code, error, response_excerpt, succeeded) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                attempts,
-            )
-            # The attempts guard keeps a worker whose lease expired from overwriting a newer claim.
-            await conn.executemany(
-                "UPDATE deliveries SET status = ?, next_attempt_at = ?, lease_until = NULL,"
-                " last_status = ?, last_error = ?, updated_at = ?, delivered_at = ?"
-                " WHERE id = ? AND status = 'in_flight' AND attempts = ?",
-                updates,
-            )
-
-        await self._write(op)
+            return []
+        now = utcnow()
+        disabled = await self._write(lambda conn: outbox.record(conn, results, now))
         if any(r.next_attempt_at is not None for r in results):
             self._notify_work()
+        return disabled
 
     async def release_deliveries(self, delivery_ids: Sequence[str]) -> None:
-        if not delivery_ids:
-            return
-        now = _epoch(utcnow())
-        params = [(now, delivery_id) for delivery_id in delivery_ids]
-        await self._write(
-            lambda conn: conn.executemany(
-                "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, lease_until = NULL,"
-                " next_attempt_at = ? WHERE id = ? AND status = 'in_flight'",
-                params,
-            )
-        )
+        if delivery_ids:
+            now = utcnow()
+            await self._write(lambda conn: outbox.release(conn, delivery_ids, now))
+
+    async def enable_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
+        now = utcnow()
+        if not await self._write(lambda conn: outbox.enable(conn, customer_id, subscription_id, now)):
+            return None
+        self._notify_work()
+        return await self.get_subscription(customer_id, subscription_id)
 
 
 # -- SQL and row mapping -------------------------------------------------------------------------
 
-_SUB_COLUMNS = "id, customer_id, url, events_key, description, secret, is_active, created_at"
-
-_FAN_OUT = """
-INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
-                        next_attempt_at, created_at, updated_at)
-SELECT 'dlv_' || lower(hex(randomblob(12))), :event_id, s.id, s.customer_id, 'pending', 0,
-       :due, :now, :now
-FROM subscription_event_types AS t JOIN subscriptions AS s ON s.id = t.subscription_id
-WHERE t.customer_id = :customer_id AND t.event_type = :type
-  AND s.is_active = 1 AND s.deleted_at IS NULL
-"""
-
-_CLAIM = """
-UPDATE deliveries SET status = 'in_flight', lease_until = ?, attempts = attempts + 1,
-                      updated_at = ?
-WHERE seq IN (SELECT seq FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?
-              ORDER BY next_attempt_at LIMIT ?)
-RETURNING id
-"""
-
-_JOB_DETAILS = """
-SELECT d.id, d.event_id, d.subscription_id, s.url, s.secret, e.payload, d.attempts, e.created_at
-FROM deliveries AS d
-JOIN subscriptions AS s ON s.id = d.subscription_id
-JOIN events AS e ON e.id = d.event_id
-WHERE d.id IN ({marks})
-"""
+_SUB_COLUMNS = (
+    "id, customer_id, url, events_key, description, secret, is_active, created_at, failure_count,"
+    " disabled_reason, disabled_at"
+)
 
 
 def _subscription(row: sqlite3.Row) -> Subscription:
@@ -428,13 +349,10 @@ def _subscription(row: sqlite3.Row) -> Subscription:
         secret=row[5],
         is_active=bool(row[6]),
         created_at=_moment(row[7]),
+        failure_count=row[8],
+        disabled_reason=None if row[9] is None else DisabledReason(row[9]),
+        disabled_at=None if row[10] is None else _moment(row[10]),
     )
-
-
-def _status_after(result: AttemptResult) -> str:
-    if result.succeeded:
-        return "delivered"
-    return "failed" if result.next_attempt_at is None else "pending"
 
 
 async def _existing_event(conn: aiosqlite.Connection, event: NewEvent) -> Event:
@@ -446,3 +364,8 @@ async def _existing_event(conn: aiosqlite.Connection, event: NewEvent) -> Event:
         row = await cursor.fetchone()
     assert row is not None
     return Event(row[0], row[1], row[2], row[3], row[4], _moment(row[5]))
+
+
+def _implements_store(store: SqliteStore) -> Store:
+    """Lets mypy prove that SqliteStore satisfies the Store protocol."""
+    return store

@@ -33,8 +33,19 @@ CREATE TABLE subscriptions (
     is_active   INTEGER NOT NULL DEFAULT 1,
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
-    deleted_at  REAL
+    deleted_at  REAL,
+    -- Per-subscription failure tracking (SPEC §5): consecutive failures, and a generation that
+    -- moves on every counted failure so attempts already in flight then do not count again.
+    failure_count     INTEGER NOT NULL DEFAULT 0,
+    health_gen        INTEGER NOT NULL DEFAULT 0,
+    probe_at          REAL,               -- while failing: when the next single probe may go
+    probe_delivery_id TEXT,               -- the probe in flight, if any
+    probe_lease_until REAL,
+    disabled_reason   TEXT,
+    disabled_at       REAL
 );
+CREATE INDEX subscriptions_probe_due ON subscriptions (probe_at)
+    WHERE failure_count > 0 AND is_active = 1 AND deleted_at IS NULL;
 -- Idempotent create rests on this index, not on check-then-insert.
 CREATE UNIQUE INDEX subscriptions_identity
     ON subscriptions (customer_id, url, events_key) WHERE deleted_at IS NULL;
@@ -63,10 +74,11 @@ CREATE TABLE deliveries (
     event_id        TEXT NOT NULL REFERENCES events(id),
     subscription_id TEXT NOT NULL REFERENCES subscriptions(id),
     customer_id     TEXT NOT NULL,
-    status          TEXT NOT NULL,
+    status          TEXT NOT NULL,        -- pending|in_flight|held|parked|delivered|failed|canceled
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL,
     lease_until     REAL,
+    claimed_gen     INTEGER,              -- the subscription's health_gen when claimed
     last_status     INTEGER,
     last_error      TEXT,
     created_at      REAL NOT NULL,
@@ -75,7 +87,7 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX deliveries_leased ON deliveries (lease_until) WHERE status = 'in_flight';
-CREATE INDEX deliveries_by_subscription ON deliveries (subscription_id, status);
+CREATE INDEX deliveries_by_subscription ON deliveries (subscription_id, status, next_attempt_at);
 
 CREATE TABLE attempts (
     id               INTEGER PRIMARY KEY,

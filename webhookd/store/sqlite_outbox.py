@@ -1,0 +1,270 @@
+"""The SQLite outbox: fan-out, claims, attempt outcomes and per-subscription health, as SQL.
+
+Every function here runs inside a transaction of the group-commit writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import aiosqlite
+
+from webhookd.models import AttemptResult, CircuitChange, DeliveryJob
+
+FAN_OUT = """
+INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
+                        next_attempt_at, created_at, updated_at)
+SELECT 'dlv_' || lower(hex(randomblob(12))), :event_id, s.id, s.customer_id,
+       CASE WHEN s.failure_count > 0 THEN 'held' ELSE 'pending' END, 0, :due, :now, :now
+FROM subscription_event_types AS t JOIN subscriptions AS s ON s.id = t.subscription_id
+WHERE t.customer_id = :customer_id AND t.event_type = :type
+  AND s.is_active = 1 AND s.deleted_at IS NULL
+"""
+
+# A delivery whose worker died goes back to wait: pending, or held if its subscription is failing.
+_EXPIRE_LEASES = """
+UPDATE deliveries SET status = CASE
+        WHEN (SELECT failure_count FROM subscriptions WHERE id = subscription_id) > 0 THEN 'held'
+        ELSE 'pending' END,
+    next_attempt_at = lease_until, lease_until = NULL
+WHERE status = 'in_flight' AND lease_until <= ?
+"""
+
+_CLAIM_HEALTHY = """
+UPDATE deliveries SET status = 'in_flight', lease_until = :lease, attempts = attempts + 1,
+    updated_at = :now,
+    claimed_gen = (SELECT health_gen FROM subscriptions WHERE id = subscription_id)
+WHERE seq IN (SELECT seq FROM deliveries WHERE status = 'pending' AND next_attempt_at <= :now
+              ORDER BY next_attempt_at LIMIT :limit)
+RETURNING id
+"""
+
+_DUE_PROBES = """
+SELECT id, health_gen FROM subscriptions
+WHERE failure_count > 0 AND is_active = 1 AND deleted_at IS NULL AND probe_at <= :now
+  AND (probe_delivery_id IS NULL OR probe_lease_until <= :now)
+ORDER BY probe_at LIMIT :limit
+"""
+
+_CLAIM_PROBE = """
+UPDATE deliveries SET status = 'in_flight', lease_until = :lease, attempts = attempts + 1,
+    updated_at = :now, claimed_gen = :gen
+WHERE seq = (SELECT seq FROM deliveries WHERE subscription_id = :sub AND status = 'held'
+             ORDER BY next_attempt_at LIMIT 1)
+RETURNING id
+"""
+
+_JOB_DETAILS = """
+SELECT d.id, d.event_id, d.subscription_id, s.url, s.secret, e.payload, d.attempts, e.created_at,
+       d.claimed_gen, s.failure_count
+FROM deliveries AS d
+JOIN subscriptions AS s ON s.id = d.subscription_id
+JOIN events AS e ON e.id = d.event_id
+WHERE d.id IN ({marks})
+"""
+
+_INSERT_ATTEMPT = """
+INSERT INTO attempts (delivery_id, attempt_no, started_at, duration_s, status_code, error,
+                      response_excerpt, succeeded)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+# The attempts guard keeps a worker whose lease expired from overwriting a newer claim.
+_FINISH_DELIVERY = """
+UPDATE deliveries SET status = CASE
+        WHEN :succeeded THEN 'delivered'
+        WHEN :next_at IS NULL THEN 'failed'
+        WHEN (SELECT is_active FROM subscriptions WHERE id = subscription_id) = 0 THEN 'parked'
+        WHEN (SELECT failure_count FROM subscriptions WHERE id = subscription_id) > 0 THEN 'held'
+        ELSE 'pending' END,
+    next_attempt_at = :next_at, lease_until = NULL, last_status = :status, last_error = :error,
+    updated_at = :now, delivered_at = CASE WHEN :succeeded THEN :now END
+WHERE id = :id AND status = 'in_flight' AND attempts = :attempt_no
+"""
+
+_RECOVER = """
+UPDATE subscriptions SET failure_count = 0, probe_at = NULL, probe_delivery_id = NULL,
+    probe_lease_until = NULL
+WHERE failure_count > 0 AND id IN ({marks})
+RETURNING id
+"""
+
+_UNHOLD = "UPDATE deliveries SET status = 'pending' WHERE subscription_id = ? AND status = 'held'"
+
+_COUNT_FAILURE = """
+UPDATE subscriptions SET failure_count = :count, health_gen = health_gen + 1, probe_at = :probe_at,
+    probe_delivery_id = NULL, probe_lease_until = NULL
+WHERE id = :sub AND is_active = 1 AND (health_gen = :gen OR :force)
+"""
+
+_HOLD = "UPDATE deliveries SET status = 'held' WHERE subscription_id = ? AND status = 'pending'"
+
+_DISABLE = """
+UPDATE subscriptions SET is_active = 0, disabled_reason = ?, disabled_at = ?, updated_at = ?
+WHERE id = ? AND is_active = 1
+"""
+
+_PARK = """
+UPDATE deliveries SET status = 'parked'
+WHERE subscription_id = ? AND status IN ('pending', 'held')
+"""
+
+_END_PROBE = """
+UPDATE subscriptions SET probe_delivery_id = NULL, probe_lease_until = NULL
+WHERE id = ? AND probe_delivery_id = ?
+"""
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _moment(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+async def claim(conn: aiosqlite.Connection, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
+    """Expire dead leases, claim due deliveries of healthy subscriptions, then one probe for each
+    failing subscription whose backoff has passed."""
+    at = _epoch(now)
+    params = {"lease": at + lease_s, "now": at, "limit": limit}
+    await conn.execute(_EXPIRE_LEASES, (at,))
+    async with conn.execute(_CLAIM_HEALTHY, params) as cursor:
+        ids = [row[0] for row in await cursor.fetchall()]
+    if len(ids) < limit:
+        ids += await _claim_probes(conn, {**params, "limit": limit - len(ids)})
+    if not ids:
+        return []
+    async with conn.execute(_JOB_DETAILS.format(marks=",".join("?" * len(ids))), ids) as cursor:
+        rows = await cursor.fetchall()
+    return [DeliveryJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _moment(r[7]), r[8], r[9]) for r in rows]
+
+
+async def _claim_probes(conn: aiosqlite.Connection, params: dict[str, float]) -> list[str]:
+    async with conn.execute(_DUE_PROBES, params) as cursor:
+        due = await cursor.fetchall()
+    claimed = []
+    for sub_id, generation in due:
+        async with conn.execute(_CLAIM_PROBE, {**params, "sub": sub_id, "gen": generation}) as cursor:
+            row = await cursor.fetchone()
+        if row is not None:
+            await conn.execute(
+                "UPDATE subscriptions SET probe_delivery_id = ?, probe_lease_until = ? WHERE id = ?",
+                (row[0], params["lease"], sub_id),
+            )
+            claimed.append(row[0])
+    return claimed
+
+
+async def record(conn: aiosqlite.Connection, results: Sequence[AttemptResult], now: datetime) -> list[str]:
+    """Store attempts, apply each outcome to its subscription's health, then finish each delivery.
+    Returns the subscriptions this disabled."""
+    at = _epoch(now)
+    await conn.executemany(
+        _INSERT_ATTEMPT,
+        [
+            (
+                r.delivery_id,
+                r.attempt_no,
+                _epoch(r.started_at),
+                r.duration_s,
+                r.status_code,
+                r.error,
+                r.response_excerpt,
+                int(r.succeeded),
+            )
+            for r in results
+        ],
+    )
+    await conn.executemany(_END_PROBE, [(r.subscription_id, r.delivery_id) for r in results])
+    await _recover(conn, {r.subscription_id for r in results if r.succeeded})
+    disabled = [
+        r.subscription_id
+        for r in results
+        if r.circuit is not None and await _count_failure(conn, r.circuit, at)
+    ]
+    await conn.executemany(
+        _FINISH_DELIVERY,
+        [
+            {
+                "succeeded": r.succeeded,
+                "next_at": None if r.next_attempt_at is None else _epoch(r.next_attempt_at),
+                "status": r.status_code,
+                "error": r.error,
+                "now": at,
+                "id": r.delivery_id,
+                "attempt_no": r.attempt_no,
+            }
+            for r in results
+        ],
+    )
+    return disabled
+
+
+async def _recover(conn: aiosqlite.Connection, subscription_ids: set[str]) -> None:
+    """Any success resets its subscription's failure count and releases what it held."""
+    if not subscription_ids:
+        return
+    marks = ",".join("?" * len(subscription_ids))
+    async with conn.execute(_RECOVER.format(marks=marks), list(subscription_ids)) as cursor:
+        recovered = [(row[0],) for row in await cursor.fetchall()]
+    await conn.executemany(_UNHOLD, recovered)
+
+
+async def _count_failure(conn: aiosqlite.Connection, change: CircuitChange, at: float) -> bool:
+    """Apply a counted failure; True if it disabled the subscription."""
+    cursor = await conn.execute(
+        _COUNT_FAILURE,
+        {
+            "count": change.failure_count,
+            "probe_at": _epoch(change.probe_at),
+            "sub": change.subscription_id,
+            "gen": change.generation,
+            "force": change.force,
+        },
+    )
+    if not cursor.rowcount:
+        return False  # an attempt already in flight when another failure was counted
+    if change.disable is None:
+        await conn.execute(_HOLD, (change.subscription_id,))
+        return False
+    await conn.execute(_DISABLE, (change.disable.value, at, at, change.subscription_id))
+    await conn.execute(_PARK, (change.subscription_id,))
+    return True
+
+
+async def enable(conn: aiosqlite.Connection, customer_id: str, subscription_id: str, now: datetime) -> bool:
+    """Re-enable a subscription: reset its health and resume its parked deliveries."""
+    at = _epoch(now)
+    cursor = await conn.execute(
+        "UPDATE subscriptions SET is_active = 1, failure_count = 0, health_gen = health_gen + 1,"
+        " probe_at = NULL, probe_delivery_id = NULL, probe_lease_until = NULL, disabled_reason = NULL,"
+        " disabled_at = NULL, updated_at = ? WHERE id = ? AND customer_id = ? AND deleted_at IS NULL",
+        (at, subscription_id, customer_id),
+    )
+    if not cursor.rowcount:
+        return False
+    await conn.execute(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = ? WHERE subscription_id = ?"
+        " AND status IN ('parked', 'held')",
+        (at, subscription_id),
+    )
+    return True
+
+
+async def release(conn: aiosqlite.Connection, delivery_ids: Sequence[str], now: datetime) -> None:
+    """Give claimed deliveries back with their attempt unspent."""
+    at = _epoch(now)
+    await conn.executemany(
+        "UPDATE deliveries SET status = CASE"
+        " WHEN (SELECT failure_count FROM subscriptions WHERE id = subscription_id) > 0 THEN 'held'"
+        " ELSE 'pending' END, attempts = attempts - 1, lease_until = NULL, next_attempt_at = ?"
+        " WHERE id = ? AND status = 'in_flight'",
+        [(at, i) for i in delivery_ids],
+    )
+    await conn.executemany(
+        "UPDATE subscriptions SET probe_delivery_id = NULL, probe_lease_until = NULL"
+        " WHERE probe_delivery_id = ?",
+        [(i,) for i in delivery_ids],
+    )
