@@ -172,3 +172,19 @@ def webhookd_command(*args: str) -> list[str]:
 
 def subprocess_env(settings_env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **FAST_ENV, **settings_env}
+
+
+def query(db_path: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Read what is on disk through a separate read-only connection."""
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as conn:
+        return list(conn.execute(sql, params).fetchall())
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 10, interval_s: float = 0.02) -> None:
+    """Wait until ``check()`` holds; fail the test with a timeout otherwise."""
+
+    async def poll() -> None:
+        while not check():
+            await asyncio.sleep(interval_s)
+
+    await asyncio.wait_for(poll(), timeout_s)

@@ -30,6 +30,20 @@ class SendResponse:
     """The ``Retry-After`` header, if any."""
 
 
+async def _read_excerpt(stream: aiohttp.StreamReader) -> bytes:
+    """The first 4 KiB of the body, waiting for it (or its end) within the attempt's timeout, so an
+    endpoint that answers 200 but never finishes its body does not count as a success."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < EXCERPT_BYTES:
+        chunk = await stream.read(EXCERPT_BYTES - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 class Sender(Protocol):
     """Posts one request. Raises ``SendFailed`` when no HTTP status came back."""
 
@@ -104,7 +118,7 @@ class AiohttpSender:
             async with self._client().post(
                 url, data=body, headers=dict(headers), allow_redirects=False
             ) as response:
-                excerpt = await response.content.read(EXCERPT_BYTES)
+                excerpt = await _read_excerpt(response.content)
                 return SendResponse(response.status, excerpt, response.headers.get("Retry-After"))
         except TimeoutError:
             raise SendFailed(f"timed out after {self._timeout.total:g}s") from None

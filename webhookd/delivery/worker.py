@@ -115,7 +115,9 @@ class Worker:
     async def _attempt(self, job: DeliveryJob) -> None:
         # Results are recorded in batches. If the process dies before a batch commits, the lease
         # expires and the delivery is sent again: at-least-once, never lost.
-        self._results.append(await self.deliver(job))
+        result = await self.deliver(job)
+        # Append only after the await: the flusher swaps ``self._results`` meanwhile.
+        self._results.append(result)
         self._results_ready.set()
 
     async def _flush_results(self) -> None:
