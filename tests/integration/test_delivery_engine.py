@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ async def test_chaos_endpoint_outcomes(tmp_path: Path) -> None:
 
     def gaps(path: str) -> list[float]:
         times = chaos.times(path)
-        return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+        return [later - earlier for earlier, later in itertools.pairwise(times)]
 
     # 5xx: every attempt spent, then failed; each attempt keeps a 4 KiB excerpt.
     assert [row[1:] for row in _deliveries(db, subs["500"])] == [("failed", 3)]
