@@ -93,6 +93,8 @@ def create_app(
         the_sender = sender if sender is not None else default_sender(settings)
         worker = build_worker(settings, the_store, the_sender, box) if run_workers else None
         worker_task = asyncio.create_task(worker.run()) if worker is not None else None
+        # The server calls this the moment SIGTERM arrives, before it drains HTTP connections.
+        app.state.stop_delivery = worker.stop if worker is not None else None
         try:
             yield {"services": Services(settings, the_store, box, address_guard(settings))}
         finally:

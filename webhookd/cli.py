@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from types import FrameType
 from typing import Any
 
 import orjson
@@ -196,6 +197,16 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from webhookd.app import create_app
 
     app = create_app(settings, run_workers=not args.no_workers)
+    loop = asyncio.get_running_loop()
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # SIGTERM stops claiming at once; in-flight attempts get the grace period.
+            stop = getattr(app.state, "stop_delivery", None)
+            if stop is not None:
+                loop.call_soon_threadsafe(stop)
+            super().handle_exit(sig, frame)
+
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -205,7 +216,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         server_header=False,
         access_log=False,
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     await server.serve()
     return 0 if server.started else 1
 

@@ -74,6 +74,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    status: int = 0
+    """What the receiver answered."""
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -84,16 +86,19 @@ class Receiver:
     """A customer endpoint: records every request and answers with ``status_for(request)``."""
 
     status_for: Callable[[Received], int] = lambda _: 200
+    delay_s: float = 0.0
+    """How long each answer takes (many deliveries then stay in flight)."""
     requests: list[Received] = field(default_factory=list)
     url: str = ""
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def handle(self, request: web.Request) -> web.Response:
         received = Received(request.path, dict(request.headers), await request.read())
-        status = self.status_for(received)
+        status = received.status = self.status_for(received)
         async with self._arrived:
             self.requests.append(received)
             self._arrived.notify_all()
+        await asyncio.sleep(self.delay_s)
         return web.Response(status=status, text="ok")
 
     async def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float = 10) -> None:

@@ -13,7 +13,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.harness import auth, free_port, running_receiver, subprocess_env, webhookd_command
+from tests.integration.harness import (
+    auth,
+    free_port,
+    query,
+    running_receiver,
+    subprocess_env,
+    webhookd_command,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -106,3 +113,85 @@ async def test_kill_9_during_burst_loses_no_acknowledged_event(tmp_path: Path) -
         async with webhookd_process(env, base, log):
             await receiver.wait_for(lambda _: acked <= receiver.event_ids(), timeout_s=60)
     assert acked <= receiver.event_ids()
+
+
+async def _publish_all(http: aiohttp.ClientSession, base: str, key: str, count: int) -> set[str]:
+    async def one(n: int) -> str:
+        body = {"type": "call.completed", "data": {"n": n}}
+        async with http.post(f"{base}/api/v1/events", headers=auth(key), json=body) as response:
+            assert response.status == 202
+            event_id: str = (await response.json())["id"]
+            return event_id
+
+    return set(await asyncio.gather(*[one(n) for n in range(count)]))
+
+
+async def test_kill_9_during_delivery_loses_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = subprocess_env(
+        {
+            "WEBHOOKD_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+            "WEBHOOKD_PORT": str(port),
+            "WEBHOOKD_LEASE_S": "1",
+        }
+    )
+    key = _create_key(env)
+    log = tmp_path / "webhookd.log"
+    async with running_receiver() as receiver, aiohttp.ClientSession() as http:
+        receiver.delay_s = 0.05
+        async with webhookd_process(env, base, log) as process:
+            async with http.post(
+                f"{base}/api/v1/webhook-subscriptions",
+                headers=auth(key),
+                json={"url": receiver.url, "events": ["call.completed"]},
+            ) as response:
+                assert response.status == 201
+            published = await _publish_all(http, base, key, 300)
+            await receiver.wait_for(lambda got: len(got) >= 50)
+            process.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(process.wait, 10)
+        assert len(receiver.event_ids()) < len(published)  # the kill really interrupted delivery
+        async with webhookd_process(env, base, log):
+            await receiver.wait_for(lambda _: published <= receiver.event_ids(), timeout_s=60)
+
+
+@pytest.mark.parametrize(("answer_s", "grace_s", "released"), [(0.3, 5.0, False), (3.0, 0.3, True)])
+async def test_sigterm_finishes_in_flight_or_releases_it(
+    tmp_path: Path, answer_s: float, grace_s: float, released: bool
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = subprocess_env(
+        {
+            "WEBHOOKD_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+            "WEBHOOKD_PORT": str(port),
+            "WEBHOOKD_SHUTDOWN_GRACE_S": str(grace_s),
+            "WEBHOOKD_WORKER_CONCURRENCY": "4",
+        }
+    )
+    key = _create_key(env)
+    log = tmp_path / "webhookd.log"
+    async with running_receiver() as receiver, aiohttp.ClientSession() as http:
+        receiver.delay_s = answer_s
+        async with webhookd_process(env, base, log) as process:
+            async with http.post(
+                f"{base}/api/v1/webhook-subscriptions",
+                headers=auth(key),
+                json={"url": receiver.url, "events": ["call.completed"]},
+            ) as response:
+                assert response.status == 201
+            published = await _publish_all(http, base, key, 40)
+            await receiver.wait_for(lambda got: len(got) >= 1)
+            process.send_signal(signal.SIGTERM)
+            # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells it.
+            assert await asyncio.to_thread(process.wait, 10) in (0, -signal.SIGTERM)
+        text = log.read_text()
+        assert "delivery worker stopped" in text and "Application shutdown complete" in text
+        assert ("released 4 unfinished deliveries" in text) is released
+        if not released:  # the four in flight at SIGTERM finished and were recorded as delivered
+            rows = query(tmp_path / "w.db", "SELECT count(*) FROM deliveries WHERE status = 'delivered'")
+            assert rows == [(4,)]
+        assert len(receiver.event_ids()) < len(published)
+        async with webhookd_process(env, base, log):
+            await receiver.wait_for(lambda _: published <= receiver.event_ids(), timeout_s=30)
