@@ -23,7 +23,7 @@ from webhookd.delivery.ssrf import AddressGuard
 from webhookd.delivery.worker import Worker
 from webhookd.exceptions import ApiError, RequestError
 from webhookd.store import Store, store_from_settings
-from webhookd.web import JSONResponse, Services, error_response
+from webhookd.web import JSONResponse, KeyCache, Services, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ def create_app(
         # The server calls this the moment SIGTERM arrives, before it drains HTTP connections.
         app.state.stop_delivery = worker.stop if worker is not None else None
         try:
-            yield {"services": Services(settings, the_store, box, address_guard(settings))}
+            services = Services(settings, the_store, box, address_guard(settings), KeyCache(the_store))
+            yield {"services": services}
         finally:
             if worker is not None and worker_task is not None:
                 worker.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +43,8 @@ def _parse_port(raw: str) -> int:
 
 def _parse_positive_float(raw: str) -> float:
     value = float(raw)
-    if not value > 0:
-        raise ValueError("must be a number greater than 0")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError("must be a finite number greater than 0")
     return value
 
 
@@ -51,8 +52,8 @@ def _parse_schedule(raw: str) -> tuple[float, ...]:
     steps = tuple(float(part) for part in raw.split(",") if part.strip())
     if not steps:
         raise ValueError("needs at least one delay, e.g. 0,5,300")
-    if any(step < 0 for step in steps):
-        raise ValueError("delays must not be negative")
+    if not all(math.isfinite(step) and step >= 0 for step in steps):
+        raise ValueError("delays must be finite numbers of seconds, not negative")
     return steps
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,30 @@ from webhookd.config import Settings
 from webhookd.crypto import SecretBox
 from webhookd.delivery.ssrf import AddressGuard
 from webhookd.exceptions import ApiError, PayloadTooLarge, RequestError
+from webhookd.models import ApiKey
 from webhookd.store.base import Store
+
+
+class KeyCache:
+    """API keys by hash, remembered for a few seconds so a busy key costs no database read per
+    request. A key is only ever added in this version; when keys can be revoked, a revocation
+    takes effect within ``ttl_s``."""
+
+    def __init__(self, store: Store, ttl_s: float = 5.0, max_entries: int = 10_000) -> None:
+        self._store, self._ttl_s, self._max_entries = store, ttl_s, max_entries
+        self._entries: dict[str, tuple[float, ApiKey | None]] = {}
+
+    async def get(self, key_hash: str) -> ApiKey | None:
+        now = time.monotonic()
+        cached = self._entries.get(key_hash)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        key = await self._store.get_api_key(key_hash)
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        if key is not None:  # unknown keys are not cached, so guessing cannot fill the cache
+            self._entries[key_hash] = (now + self._ttl_s, key)
+        return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +48,7 @@ class Services:
     store: Store
     box: SecretBox
     guard: AddressGuard
+    keys: KeyCache
 
 
 def services(request: Request) -> Services:

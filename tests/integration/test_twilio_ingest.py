@@ -20,11 +20,12 @@ from tests.integration.harness import (
     running_server,
     server_settings,
 )
+from tests.paths import CARRIER_FIXTURES
 from webhookd.models import CALL_EVENT_TYPES, Carrier, Scope
 
 pytestmark = pytest.mark.anyio
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "carriers" / "twilio"
+FIXTURES = CARRIER_FIXTURES / "twilio"
 TOKEN = json.loads((FIXTURES / "_signatures.json").read_text())["auth_token"]
 LIFECYCLE = ["01_initiated.form", "02_ringing.form", "03_in-progress.form", "04_completed.form"]
 EXPECTED = {

@@ -20,7 +20,7 @@ async def authenticate(request: Request, scope: Scope | None) -> ApiKey:
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith(API_KEY_PREFIX):
         raise ApiError("send an API key as 'Authorization: Bearer whd_...'", status=401, code="unauthorized")
-    key = await services(request).store.get_api_key(hash_api_key(token))
+    key = await services(request).keys.get(hash_api_key(token))
     if key is None:
         raise ApiError("the API key is not valid", status=401, code="unauthorized")
     if scope is not None and scope not in key.scopes and Scope.ADMIN not in key.scopes:

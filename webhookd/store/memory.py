@@ -70,6 +70,7 @@ class MemoryStore:
         self.attempts: list[AttemptResult] = []
         self._idempotency: dict[tuple[str, str], str] = {}
         self._health: dict[str, _Health] = {}
+        self._deleted: dict[str, Subscription] = {}
         self._listeners: list[WorkListener] = []
         self._open = False
 
@@ -141,10 +142,9 @@ class MemoryStore:
     async def delete_subscription(self, customer_id: str, subscription_id: str) -> bool:
         if await self.get_subscription(customer_id, subscription_id) is None:
             return False
-        del self.subscriptions[subscription_id]
-        for row in self.deliveries.values():
-            if row.subscription_id == subscription_id and row.status is DeliveryStatus.PENDING:
-                row.status = DeliveryStatus.CANCELED
+        self._deleted[subscription_id] = self.subscriptions.pop(subscription_id)
+        waiting = {DeliveryStatus.PENDING, DeliveryStatus.HELD, DeliveryStatus.PARKED}
+        self._move(subscription_id, waiting, DeliveryStatus.CANCELED)
         return True
 
     async def publish(self, event: NewEvent, *, delay_s: float = 0.0) -> PublishResult:
@@ -209,6 +209,12 @@ class MemoryStore:
                 row.status, row.next_attempt_at, row.lease_until = self._waiting(row), lease, None
 
     def _waiting(self, row: _DeliveryRow) -> DeliveryStatus:
+        """Where a delivery waits for its next attempt, given its subscription's state."""
+        sub = self.subscriptions.get(row.subscription_id)
+        if sub is None:
+            return DeliveryStatus.CANCELED
+        if not sub.is_active:
+            return DeliveryStatus.PARKED
         failing = self._health_of(row.subscription_id).failure_count > 0
         return DeliveryStatus.HELD if failing else DeliveryStatus.PENDING
 
@@ -294,10 +300,7 @@ class MemoryStore:
         elif result.next_attempt_at is None:
             row.status = DeliveryStatus.FAILED
         else:
-            sub = self.subscriptions.get(row.subscription_id)
-            active = sub is not None and sub.is_active
-            row.status = self._waiting(row) if active else DeliveryStatus.PARKED
-            row.next_attempt_at = result.next_attempt_at
+            row.status, row.next_attempt_at = self._waiting(row), result.next_attempt_at
 
     def _move(self, subscription_id: str, sources: set[DeliveryStatus], target: DeliveryStatus) -> None:
         for row in self.deliveries.values():

@@ -7,8 +7,6 @@ import sqlite3
 import time
 from importlib import resources
 
-import aiosqlite
-
 from webhookd.exceptions import StoreError
 
 logger = logging.getLogger(__name__)
@@ -25,15 +23,13 @@ def migration_files(dialect: str) -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate_sqlite(conn: aiosqlite.Connection) -> list[str]:
+def migrate_sqlite(conn: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet applied, each in its own transaction. Returns their names."""
-    await conn.execute(
+    conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
         " name TEXT NOT NULL, applied_at REAL NOT NULL)"
     )
-    async with conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations") as cursor:
-        row = await cursor.fetchone()
-    current = int(row[0]) if row else 0
+    current = int(conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0])
     files = migration_files("sqlite")
     if files and current > files[-1][0]:
         raise StoreError(
@@ -42,17 +38,20 @@ async def migrate_sqlite(conn: aiosqlite.Connection) -> list[str]:
         )
     applied = []
     for version, name, sql in files:
-        if version <= current:
-            continue
-        try:
-            await conn.executescript(
-                f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO schema_migrations VALUES "
-                f"({version}, '{name}', {time.time()});\nCOMMIT;"
-            )
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
-            raise StoreError(f"migration {name} failed: {exc}") from exc
-        logger.info("applied migration %s", name, extra={"action": "store.migrate"})
-        applied.append(name)
+        if version > current:
+            _apply(conn, version, name, sql)
+            applied.append(name)
     return applied
+
+
+def _apply(conn: sqlite3.Connection, version: int, name: str, sql: str) -> None:
+    try:
+        conn.executescript(
+            f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO schema_migrations VALUES "
+            f"({version}, '{name}', {time.time()});\nCOMMIT;"
+        )
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise StoreError(f"migration {name} failed: {exc}") from exc
+    logger.info("applied migration %s", name, extra={"action": "store.migrate"})

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
+_PRAGMAS = ("synchronous=FULL", "foreign_keys=ON", f"busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def _epoch(moment: datetime) -> float:
@@ -60,7 +61,6 @@ class SqliteStore:
 
     def __init__(self, path: Path | str) -> None:
         self._path = Path(path)
-        self._writer_conn: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._writer: GroupCommitWriter | None = None
         self._listeners: list[WorkListener] = []
@@ -68,31 +68,37 @@ class SqliteStore:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Open the writer (which migrates) first, then the aiosqlite reader."""
         if self._path.parent != Path():
             self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer_conn = await self._connect()
-        await self._writer_conn.execute("PRAGMA journal_mode=WAL")
-        await migrate_sqlite(self._writer_conn)
-        self._reader = await self._connect()
-        self._writer = GroupCommitWriter(self._writer_conn)
-        self._writer.start()
-
-    async def _connect(self) -> aiosqlite.Connection:
+        writer = GroupCommitWriter(self._connect_writer)
+        await writer.start()
         try:
-            conn = await aiosqlite.connect(self._path, isolation_level=None)
+            await writer.call(migrate_sqlite)
+            self._reader = await aiosqlite.connect(self._path, isolation_level=None)
+            for pragma in _PRAGMAS:
+                await self._reader.execute(f"PRAGMA {pragma}")
+        except BaseException:
+            await writer.stop()
+            raise
+        self._writer = writer
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            for pragma in _PRAGMAS:
+                conn.execute(f"PRAGMA {pragma}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite database {self._path}: {exc}") from exc
-        for pragma in ("synchronous=FULL", "foreign_keys=ON", f"busy_timeout={BUSY_TIMEOUT_MS}"):
-            await conn.execute(f"PRAGMA {pragma}")
         return conn
 
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.stop()
-        for conn in (self._reader, self._writer_conn):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer_conn = self._writer = None
+        if self._reader is not None:
+            await self._reader.close()
+        self._reader = self._writer = None
 
     async def ping(self) -> None:
         try:
@@ -130,17 +136,13 @@ class SqliteStore:
     async def ensure_customer(self, customer_id: str, name: str | None = None) -> Customer:
         now = _epoch(utcnow())
 
-        async def op(conn: aiosqlite.Connection) -> Customer:
-            await conn.execute(
+        def op(conn: sqlite3.Connection) -> Customer:
+            row = conn.execute(
                 "INSERT INTO customers (id, name, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET name = coalesce(excluded.name, customers.name)",
+                "ON CONFLICT (id) DO UPDATE SET name = coalesce(excluded.name, customers.name)"
+                " RETURNING id, name, created_at",
                 (customer_id, name, now),
-            )
-            async with conn.execute(
-                "SELECT id, name, created_at FROM customers WHERE id = ?", (customer_id,)
-            ) as cursor:
-                row = await cursor.fetchone()
-            assert row is not None
+            ).fetchone()
             return Customer(row[0], row[1], _moment(row[2]))
 
         return await self._write(op)
@@ -198,8 +200,8 @@ class SqliteStore:
         key = events_key(sub.events)
         now = _epoch(sub.created_at)
 
-        async def op(conn: aiosqlite.Connection) -> bool:
-            cursor = await conn.execute(
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
                 "INSERT INTO subscriptions (id, customer_id, url, events_key, description, secret,"
                 " is_active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)"
                 " ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING",
@@ -207,7 +209,7 @@ class SqliteStore:
             )
             if cursor.rowcount == 0:
                 return False
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO subscription_event_types (customer_id, event_type, subscription_id)"
                 " VALUES (?, ?, ?)",
                 [(sub.customer_id, t, sub.id) for t in key.split(",")],
@@ -247,20 +249,18 @@ class SqliteStore:
     async def delete_subscription(self, customer_id: str, subscription_id: str) -> bool:
         now = _epoch(utcnow())
 
-        async def op(conn: aiosqlite.Connection) -> bool:
-            cursor = await conn.execute(
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
                 "UPDATE subscriptions SET deleted_at = ?, is_active = 0, updated_at = ?"
                 " WHERE id = ? AND customer_id = ? AND deleted_at IS NULL",
                 (now, now, subscription_id, customer_id),
             )
             if cursor.rowcount == 0:
                 return False
-            await conn.execute(
-                "DELETE FROM subscription_event_types WHERE subscription_id = ?", (subscription_id,)
-            )
-            await conn.execute(
+            conn.execute("DELETE FROM subscription_event_types WHERE subscription_id = ?", (subscription_id,))
+            conn.execute(
                 "UPDATE deliveries SET status = 'canceled', updated_at = ?"
-                " WHERE subscription_id = ? AND status = 'pending'",
+                " WHERE subscription_id = ? AND status IN ('pending', 'held', 'parked')",
                 (now, subscription_id),
             )
             return True
@@ -281,15 +281,15 @@ class SqliteStore:
             event.created_at,
         )
 
-        async def op(conn: aiosqlite.Connection) -> PublishResult:
-            cursor = await conn.execute(
+        def op(conn: sqlite3.Connection) -> PublishResult:
+            cursor = conn.execute(
                 "INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
                 (event.id, event.customer_id, event.type, event.idempotency_key, payload, created),
             )
             if cursor.rowcount == 0:
-                return PublishResult(await _existing_event(conn, event), created=False, deliveries=0)
-            cursor = await conn.execute(
+                return PublishResult(_existing_event(conn, event), created=False, deliveries=0)
+            cursor = conn.execute(
                 outbox.FAN_OUT,
                 {
                     "event_id": event.id,
@@ -355,14 +355,12 @@ def _subscription(row: sqlite3.Row) -> Subscription:
     )
 
 
-async def _existing_event(conn: aiosqlite.Connection, event: NewEvent) -> Event:
-    async with conn.execute(
+def _existing_event(conn: sqlite3.Connection, event: NewEvent) -> Event:
+    row = conn.execute(
         "SELECT id, customer_id, type, idempotency_key, payload, created_at FROM events"
         " WHERE customer_id = ? AND idempotency_key = ?",
         (event.customer_id, event.idempotency_key),
-    ) as cursor:
-        row = await cursor.fetchone()
-    assert row is not None
+    ).fetchone()
     return Event(row[0], row[1], row[2], row[3], row[4], _moment(row[5]))
 
 

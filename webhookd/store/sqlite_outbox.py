@@ -5,10 +5,9 @@ Every function here runs inside a transaction of the group-commit writer.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
-
-import aiosqlite
 
 from webhookd.models import AttemptResult, CircuitChange, DeliveryJob
 
@@ -25,10 +24,13 @@ WHERE t.customer_id = :customer_id AND t.event_type = :type
 # A delivery whose worker died goes back to wait: pending, or held if its subscription is failing.
 _EXPIRE_LEASES = """
 UPDATE deliveries SET status = CASE
-        WHEN (SELECT failure_count FROM subscriptions WHERE id = subscription_id) > 0 THEN 'held'
+        WHEN s.deleted_at IS NOT NULL THEN 'canceled'
+        WHEN s.is_active = 0 THEN 'parked'
+        WHEN s.failure_count > 0 THEN 'held'
         ELSE 'pending' END,
     next_attempt_at = lease_until, lease_until = NULL
-WHERE status = 'in_flight' AND lease_until <= ?
+FROM subscriptions AS s
+WHERE s.id = deliveries.subscription_id AND deliveries.status = 'in_flight' AND deliveries.lease_until <= ?
 """
 
 _CLAIM_HEALTHY = """
@@ -75,9 +77,9 @@ _FINISH_DELIVERY = """
 UPDATE deliveries SET status = CASE
         WHEN :succeeded THEN 'delivered'
         WHEN :next_at IS NULL THEN 'failed'
-        WHEN (SELECT is_active FROM subscriptions WHERE id = subscription_id) = 0 THEN 'parked'
-        WHEN (SELECT failure_count FROM subscriptions WHERE id = subscription_id) > 0 THEN 'held'
-        ELSE 'pending' END,
+        ELSE (SELECT CASE WHEN deleted_at IS NOT NULL THEN 'canceled' WHEN is_active = 0 THEN 'parked'
+                          WHEN failure_count > 0 THEN 'held' ELSE 'pending' END
+              FROM subscriptions WHERE id = subscription_id) END,
     next_attempt_at = :next_at, lease_until = NULL, last_status = :status, last_error = :error,
     updated_at = :now, delivered_at = CASE WHEN :succeeded THEN :now END
 WHERE id = :id AND status = 'in_flight' AND attempts = :attempt_no
@@ -124,32 +126,28 @@ def _moment(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-async def claim(conn: aiosqlite.Connection, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
+def claim(conn: sqlite3.Connection, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
     """Expire dead leases, claim due deliveries of healthy subscriptions, then one probe for each
     failing subscription whose backoff has passed."""
     at = _epoch(now)
     params = {"lease": at + lease_s, "now": at, "limit": limit}
-    await conn.execute(_EXPIRE_LEASES, (at,))
-    async with conn.execute(_CLAIM_HEALTHY, params) as cursor:
-        ids = [row[0] for row in await cursor.fetchall()]
+    conn.execute(_EXPIRE_LEASES, (at,))
+    ids = [row[0] for row in conn.execute(_CLAIM_HEALTHY, params).fetchall()]
     if len(ids) < limit:
-        ids += await _claim_probes(conn, {**params, "limit": limit - len(ids)})
+        ids += _claim_probes(conn, {**params, "limit": limit - len(ids)})
     if not ids:
         return []
-    async with conn.execute(_JOB_DETAILS.format(marks=",".join("?" * len(ids))), ids) as cursor:
-        rows = await cursor.fetchall()
+    rows = conn.execute(_JOB_DETAILS.format(marks=",".join("?" * len(ids))), ids).fetchall()
     return [DeliveryJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _moment(r[7]), r[8], r[9]) for r in rows]
 
 
-async def _claim_probes(conn: aiosqlite.Connection, params: dict[str, float]) -> list[str]:
-    async with conn.execute(_DUE_PROBES, params) as cursor:
-        due = await cursor.fetchall()
+def _claim_probes(conn: sqlite3.Connection, params: dict[str, float]) -> list[str]:
+    due = conn.execute(_DUE_PROBES, params).fetchall()
     claimed = []
     for sub_id, generation in due:
-        async with conn.execute(_CLAIM_PROBE, {**params, "sub": sub_id, "gen": generation}) as cursor:
-            row = await cursor.fetchone()
+        row = conn.execute(_CLAIM_PROBE, {**params, "sub": sub_id, "gen": generation}).fetchone()
         if row is not None:
-            await conn.execute(
+            conn.execute(
                 "UPDATE subscriptions SET probe_delivery_id = ?, probe_lease_until = ? WHERE id = ?",
                 (row[0], params["lease"], sub_id),
             )
@@ -157,11 +155,11 @@ async def _claim_probes(conn: aiosqlite.Connection, params: dict[str, float]) ->
     return claimed
 
 
-async def record(conn: aiosqlite.Connection, results: Sequence[AttemptResult], now: datetime) -> list[str]:
+def record(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: datetime) -> list[str]:
     """Store attempts, apply each outcome to its subscription's health, then finish each delivery.
     Returns the subscriptions this disabled."""
     at = _epoch(now)
-    await conn.executemany(
+    conn.executemany(
         _INSERT_ATTEMPT,
         [
             (
@@ -177,14 +175,12 @@ async def record(conn: aiosqlite.Connection, results: Sequence[AttemptResult], n
             for r in results
         ],
     )
-    await conn.executemany(_END_PROBE, [(r.subscription_id, r.delivery_id) for r in results])
-    await _recover(conn, {r.subscription_id for r in results if r.succeeded})
+    conn.executemany(_END_PROBE, [(r.subscription_id, r.delivery_id) for r in results])
+    _recover(conn, {r.subscription_id for r in results if r.succeeded})
     disabled = [
-        r.subscription_id
-        for r in results
-        if r.circuit is not None and await _count_failure(conn, r.circuit, at)
+        r.subscription_id for r in results if r.circuit is not None and _count_failure(conn, r.circuit, at)
     ]
-    await conn.executemany(
+    conn.executemany(
         _FINISH_DELIVERY,
         [
             {
@@ -202,19 +198,18 @@ async def record(conn: aiosqlite.Connection, results: Sequence[AttemptResult], n
     return disabled
 
 
-async def _recover(conn: aiosqlite.Connection, subscription_ids: set[str]) -> None:
+def _recover(conn: sqlite3.Connection, subscription_ids: set[str]) -> None:
     """Any success resets its subscription's failure count and releases what it held."""
     if not subscription_ids:
         return
     marks = ",".join("?" * len(subscription_ids))
-    async with conn.execute(_RECOVER.format(marks=marks), list(subscription_ids)) as cursor:
-        recovered = [(row[0],) for row in await cursor.fetchall()]
-    await conn.executemany(_UNHOLD, recovered)
+    recovered = conn.execute(_RECOVER.format(marks=marks), list(subscription_ids)).fetchall()
+    conn.executemany(_UNHOLD, recovered)
 
 
-async def _count_failure(conn: aiosqlite.Connection, change: CircuitChange, at: float) -> bool:
+def _count_failure(conn: sqlite3.Connection, change: CircuitChange, at: float) -> bool:
     """Apply a counted failure; True if it disabled the subscription."""
-    cursor = await conn.execute(
+    cursor = conn.execute(
         _COUNT_FAILURE,
         {
             "count": change.failure_count,
@@ -227,17 +222,17 @@ async def _count_failure(conn: aiosqlite.Connection, change: CircuitChange, at: 
     if not cursor.rowcount:
         return False  # an attempt already in flight when another failure was counted
     if change.disable is None:
-        await conn.execute(_HOLD, (change.subscription_id,))
+        conn.execute(_HOLD, (change.subscription_id,))
         return False
-    await conn.execute(_DISABLE, (change.disable.value, at, at, change.subscription_id))
-    await conn.execute(_PARK, (change.subscription_id,))
+    conn.execute(_DISABLE, (change.disable.value, at, at, change.subscription_id))
+    conn.execute(_PARK, (change.subscription_id,))
     return True
 
 
-async def enable(conn: aiosqlite.Connection, customer_id: str, subscription_id: str, now: datetime) -> bool:
+def enable(conn: sqlite3.Connection, customer_id: str, subscription_id: str, now: datetime) -> bool:
     """Re-enable a subscription: reset its health and resume its parked deliveries."""
     at = _epoch(now)
-    cursor = await conn.execute(
+    cursor = conn.execute(
         "UPDATE subscriptions SET is_active = 1, failure_count = 0, health_gen = health_gen + 1,"
         " probe_at = NULL, probe_delivery_id = NULL, probe_lease_until = NULL, disabled_reason = NULL,"
         " disabled_at = NULL, updated_at = ? WHERE id = ? AND customer_id = ? AND deleted_at IS NULL",
@@ -245,7 +240,7 @@ async def enable(conn: aiosqlite.Connection, customer_id: str, subscription_id: 
     )
     if not cursor.rowcount:
         return False
-    await conn.execute(
+    conn.execute(
         "UPDATE deliveries SET status = 'pending', next_attempt_at = ? WHERE subscription_id = ?"
         " AND status IN ('parked', 'held')",
         (at, subscription_id),
@@ -253,17 +248,17 @@ async def enable(conn: aiosqlite.Connection, customer_id: str, subscription_id: 
     return True
 
 
-async def release(conn: aiosqlite.Connection, delivery_ids: Sequence[str], now: datetime) -> None:
+def release(conn: sqlite3.Connection, delivery_ids: Sequence[str], now: datetime) -> None:
     """Give claimed deliveries back with their attempt unspent."""
     at = _epoch(now)
-    await conn.executemany(
+    conn.executemany(
         "UPDATE deliveries SET status = CASE"
         " WHEN (SELECT failure_count FROM subscriptions WHERE id = subscription_id) > 0 THEN 'held'"
         " ELSE 'pending' END, attempts = attempts - 1, lease_until = NULL, next_attempt_at = ?"
         " WHERE id = ? AND status = 'in_flight'",
         [(at, i) for i in delivery_ids],
     )
-    await conn.executemany(
+    conn.executemany(
         "UPDATE subscriptions SET probe_delivery_id = NULL, probe_lease_until = NULL"
         " WHERE probe_delivery_id = ?",
         [(i,) for i in delivery_ids],

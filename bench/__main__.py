@@ -1,0 +1,114 @@
+"""``python -m bench``: run the webhookd benchmarks, print a table, write bench/results/<time>.json."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import delivery, ingest, latency, procs, report
+from bench.config import BenchConfig
+
+BENCHMARKS: dict[str, Callable[[BenchConfig, Path], Awaitable[dict[str, Any]]]] = {
+    "ingest": ingest.run,
+    "delivery": delivery.run,
+    "latency": latency.run,
+}
+DEFAULT_OUT = procs.REPO_ROOT / "bench" / "results"
+BUSY_LOADAVG = 0.5
+
+
+def client_loop_name() -> str:
+    """The load generator runs on uvloop when it is installed (it comes with uvicorn[standard]):
+    on the stock asyncio loop the aiohttp client, not the raw baseline server, sets the ceiling."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def run_in_loop(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    if client_loop_name() == "uvloop":
+        import uvloop
+
+        result: dict[str, Any] = uvloop.run(main)
+        return result
+    return asyncio.run(main)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark webhookd against raw baselines measured in the same run: (a) ingest "
+        "throughput, (b) backlog delivery, (c) end-to-end latency. All traffic stays on 127.0.0.1.",
+    )
+    parser.add_argument("--quick", action="store_true", help="shorter run: 3 s loads, 5,000-event backlog")
+    parser.add_argument(
+        "--only",
+        choices=sorted(BENCHMARKS),
+        action="append",
+        help="run only this benchmark (repeatable); default: all",
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory [bench/results]")
+    parser.add_argument("--tmp-dir", type=Path, help="parent of the temporary database dirs [system temp]")
+    return parser
+
+
+async def run_all(cfg: BenchConfig, names: Sequence[str], tmp_root: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for name in names:
+        procs.log(f"{name}: starting")
+        began = time.monotonic()
+        workdir = tmp_root / name
+        workdir.mkdir()
+        results[name] = await BENCHMARKS[name](cfg, workdir)
+        results[name]["wall_s"] = round(time.monotonic() - began, 1)
+    return results
+
+
+def _warn_if_busy(loadavg: list[float] | None) -> None:
+    if loadavg and loadavg[0] > BUSY_LOADAVG:
+        procs.log(
+            f"bench: warning: 1-minute load average is {loadavg[0]:.2f} before starting; other work on"
+            " this machine will skew the figures"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    names = [n for n in BENCHMARKS if n in (args.only or BENCHMARKS)]
+    cfg = BenchConfig.standard(args.quick, args.tmp_dir)
+    started = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="webhookd-bench-", dir=args.tmp_dir) as tmp:
+        machine = {**report.machine(Path(tmp)), "load_generator_loop": client_loop_name()}
+        mode = "quick" if args.quick else "full"
+        procs.log(f"bench: {', '.join(names)} ({mode}, client on {client_loop_name()}) in {tmp}")
+        _warn_if_busy(machine["loadavg_at_start"])
+        results = run_in_loop(run_all(cfg, names, Path(tmp)))
+        machine["loadavg_at_end"] = report.load_average()
+    lines = report.table(results)
+    print("\n".join(lines))
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    record = {
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "quick": args.quick,
+        "benchmarks": names,
+        "machine": machine,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
+        "results": results,
+        "table": lines,
+    }
+    path = report.write(args.out, stamp, record)
+    procs.log(f"bench: wrote {path} and {args.out / 'latest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,28 @@
+"""Run parameters shared by every benchmark."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CONCURRENCY = 64
+INGEST_TARGET_RATIO = 0.5
+DELIVERY_TARGET_RATIO = 0.5
+LATENCY_TARGET_P99_MS = 50.0
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    ingest_duration_s: float
+    ingest_warmup_s: float
+    delivery_events: int
+    latency_duration_s: float
+    latency_rate: float
+    tmp_parent: Path | None
+    concurrency: int = CONCURRENCY
+
+    @classmethod
+    def standard(cls, quick: bool, tmp_parent: Path | None) -> BenchConfig:
+        if quick:
+            return cls(3.0, 0.5, 5_000, 3.0, 1000.0, tmp_parent)
+        return cls(10.0, 1.0, 20_000, 10.0, 1000.0, tmp_parent)

@@ -1,0 +1,82 @@
+"""The bench side of ``bench/receiver.py``: start it, wait until enough ids arrived, read its records."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench import procs
+
+POLL_S = 0.05
+STALL_S = 30.0
+EXITED_STALL_S = 3.0
+
+
+@dataclass(frozen=True)
+class Receiver:
+    proc: procs.Proc
+    base_url: str
+
+    @property
+    def hook_url(self) -> str:
+        return f"{self.base_url}/hook"
+
+
+@contextlib.asynccontextmanager
+async def running_receiver(
+    workdir: Path, name: str, *, record_latency: bool = False
+) -> AsyncIterator[Receiver]:
+    port = procs.free_port()
+    cmd = procs.python_module("bench.receiver", "--port", str(port))
+    if record_latency:
+        cmd.append("--record-latency")
+    base_url = f"http://{procs.HOST}:{port}"
+    async with procs.running(name, cmd, procs.base_env(), workdir / f"{name}.log", base_url) as proc:
+        yield Receiver(proc, base_url)
+
+
+async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
+    async with session.get(url) as response:
+        response.raise_for_status()
+        return orjson.loads(await response.read())
+
+
+async def stats(receiver: Receiver) -> dict[str, Any]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        found: dict[str, Any] = await _get_json(session, f"{receiver.base_url}/stats")
+        return found
+
+
+async def latencies(receiver: Receiver) -> list[tuple[str, float | None, float]]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        rows = await _get_json(session, f"{receiver.base_url}/latencies")
+        return [(str(r[0]), r[1], float(r[2])) for r in rows]
+
+
+async def wait_for_distinct(
+    receiver: Receiver, target: int, timeout_s: float, producer: procs.Proc | None = None
+) -> dict[str, Any]:
+    """Poll /stats until ``target`` distinct ids arrived, ``timeout_s`` passed, or arrivals stalled
+    (``STALL_S`` without a new id, or a few seconds once ``producer`` has exited)."""
+    deadline = time.monotonic() + timeout_s
+    last_change, last_distinct = time.monotonic(), -1
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        while True:
+            found: dict[str, Any] = await _get_json(session, f"{receiver.base_url}/stats")
+            now = time.monotonic()
+            if found["distinct"] != last_distinct:
+                last_change, last_distinct = now, found["distinct"]
+            exited = producer is not None and producer.popen.poll() is not None
+            stalled = now - last_change > (EXITED_STALL_S if exited else STALL_S)
+            if found["distinct"] >= target or now > deadline or stalled:
+                found["complete"] = found["distinct"] >= target
+                return found
+            await asyncio.sleep(POLL_S)

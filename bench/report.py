@@ -1,0 +1,266 @@
+"""The end-of-run table and the JSON record of a run."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.procs import REPO_ROOT
+
+Row = tuple[str, str, str, str, str, str, str]
+HEADER: Row = ("bench", "metric", "webhookd", "raw", "ratio", "target", "result")
+FOOTNOTES = [
+    "ratio: ingest = webhookd req/s / raw req/s; delivery = raw first->last drain time / webhookd's (the",
+    "  drain-rate ratio; start->last includes process startup and is not adjusted); latency = webhookd p99 /",
+    "  raw relay p99 (lower is better; the target there is absolute). CPU share: 1.00 = one core busy.",
+]
+PACKAGES = ("aiohttp", "uvicorn", "starlette", "aiosqlite", "orjson", "webhookd")
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _pair(a: Any, b: Any) -> str:
+    return f"{_num(a, 2)} / {_num(b, 2)}"
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def _db_states(statuses: dict[str, int]) -> str:
+    """``delivered / everything else`` from webhookd's own deliveries table."""
+    delivered = statuses.get("delivered", 0)
+    others = {k: v for k, v in statuses.items() if k != "delivered"}
+    detail = ", ".join(f"{k} {v:,}" for k, v in sorted(others.items()))
+    return f"{delivered:,} / {sum(others.values()):,}" + (f" ({detail})" if detail else "")
+
+
+def _row(
+    bench: str, metric: str, webhookd: str, raw: str, ratio: str = "", target: str = "", verdict: str = ""
+) -> Row:
+    return (bench, metric, webhookd, raw, ratio, target, verdict)
+
+
+def _counts(a: int, b: int) -> str:
+    return f"{a:,} / {b:,}"
+
+
+def ingest_rows(r: dict[str, Any]) -> list[Row]:
+    wh, raw = r["webhookd"], r["raw"]
+    title = f"throughput req/s ({r['concurrency']} conns, {r['duration_s']:g}s)"
+    target, verdict = f">= {r['target_ratio']}", _verdict(r["meets_target"])
+    return [
+        _row(
+            "ingest",
+            title,
+            _num(wh["rate_per_s"]),
+            _num(raw["rate_per_s"]),
+            _num(r["ratio"], 2),
+            target,
+            verdict,
+        ),
+        _row("ingest", "request latency p50 ms", _num(wh["p50_ms"], 2), _num(raw["p50_ms"], 2)),
+        _row("ingest", "request latency p99 ms", _num(wh["p99_ms"], 2), _num(raw["p99_ms"], 2)),
+        _row(
+            "ingest",
+            "CPU share: server / load generator",
+            _pair(wh["server_cpu_share"], wh["client_cpu_share"]),
+            _pair(raw["server_cpu_share"], raw["client_cpu_share"]),
+        ),
+        _row("ingest", "2xx / errors", _counts(wh["ok"], wh["errors"]), _counts(raw["ok"], raw["errors"])),
+    ]
+
+
+def delivery_rows(r: dict[str, Any]) -> list[Row]:
+    wh, raw = r["webhookd"], r["raw"]
+    target, verdict = f">= {r['target_ratio']}", _verdict(r["meets_target"])
+    first_last = "first->last drain s (ratio on this)"
+    return [
+        _row(
+            "delivery",
+            f"start->last s, {r['events']:,} events (incl. startup)",
+            _num(wh["start_to_last_s"], 2),
+            _num(raw["start_to_last_s"], 2),
+        ),
+        _row(
+            "delivery",
+            first_last,
+            _num(wh["drain_s"], 2),
+            _num(raw["drain_s"], 2),
+            _num(r["ratio"], 2),
+            target,
+            verdict,
+        ),
+        _row("delivery", "drain rate events/s", _num(wh["drain_rate_per_s"]), _num(raw["drain_rate_per_s"])),
+        _row(
+            "delivery",
+            "received distinct / duplicates",
+            _counts(wh["received_distinct"], wh["duplicates"]),
+            _counts(raw["received_distinct"], raw["duplicates"]),
+        ),
+        _row(
+            "delivery",
+            "CPU share: sender / receiver",
+            _pair(wh.get("worker_cpu_share"), wh["receiver_cpu_share"]),
+            _pair(raw.get("sender_cpu_share"), raw["receiver_cpu_share"]),
+        ),
+        _row("delivery", "db after stop: delivered / other", _db_states(wh["db_delivery_statuses"]), ""),
+    ]
+
+
+def latency_rows(r: dict[str, Any]) -> list[Row]:
+    wh, raw = r["webhookd"], r["raw"]
+    e, e_raw = wh["e2e"], raw["e2e"]
+    target, verdict = f"<= {r['target_p99_ms']:g} ms", _verdict(r["meets_target"])
+    p50 = f"e2e p50 ms ({r['rate_per_s']:g}/s for {r['duration_s']:g}s)"
+    return [
+        _row("latency", p50, _num(e["p50_ms"], 2), _num(e_raw["p50_ms"], 2)),
+        _row("latency", "e2e p95 ms", _num(e["p95_ms"], 2), _num(e_raw["p95_ms"], 2)),
+        _row(
+            "latency",
+            "e2e p99 ms",
+            _num(e["p99_ms"], 2),
+            _num(e_raw["p99_ms"], 2),
+            _num(r["p99_ratio"], 2),
+            target,
+            verdict,
+        ),
+        _row("latency", "e2e max ms", _num(e["max_ms"], 2), _num(e_raw["max_ms"], 2)),
+        _row(
+            "latency",
+            "achieved publish rate /s",
+            _num(wh["achieved_publish_rate_per_s"]),
+            _num(raw["achieved_publish_rate_per_s"]),
+        ),
+        _row(
+            "latency",
+            "delivered / published (2xx)",
+            _counts(wh["delivered"], wh["published_ok"]),
+            _counts(raw["delivered"], raw["published_ok"]),
+        ),
+        _row(
+            "latency",
+            "publish request p99 ms",
+            _num(wh["publish"]["p99_ms"], 2),
+            _num(raw["publish"]["p99_ms"], 2),
+        ),
+        _row(
+            "latency",
+            "CPU share: server / receiver",
+            _pair(wh["server_cpu_share"], wh["receiver_cpu_share"]),
+            _pair(raw["server_cpu_share"], raw["receiver_cpu_share"]),
+        ),
+        _row("latency", "db after stop: delivered / other", _db_states(wh["db_delivery_statuses"]), ""),
+    ]
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    builders = {"ingest": ingest_rows, "delivery": delivery_rows, "latency": latency_rows}
+    rows = [HEADER]
+    for name, build in builders.items():
+        if name in results:
+            rows += build(results[name])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines += FOOTNOTES
+    return lines
+
+
+def _filesystem_of(path: Path) -> str:
+    best, fstype = "", "unknown"
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return fstype
+    for line in mounts:
+        parts = line.split()
+        if len(parts) > 2 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+            best, fstype = parts[1], parts[2]
+    return fstype
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
+def machine(tmp_dir: Path) -> dict[str, Any]:
+    return {
+        "loadavg_at_start": load_average(),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "python_full": sys.version,
+        "platform": platform.platform(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "tmp_dir": str(tmp_dir),
+        "tmp_filesystem": _filesystem_of(tmp_dir),
+        "git_head": _git_head(),
+        "webhookd_source_sha256": source_fingerprint(),
+    }
+
+
+def source_fingerprint() -> str:
+    """SHA-256 over webhookd's .py and .sql files: which code a run measured, without git."""
+    digest = hashlib.sha256()
+    root = REPO_ROOT / "webhookd"
+    for path in sorted(p for p in root.rglob("*") if p.suffix in {".py", ".sql"}):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _git_head() -> str | None:
+    """The checked-out commit, read from .git without running git."""
+    head = REPO_ROOT / ".git" / "HEAD"
+    try:
+        text = head.read_text().strip()
+        if not text.startswith("ref: "):
+            return text
+        ref = text.removeprefix("ref: ")
+        ref_file = REPO_ROOT / ".git" / ref
+        if ref_file.exists():
+            return ref_file.read_text().strip()
+        for line in (REPO_ROOT / ".git" / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    except OSError:
+        return None
+    return None
+
+
+def write(out_dir: Path, stamp: str, record: dict[str, Any]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = orjson.dumps(record, option=orjson.OPT_INDENT_2)
+    path = out_dir / f"{stamp}.json"
+    path.write_bytes(data)
+    (out_dir / "latest.json").write_bytes(data)
+    return path

@@ -1,0 +1,161 @@
+"""What only the SQLite store promises: durability on disk, migrations, pragmas, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tests.contract.test_store_contract import ACME, claim, make_event, subscribe
+from webhookd.models import ApiKey, Scope, new_id, utcnow
+from webhookd.store.migrate import migrate_sqlite, migration_files
+from webhookd.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "w.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = SqliteStore(db_path)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def applied_migrations(path: Path) -> list[tuple[int, str, float]]:
+    with closing(sqlite3.connect(path)) as conn:
+        return conn.execute(
+            "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
+        ).fetchall()
+
+
+def shipped_migrations() -> list[tuple[int, str]]:
+    return [(version, name) for version, name, _ in migration_files("sqlite")]
+
+
+async def store_pragmas(store: SqliteStore, *names: str) -> list[tuple[object, ...]]:
+    """``names`` read on the writer's and the reader's connection (private, read only here)."""
+    assert store._writer is not None and store._reader is not None
+    on_writer = await store._writer.call(
+        lambda conn: tuple(conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names)
+    )
+    on_reader = []
+    for name in names:
+        async with store._reader.execute(f"PRAGMA {name}") as cursor:
+            row = await cursor.fetchone()
+            assert row is not None
+            on_reader.append(row[0])
+    return [on_writer, tuple(on_reader)]
+
+
+def api_key(key_hash: str) -> ApiKey:
+    return ApiKey(new_id("key"), ACME, key_hash, frozenset({Scope.ADMIN}), None, utcnow())
+
+
+async def test_data_survives_close_and_reopen(db_path: Path) -> None:
+    first = SqliteStore(db_path)
+    await first.open()
+    try:
+        sub = await subscribe(first)
+        published = await first.publish(make_event(idempotency_key="k1"))
+    finally:
+        await first.close()
+
+    reopened = SqliteStore(db_path)
+    await reopened.open()
+    try:
+        assert await reopened.get_subscription(ACME, sub.id) == sub
+        jobs = await claim(reopened)
+        assert [(j.event_id, j.subscription_id) for j in jobs] == [(published.event.id, sub.id)]
+        repeat = await reopened.publish(make_event(idempotency_key="k1"))
+        assert (repeat.created, repeat.event.id) == (False, published.event.id)
+    finally:
+        await reopened.close()
+
+
+async def test_open_records_each_migration_in_schema_migrations(store: SqliteStore, db_path: Path) -> None:
+    rows = applied_migrations(db_path)
+
+    assert shipped_migrations()[0] == (1, "0001_init.sql")
+    assert [(version, name) for version, name, _ in rows] == shipped_migrations()
+
+
+async def test_reopening_applies_no_migration_again(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.close()
+    before = applied_migrations(db_path)
+
+    await store.open()
+    await store.close()
+
+    assert applied_migrations(db_path) == before
+    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        assert migrate_sqlite(conn) == []
+
+
+def test_migrate_on_a_fresh_database_applies_every_shipped_migration(db_path: Path) -> None:
+    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        assert migrate_sqlite(conn) == [name for _, name in shipped_migrations()]
+
+
+async def test_connections_use_wal_and_synchronous_full(store: SqliteStore) -> None:
+    assert await store_pragmas(store, "journal_mode", "synchronous") == [("wal", 2), ("wal", 2)]
+
+
+async def test_concurrent_publishes_each_commit_with_their_deliveries(store: SqliteStore) -> None:
+    first = await subscribe(store, url="https://hooks.example.com/a")
+    second = await subscribe(store, url="https://hooks.example.com/b")
+    events = [make_event(idempotency_key=f"k{n}") for n in range(200)]
+
+    results = await asyncio.gather(*(store.publish(event) for event in events))
+
+    assert all(r.created and r.deliveries == 2 for r in results)
+    assert [r.event.id for r in results] == [e.id for e in events]
+    jobs = await claim(store, limit=1000)
+    assert len(jobs) == 400
+    assert {(j.event_id, j.subscription_id) for j in jobs} == {
+        (e.id, s.id) for e in events for s in (first, second)
+    }
+
+
+async def test_concurrent_repeats_of_one_idempotency_key_store_one_event(store: SqliteStore) -> None:
+    await subscribe(store)
+
+    results = await asyncio.gather(*(store.publish(make_event(idempotency_key="same")) for _ in range(50)))
+
+    created = [r for r in results if r.created]
+    assert len(created) == 1
+    assert {r.event.id for r in results} == {created[0].event.id}
+    assert len(await claim(store)) == 1
+
+
+async def test_one_failing_write_in_a_batch_fails_alone(store: SqliteStore) -> None:
+    await subscribe(store)
+    key_hash = hashlib.sha256(b"whd_dup").hexdigest()
+    await store.create_api_key(api_key(key_hash))
+    events = [make_event() for _ in range(20)]
+
+    results = await asyncio.gather(
+        *(store.publish(event) for event in events[:10]),
+        store.create_api_key(api_key(key_hash)),
+        *(store.publish(event) for event in events[10:]),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[10], sqlite3.IntegrityError)
+    published = results[:10] + results[11:]
+    assert all(not isinstance(r, BaseException) and r.deliveries == 1 for r in published)
+    assert {j.event_id for j in await claim(store)} == {e.id for e in events}

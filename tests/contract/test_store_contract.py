@@ -1,0 +1,563 @@
+"""One suite for the ``Store`` protocol, run against every backend (memory and SQLite)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from webhookd.models import (
+    ApiKey,
+    AttemptResult,
+    Carrier,
+    DeliveryJob,
+    NewEvent,
+    Scope,
+    Source,
+    Subscription,
+    new_id,
+    utcnow,
+)
+from webhookd.store.base import Store
+from webhookd.store.memory import MemoryStore
+from webhookd.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.anyio
+
+ACME = "cus_acme"
+OTHER = "cus_other"
+COMPLETED = "call.completed"
+LEASE_S = 30.0
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    backend: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "w.db")
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def make_subscription(
+    customer_id: str = ACME,
+    url: str = "https://hooks.example.com/a",
+    events: Sequence[str] = (COMPLETED,),
+) -> Subscription:
+    sub_id = new_id("sub")
+    return Subscription(
+        id=sub_id,
+        customer_id=customer_id,
+        url=url,
+        events=tuple(events),
+        description=None,
+        secret=b"fake-ciphertext:" + sub_id.encode(),
+        is_active=True,
+        created_at=utcnow(),
+    )
+
+
+async def subscribe(
+    store: Store,
+    customer_id: str = ACME,
+    url: str = "https://hooks.example.com/a",
+    events: Sequence[str] = (COMPLETED,),
+) -> Subscription:
+    """Create a new subscription (and its customer) and return it."""
+    await store.ensure_customer(customer_id)
+    result = await store.create_subscription(make_subscription(customer_id, url, events))
+    assert result.created
+    return result.subscription
+
+
+def make_event(
+    customer_id: str = ACME, event_type: str = COMPLETED, idempotency_key: str | None = None
+) -> NewEvent:
+    return NewEvent(customer_id, event_type, {"call_id": "c1"}, idempotency_key=idempotency_key)
+
+
+async def claim(store: Store, at: datetime | None = None, *, limit: int = 100) -> list[DeliveryJob]:
+    return await store.claim_deliveries(limit=limit, lease_s=LEASE_S, now=at or utcnow())
+
+
+async def claim_one(store: Store, at: datetime | None = None) -> DeliveryJob:
+    jobs = await claim(store, at)
+    assert len(jobs) == 1, jobs
+    return jobs[0]
+
+
+def outcome(job: DeliveryJob, *, succeeded: bool, next_attempt_at: datetime | None = None) -> AttemptResult:
+    return AttemptResult(
+        delivery_id=job.delivery_id,
+        attempt_no=job.attempt_no,
+        started_at=utcnow(),
+        duration_s=0.01,
+        status_code=200 if succeeded else 500,
+        error=None if succeeded else "HTTP 500",
+        response_excerpt=b"ok" if succeeded else b"boom",
+        succeeded=succeeded,
+        next_attempt_at=next_attempt_at,
+        subscription_id=job.subscription_id,
+    )
+
+
+def later(seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=seconds)
+
+
+# -- customers, keys, sources ------------------------------------------------------------------
+
+
+async def test_ensure_customer_creates_the_customer(store: Store) -> None:
+    customer = await store.ensure_customer("cus_new", "New Co")
+
+    assert (customer.id, customer.name) == ("cus_new", "New Co")
+
+
+async def test_ensure_customer_with_a_later_name_replaces_it(store: Store) -> None:
+    first = await store.ensure_customer("cus_new", "Old Name")
+
+    renamed = await store.ensure_customer("cus_new", "New Name")
+
+    assert (renamed.id, renamed.name) == ("cus_new", "New Name")
+    assert renamed.created_at == first.created_at
+
+
+async def test_ensure_customer_without_a_name_keeps_the_stored_one(store: Store) -> None:
+    await store.ensure_customer("cus_new", "Kept")
+
+    again = await store.ensure_customer("cus_new")
+
+    assert again.name == "Kept"
+
+
+async def test_api_key_is_found_by_its_hash(store: Store) -> None:
+    await store.ensure_customer(ACME)
+    key = ApiKey(
+        id=new_id("key"),
+        customer_id=ACME,
+        key_hash=hashlib.sha256(b"whd_secret").hexdigest(),
+        scopes=frozenset({Scope.MANAGE_WEBHOOKS, Scope.PUBLISH_EVENTS}),
+        name="ci",
+        created_at=utcnow(),
+    )
+    await store.create_api_key(key)
+
+    assert await store.get_api_key(key.key_hash) == key
+
+
+async def test_unknown_api_key_hash_gives_none(store: Store) -> None:
+    assert await store.get_api_key(hashlib.sha256(b"nobody").hexdigest()) is None
+
+
+async def test_source_is_found_by_id(store: Store) -> None:
+    await store.ensure_customer(ACME)
+    source = Source(new_id("src"), ACME, Carrier.TWILIO, b"\x00encrypted-credentials", utcnow())
+    await store.create_source(source)
+
+    assert await store.get_source(source.id) == source
+    assert await store.get_source(new_id("src")) is None
+
+
+# -- subscriptions -----------------------------------------------------------------------------
+
+
+async def test_created_subscription_is_gettable_by_its_owner(store: Store) -> None:
+    sub = await subscribe(store, events=("call.completed", "call.failed"))
+
+    assert await store.get_subscription(ACME, sub.id) == sub
+
+
+async def test_same_url_and_set_of_events_returns_the_original(store: Store) -> None:
+    original = await subscribe(store, events=("call.failed", "call.completed"))
+
+    again = await store.create_subscription(
+        make_subscription(events=("call.completed", "call.failed", "call.completed"))
+    )
+
+    assert again.created is False
+    assert again.subscription.id == original.id
+
+
+async def test_different_events_make_a_new_subscription(store: Store) -> None:
+    original = await subscribe(store, events=("call.completed",))
+
+    other = await store.create_subscription(make_subscription(events=("call.completed", "call.failed")))
+
+    assert other.created is True
+    assert other.subscription.id != original.id
+
+
+async def test_same_url_and_events_for_another_customer_is_a_new_subscription(store: Store) -> None:
+    original = await subscribe(store, ACME)
+    await store.ensure_customer(OTHER)
+
+    theirs = await store.create_subscription(make_subscription(OTHER))
+
+    assert theirs.created is True
+    assert theirs.subscription.id != original.id
+
+
+async def test_get_subscription_hides_another_customers_subscription(store: Store) -> None:
+    sub = await subscribe(store, ACME)
+    await store.ensure_customer(OTHER)
+
+    assert await store.get_subscription(OTHER, sub.id) is None
+
+
+async def test_another_customer_cannot_delete_a_subscription(store: Store) -> None:
+    sub = await subscribe(store, ACME)
+    await store.ensure_customer(OTHER)
+
+    assert await store.delete_subscription(OTHER, sub.id) is False
+    assert await store.get_subscription(ACME, sub.id) == sub
+
+
+async def test_list_pages_walk_every_subscription_once_in_id_order(store: Store) -> None:
+    ids = [(await subscribe(store, url=f"https://hooks.example.com/{n}")).id for n in range(5)]
+    await subscribe(store, OTHER, url="https://hooks.example.com/0")
+
+    seen: list[str] = []
+    cursors: list[str | None] = []
+    cursor: str | None = None
+    while True:
+        page = await store.list_subscriptions(ACME, limit=2, cursor=cursor)
+        seen += [s.id for s in page.items]
+        cursors.append(page.next_cursor)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+
+    assert seen == sorted(ids)
+    assert len(cursors) == 3
+    assert cursors[-1] is None
+
+
+async def test_last_page_exactly_full_has_no_next_cursor(store: Store) -> None:
+    for n in range(4):
+        await subscribe(store, url=f"https://hooks.example.com/{n}")
+
+    first = await store.list_subscriptions(ACME, limit=2)
+    second = await store.list_subscriptions(ACME, limit=2, cursor=first.next_cursor)
+
+    assert first.next_cursor is not None
+    assert len(second.items) == 2
+    assert second.next_cursor is None
+
+
+# Garbage, and valid base64 of text that is not an id ("hello").
+@pytest.mark.parametrize("cursor", ["not a cursor!", "aGVsbG8"])
+async def test_list_with_an_invalid_cursor_raises_value_error(store: Store, cursor: str) -> None:
+    await subscribe(store)
+
+    with pytest.raises(ValueError):
+        await store.list_subscriptions(ACME, limit=2, cursor=cursor)
+
+
+async def test_delete_subscription_returns_true_then_false(store: Store) -> None:
+    sub = await subscribe(store)
+
+    assert await store.delete_subscription(ACME, sub.id) is True
+    assert await store.delete_subscription(ACME, sub.id) is False
+
+
+async def test_deleted_subscription_is_neither_gettable_nor_listed(store: Store) -> None:
+    kept = await subscribe(store, url="https://hooks.example.com/kept")
+    gone = await subscribe(store, url="https://hooks.example.com/gone")
+
+    await store.delete_subscription(ACME, gone.id)
+
+    assert await store.get_subscription(ACME, gone.id) is None
+    page = await store.list_subscriptions(ACME, limit=10)
+    assert [s.id for s in page.items] == [kept.id]
+
+
+async def test_recreating_after_delete_gives_a_new_subscription(store: Store) -> None:
+    gone = await subscribe(store)
+    await store.delete_subscription(ACME, gone.id)
+
+    again = await store.create_subscription(make_subscription())
+
+    assert again.created is True
+    assert again.subscription.id != gone.id
+    assert await store.get_subscription(ACME, again.subscription.id) is not None
+
+
+# -- publish and fan-out -----------------------------------------------------------------------
+
+
+async def test_publish_fans_out_to_each_matching_subscription_of_the_customer(store: Store) -> None:
+    a = await subscribe(store, url="https://hooks.example.com/a", events=(COMPLETED,))
+    b = await subscribe(store, url="https://hooks.example.com/b", events=(COMPLETED, "call.failed"))
+    await subscribe(store, url="https://hooks.example.com/c", events=("call.ringing",))
+    await subscribe(store, OTHER, url="https://hooks.example.com/a", events=(COMPLETED,))
+    event = make_event()
+
+    result = await store.publish(event)
+
+    assert (result.created, result.deliveries, result.event.id) == (True, 2, event.id)
+    jobs = await claim(store)
+    assert {job.subscription_id for job in jobs} == {a.id, b.id}
+
+
+async def test_claimed_job_carries_what_the_worker_needs(store: Store) -> None:
+    sub = await subscribe(store)
+    event = make_event()
+    await store.publish(event)
+
+    job = await claim_one(store)
+
+    assert job.event_id == event.id
+    assert job.subscription_id == sub.id
+    assert job.url == sub.url
+    assert job.secret == sub.secret
+    assert job.payload == orjson.dumps(event.envelope())
+    assert job.attempt_no == 1
+
+
+async def test_publish_of_a_non_matching_type_creates_no_delivery(store: Store) -> None:
+    await subscribe(store, events=(COMPLETED,))
+
+    result = await store.publish(make_event(event_type="call.ringing"))
+
+    assert (result.created, result.deliveries) == (True, 0)
+    assert await claim(store) == []
+
+
+async def test_publish_for_another_customer_reaches_none_of_ours(store: Store) -> None:
+    await subscribe(store, ACME)
+
+    result = await store.publish(make_event(OTHER))
+
+    assert result.deliveries == 0
+    assert await claim(store) == []
+
+
+async def test_repeated_idempotency_key_returns_the_original_and_stores_nothing(store: Store) -> None:
+    await subscribe(store)
+    first = await store.publish(make_event(idempotency_key="k1"))
+    await claim_one(store)
+
+    repeat = await store.publish(make_event(idempotency_key="k1"))
+
+    assert (repeat.created, repeat.deliveries) == (False, 0)
+    assert repeat.event.id == first.event.id
+    assert repeat.event.payload == first.event.payload
+    # The original delivery is still leased, so anything claimable now would be a new one.
+    assert await claim(store) == []
+
+
+async def test_same_idempotency_key_for_another_customer_is_independent(store: Store) -> None:
+    await subscribe(store, OTHER)
+    mine = await store.publish(make_event(ACME, idempotency_key="k1"))
+
+    theirs = await store.publish(make_event(OTHER, idempotency_key="k1"))
+
+    assert (theirs.created, theirs.deliveries) == (True, 1)
+    assert theirs.event.id != mine.event.id
+
+
+async def test_delayed_delivery_is_due_only_after_the_delay(store: Store) -> None:
+    await subscribe(store)
+    await store.publish(make_event(), delay_s=60)
+
+    assert await claim(store) == []
+    assert len(await claim(store, later(61))) == 1
+
+
+# -- claiming and leases -----------------------------------------------------------------------
+
+
+async def test_claim_respects_the_limit(store: Store) -> None:
+    for n in range(3):
+        await subscribe(store, url=f"https://hooks.example.com/{n}")
+    await store.publish(make_event())
+
+    first = await claim(store, limit=2)
+    rest = await claim(store, limit=2)
+
+    assert len(first) == 2
+    assert len(rest) == 1
+    assert {j.delivery_id for j in first}.isdisjoint({j.delivery_id for j in rest})
+
+
+async def test_claimed_delivery_is_not_claimed_again_while_leased(store: Store) -> None:
+    await subscribe(store)
+    await store.publish(make_event())
+    start = utcnow()
+    await claim_one(store, start)
+
+    assert await claim(store, start + timedelta(seconds=LEASE_S - 1)) == []
+
+
+async def test_expired_lease_makes_the_delivery_claimable_with_the_next_attempt_no(store: Store) -> None:
+    await subscribe(store)
+    await store.publish(make_event())
+    start = utcnow()
+    first = await claim_one(store, start)
+
+    again = await claim_one(store, start + timedelta(seconds=LEASE_S + 1))
+
+    assert again.delivery_id == first.delivery_id
+    assert again.attempt_no == 2
+
+
+# -- recording attempts ------------------------------------------------------------------------
+
+
+async def test_successful_delivery_is_never_claimed_again(store: Store) -> None:
+    await subscribe(store)
+    await store.publish(make_event())
+    job = await claim_one(store)
+
+    await store.record_attempts([outcome(job, succeeded=True)])
+
+    assert await claim(store, later(86400 * 7)) == []
+
+
+async def test_failed_attempt_with_a_retry_time_is_claimable_then_and_not_before(store: Store) -> None:
+    await subscribe(store)
+    await store.publish(make_event())
+    start = utcnow()
+    job = await claim_one(store, start)
+    retry_at = start + timedelta(seconds=300)
+
+    await store.record_attempts([outcome(job, succeeded=False, next_attempt_at=retry_at)])
+
+    assert await claim(store, retry_at - timedelta(seconds=1)) == []
+    retried = await claim_one(store, retry_at)
+    assert (retried.delivery_id, retried.attempt_no) == (job.delivery_id, 2)
+
+
+async def test_failed_attempt_without_a_retry_time_is_never_claimed_again(store: Store) -> None:
+    await subscribe(store)
+    await store.publish(make_event())
+    job = await claim_one(store)
+
+    await store.record_attempts([outcome(job, succeeded=False, next_attempt_at=None)])
+
+    assert await claim(store, later(86400 * 7)) == []
+
+
+async def test_stale_success_does_not_finish_a_reclaimed_delivery(store: Store) -> None:
+    await subscribe(store)
+    await store.publish(make_event())
+    start = utcnow()
+    stale = await claim_one(store, start)
+    current = await claim_one(store, start + timedelta(seconds=LEASE_S + 1))
+
+    await store.record_attempts([outcome(stale, succeeded=True)])
+
+    # The re-claim's lease still runs out, so the delivery comes back for a third attempt.
+    third = await claim_one(store, start + timedelta(seconds=2 * LEASE_S + 2))
+    assert (third.delivery_id, third.attempt_no) == (current.delivery_id, 3)
+
+
+async def test_stale_retry_does_not_release_a_reclaimed_delivery_early(store: Store) -> None:
+    await subscribe(store)
+    await store.publish(make_event())
+    start = utcnow()
+    stale = await claim_one(store, start)
+    current = await claim_one(store, start + timedelta(seconds=LEASE_S + 1))
+
+    retry_at = start + timedelta(seconds=LEASE_S + 2)
+    await store.record_attempts([outcome(stale, succeeded=False, next_attempt_at=retry_at)])
+
+    assert await claim(store, retry_at + timedelta(seconds=1)) == []
+    await store.record_attempts([outcome(current, succeeded=True)])
+    assert await claim(store, later(86400 * 7)) == []
+
+
+# -- release and delete ------------------------------------------------------------------------
+
+
+async def test_released_delivery_is_claimable_at_once_with_the_same_attempt_no(store: Store) -> None:
+    await subscribe(store)
+    await store.publish(make_event())
+    job = await claim_one(store)
+
+    await store.release_deliveries([job.delivery_id])
+
+    again = await claim_one(store)
+    assert (again.delivery_id, again.attempt_no) == (job.delivery_id, 1)
+
+
+async def test_release_after_a_retry_keeps_the_retry_attempt_no(store: Store) -> None:
+    await subscribe(store)
+    await store.publish(make_event())
+    start = utcnow()
+    first = await claim_one(store, start)
+    await store.record_attempts([outcome(first, succeeded=False, next_attempt_at=start)])
+    second = await claim_one(store, start)
+
+    await store.release_deliveries([second.delivery_id])
+
+    again = await claim_one(store)
+    assert (again.delivery_id, again.attempt_no) == (first.delivery_id, 2)
+
+
+async def test_delete_subscription_cancels_its_pending_deliveries(store: Store) -> None:
+    gone = await subscribe(store, url="https://hooks.example.com/gone")
+    kept = await subscribe(store, url="https://hooks.example.com/kept")
+    await store.publish(make_event())
+
+    await store.delete_subscription(ACME, gone.id)
+
+    jobs = await claim(store, later(86400 * 7))
+    assert [job.subscription_id for job in jobs] == [kept.id]
+
+
+async def test_delivery_in_flight_at_delete_is_not_retried_to_the_deleted_subscription(store: Store) -> None:
+    sub = await subscribe(store)
+    await store.publish(make_event())
+    start = utcnow()
+    job = await claim_one(store, start)
+    await store.delete_subscription(ACME, sub.id)
+
+    # The attempt that was on the wire fails and asks for a retry; the endpoint is gone by now.
+    await store.record_attempts([outcome(job, succeeded=False, next_attempt_at=start)])
+
+    assert await claim(store, later(86400 * 7)) == []
+
+
+async def test_delivery_leased_at_delete_is_not_reclaimed_after_its_lease_expires(store: Store) -> None:
+    sub = await subscribe(store)
+    await store.publish(make_event())
+    start = utcnow()
+    await claim_one(store, start)
+
+    # The worker holding the lease dies; the subscription is deleted meanwhile.
+    await store.delete_subscription(ACME, sub.id)
+
+    assert await claim(store, start + timedelta(seconds=LEASE_S + 1)) == []
+
+
+# -- work listeners ----------------------------------------------------------------------------
+
+
+async def test_work_listener_is_called_after_a_publish_that_made_deliveries(store: Store) -> None:
+    calls: list[None] = []
+    store.add_work_listener(lambda: calls.append(None))
+    await subscribe(store)
+
+    await store.publish(make_event())
+
+    assert len(calls) >= 1
+
+
+async def test_work_listener_is_not_called_for_a_publish_without_deliveries(store: Store) -> None:
+    calls: list[None] = []
+    store.add_work_listener(lambda: calls.append(None))
+    await subscribe(store, events=(COMPLETED,))
+
+    await store.publish(make_event(event_type="call.ringing"))
+
+    assert calls == []
