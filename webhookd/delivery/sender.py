@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from webhookd import __version__
-from webhookd.delivery.ssrf import AddressGuard, literal_address
+from webhookd.delivery.ssrf import AddressGuard, IPAddress, literal_address
 from webhookd.exceptions import DestinationBlocked, SendFailed
 
 EXCERPT_BYTES = 4096
@@ -50,6 +51,13 @@ class Sender(Protocol):
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResponse: ...
 
     async def close(self) -> None: ...
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal_host(url: str) -> tuple[str, IPAddress | None]:
+    """The URL's host and, if it is an IP literal, its address (cached: URLs repeat)."""
+    host = urlsplit(url).hostname or ""
+    return host, literal_address(host)
 
 
 class _BlockedAddress(OSError):
@@ -107,8 +115,7 @@ class AiohttpSender:
 
     def _check_literal_host(self, url: str) -> None:
         # aiohttp skips the resolver for IP literals, so those are checked here.
-        host = urlsplit(url).hostname or ""
-        address = literal_address(host)
+        host, address = _literal_host(url)
         if address is not None:
             self._guard.check_address(host, address)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from webhookd.store.base import Store
 logger = logging.getLogger(__name__)
 
 CLAIM_BATCH = 100
+CLAIM_AHEAD = 2
+"""Claimed-but-not-started jobs kept ready, as a multiple of the concurrency."""
 KEY_CACHE_SIZE = 10_000
 
 
@@ -48,6 +51,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: dict[asyncio.Task[None], DeliveryJob] = {}
+        self._ready: collections.deque[DeliveryJob] = collections.deque()
         self._keys: dict[bytes, bytes] = {}
         self._results: list[AttemptResult] = []
         self._results_ready = asyncio.Event()
@@ -83,27 +87,32 @@ class Worker:
             logger.info("delivery worker stopped", extra={"action": "worker.stop"})
 
     async def _claim_and_wait(self) -> None:
+        """Keep up to twice the concurrency claimed ahead, so a send never waits for a claim's
+        commit; then sleep until new work, a free slot or the poll interval."""
         self._wake.clear()
-        free = self._concurrency - len(self._inflight)
-        wanted = min(free, CLAIM_BATCH)
+        self._start_ready()
+        wanted = min(CLAIM_AHEAD * self._concurrency - len(self._ready) - len(self._inflight), CLAIM_BATCH)
         jobs: list[DeliveryJob] = []
         if wanted > 0:
             jobs = await self._store.claim_deliveries(limit=wanted, lease_s=self._lease_s, now=self._clock())
-            for job in jobs:
-                self._start(job)
-        if wanted == 0 or len(jobs) < wanted:
+            self._ready.extend(jobs)
+            self._start_ready()
+        if wanted <= 0 or len(jobs) < wanted:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
             except TimeoutError:
                 pass
 
-    def _start(self, job: DeliveryJob) -> None:
-        task = asyncio.create_task(self._attempt(job), name=f"deliver-{job.delivery_id}")
-        self._inflight[task] = job
-        task.add_done_callback(self._finished)
+    def _start_ready(self) -> None:
+        while self._ready and len(self._inflight) < self._concurrency and not self._stopping:
+            job = self._ready.popleft()
+            task = asyncio.create_task(self._attempt(job), name=f"deliver-{job.delivery_id}")
+            self._inflight[task] = job
+            task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
+        self._start_ready()  # the freed slot goes to a claimed job at once, not at the next loop
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             logger.error(
@@ -234,15 +243,18 @@ class Worker:
         return key
 
     async def _drain(self) -> None:
-        """Let in-flight attempts finish within the grace period, then release the rest."""
-        if not self._inflight:
-            return
-        _, still_running = await asyncio.wait(list(self._inflight), timeout=self._shutdown_grace_s)
-        unfinished = [self._inflight[task] for task in still_running]
-        for task in still_running:
-            task.cancel()
-        await asyncio.gather(*still_running, return_exceptions=True)
-        await self._store.release_deliveries([job.delivery_id for job in unfinished])
+        """Let in-flight attempts finish within the grace period, then release the rest, and
+        the jobs claimed ahead that never started."""
+        unstarted = list(self._ready)
+        self._ready.clear()
+        unfinished: list[DeliveryJob] = []
+        if self._inflight:
+            _, running = await asyncio.wait(list(self._inflight), timeout=self._shutdown_grace_s)
+            unfinished = [self._inflight[task] for task in running]
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        await self._store.release_deliveries([job.delivery_id for job in unstarted + unfinished])
         if unfinished:
             logger.warning(
                 "released %d unfinished deliveries at shutdown",
