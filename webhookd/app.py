@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -17,6 +18,7 @@ from webhookd import api, ingest
 from webhookd.config import Settings
 from webhookd.crypto import SecretBox, master_key_from_settings
 from webhookd.delivery.circuit import CircuitPolicy
+from webhookd.delivery.retention import prune_forever
 from webhookd.delivery.retry import RetryPolicy
 from webhookd.delivery.sender import AiohttpSender, Sender
 from webhookd.delivery.ssrf import AddressGuard
@@ -40,6 +42,16 @@ def build_worker(settings: Settings, store: Store, sender: Sender, box: SecretBo
         poll_interval_s=settings.poll_interval_s,
         shutdown_grace_s=settings.shutdown_grace_s,
     )
+
+
+async def run_delivery(settings: Settings, store: Store, worker: Worker) -> None:
+    """The worker, with retention pruning beside it, until the worker stops."""
+    pruner = asyncio.create_task(prune_forever(store, timedelta(days=settings.retention_days)))
+    try:
+        await worker.run()
+    finally:
+        pruner.cancel()
+        await asyncio.gather(pruner, return_exceptions=True)
 
 
 def address_guard(settings: Settings) -> AddressGuard:
@@ -92,7 +104,9 @@ def create_app(
         await the_store.open()
         the_sender = sender if sender is not None else default_sender(settings)
         worker = build_worker(settings, the_store, the_sender, box) if run_workers else None
-        worker_task = asyncio.create_task(worker.run()) if worker is not None else None
+        worker_task = (
+            asyncio.create_task(run_delivery(settings, the_store, worker)) if worker is not None else None
+        )
         # The server calls this the moment SIGTERM arrives, before it drains HTTP connections.
         app.state.stop_delivery = worker.stop if worker is not None else None
         try:

@@ -222,7 +222,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from webhookd.app import build_worker, default_sender
+    from webhookd.app import build_worker, default_sender, run_delivery
 
     store = store_from_settings(settings)
     box = SecretBox(master_key_from_settings(settings.master_key, settings.sqlite_path))
@@ -233,7 +233,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
     try:
-        await worker.run()
+        await run_delivery(settings, store, worker)
     finally:
         await sender.close()
         await store.close()

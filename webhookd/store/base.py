@@ -106,6 +106,11 @@ class Store(Protocol):
     async def release_deliveries(self, delivery_ids: Sequence[str]) -> None:
         """Give claimed deliveries back unattempted (graceful shutdown)."""
 
+    async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` finished deliveries last touched before ``deliveries_before``
+        (with their attempts), and up to ``limit`` events created before ``events_before`` that no
+        delivery refers to. Returns the rows deleted; 0 means nothing is left to prune."""
+
     def add_work_listener(self, listener: WorkListener) -> None:
         """Call ``listener`` (no arguments, on the event loop) whenever new work is committed."""
 

@@ -55,6 +55,7 @@ class _DeliveryRow:
     next_attempt_at: datetime
     lease_until: datetime | None = None
     claimed_generation: int = 0
+    updated_at: datetime = dataclasses.field(default_factory=utcnow)
 
 
 class MemoryStore:
@@ -207,6 +208,7 @@ class MemoryStore:
             lease = row.lease_until
             if row.status is DeliveryStatus.IN_FLIGHT and lease is not None and lease <= now:
                 row.status, row.next_attempt_at, row.lease_until = self._waiting(row), lease, None
+                row.updated_at = now
 
     def _waiting(self, row: _DeliveryRow) -> DeliveryStatus:
         """Where a delivery waits for its next attempt, given its subscription's state."""
@@ -294,7 +296,7 @@ class MemoryStore:
         row = self.deliveries[result.delivery_id]
         if row.status is not DeliveryStatus.IN_FLIGHT or row.attempts != result.attempt_no:
             return
-        row.lease_until = None
+        row.lease_until, row.updated_at = None, utcnow()
         if result.succeeded:
             row.status = DeliveryStatus.DELIVERED
         elif result.next_attempt_at is None:
@@ -305,7 +307,7 @@ class MemoryStore:
     def _move(self, subscription_id: str, sources: set[DeliveryStatus], target: DeliveryStatus) -> None:
         for row in self.deliveries.values():
             if row.subscription_id == subscription_id and row.status in sources:
-                row.status = target
+                row.status, row.updated_at = target, utcnow()
 
     async def enable_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
         sub = await self.get_subscription(customer_id, subscription_id)
@@ -322,6 +324,31 @@ class MemoryStore:
                 row.status, row.next_attempt_at = DeliveryStatus.PENDING, now
         self._notify_work()
         return await self.get_subscription(customer_id, subscription_id)
+
+    async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
+        finished = {DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.CANCELED}
+        old = sorted(
+            (
+                r
+                for r in self.deliveries.values()
+                if r.status in finished and r.updated_at < deliveries_before
+            ),
+            key=lambda r: r.updated_at,
+        )[:limit]
+        for row in old:
+            del self.deliveries[row.id]
+        gone_ids = {row.id for row in old}
+        kept = [a for a in self.attempts if a.delivery_id not in gone_ids]
+        gone = len(old) + len(self.attempts) - len(kept)
+        self.attempts = kept
+        referenced = {row.event_id for row in self.deliveries.values()}
+        stale = [e for e in self.events.values() if e.created_at < events_before and e.id not in referenced]
+        for event in sorted(stale, key=lambda e: e.created_at)[:limit]:
+            del self.events[event.id]
+            if event.idempotency_key is not None:
+                self._idempotency.pop((event.customer_id, event.idempotency_key), None)
+            gone += 1
+        return gone
 
     async def release_deliveries(self, delivery_ids: Sequence[str]) -> None:
         now = utcnow()

@@ -323,6 +323,10 @@ class SqliteStore:
             now = utcnow()
             await self._write(lambda conn: outbox.release(conn, delivery_ids, now))
 
+    async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
+        cutoffs = (_epoch(deliveries_before), _epoch(events_before))
+        return await self._write(lambda conn: outbox.prune(conn, *cutoffs, limit))
+
     async def enable_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
         now = utcnow()
         if not await self._write(lambda conn: outbox.enable(conn, customer_id, subscription_id, now)):

@@ -263,3 +263,28 @@ def release(conn: sqlite3.Connection, delivery_ids: Sequence[str], now: datetime
         " WHERE probe_delivery_id = ?",
         [(i,) for i in delivery_ids],
     )
+
+
+def prune(conn: sqlite3.Connection, deliveries_before: float, events_before: float, limit: int) -> int:
+    """Delete up to ``limit`` finished deliveries older than the cutoff with their attempts, then
+    up to ``limit`` old events that no delivery refers to. Returns how many rows went."""
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM deliveries WHERE status IN ('delivered', 'failed', 'canceled')"
+            " AND updated_at < ? ORDER BY updated_at LIMIT ?",
+            (deliveries_before, limit),
+        )
+    ]
+    marks = ",".join("?" * len(ids))
+    gone = 0
+    if ids:
+        gone += conn.execute(f"DELETE FROM attempts WHERE delivery_id IN ({marks})", ids).rowcount
+        gone += conn.execute(f"DELETE FROM deliveries WHERE id IN ({marks})", ids).rowcount
+    gone += conn.execute(
+        "DELETE FROM events WHERE seq IN (SELECT seq FROM events AS e WHERE e.created_at < ?"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id)"
+        " ORDER BY seq LIMIT ?)",
+        (events_before, limit),
+    ).rowcount
+    return gone

@@ -88,6 +88,10 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX deliveries_leased ON deliveries (lease_until) WHERE status = 'in_flight';
 CREATE INDEX deliveries_by_subscription ON deliveries (subscription_id, status, next_attempt_at);
+CREATE INDEX deliveries_by_event ON deliveries (event_id);
+-- Retention walks finished deliveries oldest first.
+CREATE INDEX deliveries_finished ON deliveries (updated_at)
+    WHERE status IN ('delivered', 'failed', 'canceled');
 
 CREATE TABLE attempts (
     id               INTEGER PRIMARY KEY,
