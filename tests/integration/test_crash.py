@@ -88,7 +88,11 @@ async def test_kill_9_during_burst_loses_no_acknowledged_event(tmp_path: Path) -
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = subprocess_env(
-        {"WEBHOOKD_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}", "WEBHOOKD_PORT": str(port)}
+        {
+            "WEBHOOKD_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+            "WEBHOOKD_PORT": str(port),
+            "WEBHOOKD_LEASE_S": "1",  # deliveries claimed when the process died come back quickly
+        }
     )
     key = _create_key(env)
     acked: set[str] = set()
