@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
 from tests.contract.test_store_contract import claim, later, make_event, outcome, subscribe
 from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, DisabledReason
 from webhookd.store.base import Store
-from webhookd.store.memory import MemoryStore
-from webhookd.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "w.db")
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 def failure(

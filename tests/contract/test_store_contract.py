@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pytest
@@ -23,8 +22,6 @@ from webhookd.models import (
     utcnow,
 )
 from webhookd.store.base import Store
-from webhookd.store.memory import MemoryStore
-from webhookd.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -32,16 +29,6 @@ ACME = "cus_acme"
 OTHER = "cus_other"
 COMPLETED = "call.completed"
 LEASE_S = 30.0
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "w.db")
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -20,6 +20,11 @@ DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
 
 
+def not_found() -> ApiError:
+    """Missing and another customer's look the same: existence is never leaked."""
+    return ApiError("no such subscription", status=404, code="not_found")
+
+
 def subscription_json(sub: Subscription, secret: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": sub.id,
@@ -133,7 +138,7 @@ async def get_subscription(request: Request) -> Response:
         key.customer_id, request.path_params["subscription_id"]
     )
     if sub is None:
-        raise ApiError("no such subscription", status=404, code="not_found")
+        raise not_found()
     return JSONResponse(subscription_json(sub))
 
 
@@ -143,7 +148,7 @@ async def delete_subscription(request: Request) -> Response:
         key.customer_id, request.path_params["subscription_id"]
     )
     if not deleted:
-        raise ApiError("no such subscription", status=404, code="not_found")
+        raise not_found()
     return Response(status_code=204)
 
 
@@ -153,5 +158,5 @@ async def enable_subscription(request: Request) -> Response:
         key.customer_id, request.path_params["subscription_id"]
     )
     if sub is None:
-        raise ApiError("no such subscription", status=404, code="not_found")
+        raise not_found()
     return JSONResponse(subscription_json(sub))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -178,39 +179,27 @@ class Worker:
             status, excerpt, retry_after = response.status, response.excerpt, response.retry_after
         except DeliveryError as exc:
             error = f"{type(exc).__name__}: {exc}"
-        duration_s = time.perf_counter() - began
-        if status is not None and 200 <= status < 300:
-            return AttemptResult(
-                job.delivery_id,
-                job.attempt_no,
-                started,
-                duration_s,
-                status,
-                None,
-                excerpt,
-                True,
-                None,
-                job.subscription_id,
-            )
-        return self._failure(job, started, duration_s, status, error, excerpt, retry_after)
+        outcome = AttemptResult(
+            delivery_id=job.delivery_id,
+            attempt_no=job.attempt_no,
+            started_at=started,
+            duration_s=time.perf_counter() - began,
+            status_code=status,
+            error=error,
+            response_excerpt=excerpt,
+            succeeded=status is not None and 200 <= status < 300,
+            next_attempt_at=None,
+            subscription_id=job.subscription_id,
+        )
+        return outcome if outcome.succeeded else self._failed(job, outcome, retry_after)
 
-    def _failure(
-        self,
-        job: DeliveryJob,
-        started: datetime,
-        duration_s: float,
-        status: int | None,
-        error: str | None,
-        excerpt: bytes,
-        retry_after: str | None,
-    ) -> AttemptResult:
-        now = self._clock()
+    def _failed(self, job: DeliveryJob, outcome: AttemptResult, retry_after: str | None) -> AttemptResult:
+        """When to try again, and what this failure does to the subscription."""
+        now, status = self._clock(), outcome.status_code
         wait_s = parse_retry_after(retry_after, now) if status in RETRY_AFTER_STATUSES else None
         circuit = self._circuit.on_failure(job, now, retry_after_s=wait_s, gone=status == 410)
         delay_s = self._circuit.retry.delay_after(job.attempt_no, wait_s)
-        next_at = None if delay_s is None else now + timedelta(seconds=delay_s)
-        if status is not None:
-            error = f"HTTP {status}"
+        error = outcome.error if status is None else f"HTTP {status}"
         logger.info(
             "attempt %d of %s failed: %s",
             job.attempt_no,
@@ -218,18 +207,11 @@ class Worker:
             error,
             extra={"action": "delivery.attempt_failed", "delivery_id": job.delivery_id},
         )
-        return AttemptResult(
-            job.delivery_id,
-            job.attempt_no,
-            started,
-            duration_s,
-            status,
-            error,
-            excerpt,
-            False,
-            next_at,
-            job.subscription_id,
-            circuit,
+        return dataclasses.replace(
+            outcome,
+            error=error,
+            next_attempt_at=None if delay_s is None else now + timedelta(seconds=delay_s),
+            circuit=circuit,
         )
 
     def _key_for(self, job: DeliveryJob) -> bytes:
