@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -24,8 +25,16 @@ from webhookd.delivery.sender import AiohttpSender, Sender
 from webhookd.delivery.ssrf import AddressGuard
 from webhookd.delivery.worker import Worker
 from webhookd.exceptions import ApiError, RequestError
+from webhookd.ratelimit import RateLimiter
 from webhookd.store import Store, store_from_settings
-from webhookd.web import JSONResponse, KeyCache, Services, error_response
+from webhookd.web import (
+    Background,
+    JSONResponse,
+    KeyCache,
+    RequestContextMiddleware,
+    Services,
+    error_response,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +94,9 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
         extra={"action": "http.internal_error"},
     )
     body = {"error": {"code": "internal_error", "message": "something went wrong on our side"}}
-    return JSONResponse(body, status_code=500)
+    # This answer comes from outside the request-context middleware, so it sets the id itself.
+    request_id = request.scope.get("state", {}).get("request_id", "")
+    return JSONResponse(body, status_code=500, headers={"X-Request-Id": request_id})
 
 
 def create_app(
@@ -109,10 +120,20 @@ def create_app(
         )
         # The server calls this the moment SIGTERM arrives, before it drains HTTP connections.
         app.state.stop_delivery = worker.stop if worker is not None else None
+        background = Background()
         try:
-            services = Services(settings, the_store, box, address_guard(settings), KeyCache(the_store))
+            services = Services(
+                settings,
+                the_store,
+                box,
+                address_guard(settings),
+                KeyCache(the_store),
+                RateLimiter(settings.rate_limit_per_min),
+                background,
+            )
             yield {"services": services}
         finally:
+            await background.close()
             if worker is not None and worker_task is not None:
                 worker.stop()
                 await worker_task
@@ -121,6 +142,7 @@ def create_app(
 
     return Starlette(
         routes=[*api.routes(), *ingest.routes()],
+        middleware=[Middleware(RequestContextMiddleware)],
         lifespan=lifespan,
         exception_handlers={
             RequestError: _request_error,

@@ -13,18 +13,12 @@ from typing import Any
 
 import orjson
 
-from webhookd import __version__
+from webhookd import __version__, provisioning
 from webhookd.config import Settings, setting_fields
-from webhookd.crypto import (
-    SecretBox,
-    hash_api_key,
-    master_key_from_settings,
-    new_api_key,
-    source_credentials_context,
-)
-from webhookd.exceptions import ConfigError, WebhookdError
+from webhookd.crypto import SecretBox, master_key_from_settings
+from webhookd.exceptions import InvalidInput, WebhookdError
 from webhookd.logs import configure_logging
-from webhookd.models import ApiKey, Carrier, Scope, Source, new_id, utcnow
+from webhookd.models import CREDENTIAL_NAMES, Carrier, Scope
 from webhookd.store import Store, store_from_settings
 
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
@@ -126,65 +120,46 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_store(settings, done)
 
 
-def _parse_scopes(raw: str) -> frozenset[Scope]:
-    names = [part.strip() for part in raw.split(",") if part.strip()]
-    try:
-        scopes = frozenset(Scope(name) for name in names)
-    except ValueError:
-        raise ConfigError(f"--scopes {raw!r}: choose from {', '.join(s.value for s in Scope)}") from None
-    if not scopes:
-        raise ConfigError("--scopes needs at least one scope")
-    return scopes
-
-
 async def _create_key(settings: Settings, args: argparse.Namespace) -> int:
-    scopes = _parse_scopes(args.scopes)
-    key = new_api_key()
+    scopes = provisioning.parse_scopes(args.scopes.split(","))
 
     async def create(store: Store) -> int:
-        await store.ensure_customer(args.customer, args.name)
-        await store.create_api_key(
-            ApiKey(new_id("key"), args.customer, hash_api_key(key), scopes, None, utcnow())
-        )
-        _print_json({"key": key, "customer_id": args.customer, "scopes": sorted(scopes)})
+        created = await provisioning.create_key(store, args.customer, scopes, args.name)
+        _print_json({"key": created.key, "customer_id": args.customer, "scopes": sorted(scopes)})
         return 0
 
     return await _with_store(settings, create)
 
 
-def _parse_credentials(pairs: Sequence[str], required: Sequence[str]) -> dict[str, str]:
+def _parse_credentials(pairs: Sequence[str]) -> dict[str, str]:
     credentials = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name or not value:
-            raise ConfigError(f"--credential {name or pair!r}: write it as NAME=VALUE")
+            raise InvalidInput(f"--credential {name or pair!r}: write it as NAME=VALUE")
         credentials[name] = value
-    missing = [name for name in required if name not in credentials]
-    if missing:
-        raise ConfigError(f"missing --credential {', '.join(n + '=...' for n in missing)}")
     return credentials
 
 
 async def _create_source(settings: Settings, args: argparse.Namespace) -> int:
-    from webhookd.ingest.routes import ADAPTERS
-
     carrier = Carrier(args.carrier)
-    credentials = _parse_credentials(args.credential, ADAPTERS[carrier].credential_names)
+    credentials = _parse_credentials(args.credential)
+    provisioning.check_credentials(carrier, credentials, CREDENTIAL_NAMES[carrier])
     box = SecretBox(master_key_from_settings(settings.master_key, settings.sqlite_path))
-    source_id = new_id("src")
-    sealed = box.encrypt(orjson.dumps(credentials), source_credentials_context(source_id))
 
     async def create(store: Store) -> int:
-        await store.ensure_customer(args.customer, args.name)
-        await store.create_source(Source(source_id, args.customer, carrier, sealed, utcnow()))
-        url = f"{settings.effective_public_base_url}/ingest/{carrier.value}/{source_id}"
+        source = await provisioning.create_source(
+            store,
+            box,
+            args.customer,
+            carrier,
+            credentials,
+            required=CREDENTIAL_NAMES[carrier],
+            customer_name=args.name,
+        )
+        url = provisioning.ingest_url(settings.effective_public_base_url, source)
         _print_json(
-            {
-                "id": source_id,
-                "carrier": carrier.value,
-                "customer_id": args.customer,
-                "ingest_url": url,
-            }
+            {"id": source.id, "carrier": carrier.value, "customer_id": args.customer, "ingest_url": url}
         )
         return 0
 

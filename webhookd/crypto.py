@@ -44,6 +44,11 @@ def subscription_secret_context(subscription_id: str) -> str:
     return f"subscription-secret:{subscription_id}"
 
 
+def callback_secret_context(customer_id: str) -> str:
+    """The AES-GCM associated data of a customer's callback secret."""
+    return f"callback-secret:{customer_id}"
+
+
 def source_credentials_context(source_id: str) -> str:
     """The AES-GCM associated data that binds a source's credentials to the source."""
     return f"source-credentials:{source_id}"

@@ -30,6 +30,10 @@ class StoreError(WebhookdError):
     """The store cannot do what was asked (database unavailable, schema too new, ...)."""
 
 
+class Conflict(StoreError):
+    """The change would break a uniqueness rule, or the record is in a state that forbids it."""
+
+
 class CryptoError(WebhookdError):
     """A ciphertext does not decrypt under the configured master key."""
 
@@ -40,9 +44,17 @@ class RequestError(WebhookdError):
     status = 400
     code = "invalid_request"
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}
         if status is not None:
             self.status = status
         if code is not None:
@@ -51,6 +63,12 @@ class RequestError(WebhookdError):
 
 class ApiError(RequestError):
     """A management API request is refused."""
+
+
+class InvalidInput(RequestError):
+    """A value a client gave (an API body or a CLI flag) is not valid; the message says which."""
+
+    code = "invalid_input"
 
 
 class PayloadTooLarge(RequestError):

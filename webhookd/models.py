@@ -60,6 +60,13 @@ class DeliveryStatus(StrEnum):
     """Its subscription was deleted."""
 
 
+class SubscriptionKind(StrEnum):
+    WEBHOOK = "webhook"
+    """A customer's subscription, managed through the API."""
+    CALLBACK = "callback"
+    """A per-call ``callback_url`` (SPEC §10), signed with the customer's callback secret."""
+
+
 class DisabledReason(StrEnum):
     CONSECUTIVE_FAILURES = "consecutive_failures"
     ENDPOINT_GONE = "endpoint_gone"
@@ -67,6 +74,12 @@ class DisabledReason(StrEnum):
 
 class Carrier(StrEnum):
     TWILIO = "twilio"
+
+
+CREDENTIAL_NAMES: dict[Carrier, tuple[str, ...]] = {
+    Carrier.TWILIO: ("auth_token",),
+}
+"""The credentials each carrier's source needs (SPEC §9)."""
 
 
 CALL_EVENT_TYPES = (
@@ -126,6 +139,10 @@ class Subscription:
     failure_count: int = 0
     disabled_reason: DisabledReason | None = None
     disabled_at: datetime | None = None
+    previous_secret: bytes | None = None
+    """The rotated-out secret's ciphertext, which keeps signing until ``previous_secret_until``."""
+    previous_secret_until: datetime | None = None
+    kind: SubscriptionKind = SubscriptionKind.WEBHOOK
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +155,10 @@ class NewEvent:
     idempotency_key: str | None = None
     id: str = field(default_factory=lambda: new_id("evt"))
     created_at: datetime = field(default_factory=utcnow)
+    callback_url: str | None = None
+    """Also deliver this event here, signed with the customer's callback secret (SPEC §10)."""
+    only_subscription_id: str | None = None
+    """Deliver to this subscription alone, whatever its event types (``webhook.test``)."""
 
     def envelope(self) -> dict[str, Any]:
         """The JSON body receivers get (SPEC §4)."""
@@ -160,6 +181,7 @@ class Event:
     idempotency_key: str | None
     payload: bytes
     created_at: datetime
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +193,8 @@ class PublishResult:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
+    """One event bound for one subscription, as the delivery log shows it."""
+
     id: str
     event_id: str
     subscription_id: str
@@ -179,6 +203,32 @@ class Delivery:
     attempts: int
     next_attempt_at: datetime | None
     created_at: datetime
+    updated_at: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One stored POST of a delivery."""
+
+    attempt_no: int
+    started_at: datetime
+    duration_s: float
+    status_code: int | None
+    error: str | None
+    response_excerpt: bytes
+    succeeded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackSecret:
+    """A customer's callback secret (ciphertext), and the rotated-out one during its grace period."""
+
+    secret: bytes
+    previous: bytes | None = None
+    previous_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +247,10 @@ class DeliveryJob:
     """The subscription's health generation when claimed: a failure counts only if it still holds."""
     failure_count: int = 0
     """The subscription's consecutive failures when claimed."""
+    previous_secret: bytes | None = None
+    """During a rotation's grace period, the old secret's ciphertext: deliveries carry both."""
+    kind: SubscriptionKind = SubscriptionKind.WEBHOOK
+    customer_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,20 +2,87 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 import time
+import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webhookd.config import Settings
 from webhookd.crypto import SecretBox
 from webhookd.delivery.ssrf import AddressGuard
 from webhookd.exceptions import ApiError, PayloadTooLarge, RequestError
 from webhookd.models import ApiKey
+from webhookd.ratelimit import RateLimiter
 from webhookd.store.base import Store
+
+
+class Background:
+    """Bounded work the API starts and does not wait for (recover), cancelled at shutdown."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "background task %s failed",
+                task.get_name(),
+                exc_info=task.exception(),
+                extra={"action": "background.error"},
+            )
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """``X-Request-Id`` on every response (a well-formed incoming one is kept), and the caller's
+    rate-limit figures, which authentication leaves in the request state."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get("x-request-id", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-Id"] = request_id
+                decision = state.get("rate_limit")
+                if decision is not None:
+                    headers["X-RateLimit-Limit"] = str(decision.limit)
+                    headers["X-RateLimit-Remaining"] = str(decision.remaining)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class KeyCache:
@@ -49,6 +116,11 @@ class Services:
     box: SecretBox
     guard: AddressGuard
     keys: KeyCache
+    limiter: RateLimiter
+    background: Background
+
+
+logger = logging.getLogger(__name__)
 
 
 def services(request: Request) -> Services:
@@ -65,7 +137,7 @@ class JSONResponse(Response):
 
 def error_response(error: RequestError) -> JSONResponse:
     body = {"error": {"code": error.code, "message": error.message}}
-    return JSONResponse(body, status_code=error.status)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

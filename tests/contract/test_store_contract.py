@@ -21,7 +21,7 @@ from webhookd.models import (
     new_id,
     utcnow,
 )
-from webhookd.store.base import Store
+from webhookd.store.base import PageRequest, Store
 
 pytestmark = pytest.mark.anyio
 
@@ -216,7 +216,7 @@ async def test_list_pages_walk_every_subscription_once_in_id_order(store: Store)
     cursors: list[str | None] = []
     cursor: str | None = None
     while True:
-        page = await store.list_subscriptions(ACME, limit=2, cursor=cursor)
+        page = await store.list_subscriptions(ACME, PageRequest(2, cursor))
         seen += [s.id for s in page.items]
         cursors.append(page.next_cursor)
         cursor = page.next_cursor
@@ -232,8 +232,8 @@ async def test_last_page_exactly_full_has_no_next_cursor(store: Store) -> None:
     for n in range(4):
         await subscribe(store, url=f"https://hooks.example.com/{n}")
 
-    first = await store.list_subscriptions(ACME, limit=2)
-    second = await store.list_subscriptions(ACME, limit=2, cursor=first.next_cursor)
+    first = await store.list_subscriptions(ACME, PageRequest(2))
+    second = await store.list_subscriptions(ACME, PageRequest(2, first.next_cursor))
 
     assert first.next_cursor is not None
     assert len(second.items) == 2
@@ -246,7 +246,7 @@ async def test_list_with_an_invalid_cursor_raises_value_error(store: Store, curs
     await subscribe(store)
 
     with pytest.raises(ValueError):
-        await store.list_subscriptions(ACME, limit=2, cursor=cursor)
+        await store.list_subscriptions(ACME, PageRequest(2, cursor))
 
 
 async def test_delete_subscription_returns_true_then_false(store: Store) -> None:
@@ -263,7 +263,7 @@ async def test_deleted_subscription_is_neither_gettable_nor_listed(store: Store)
     await store.delete_subscription(ACME, gone.id)
 
     assert await store.get_subscription(ACME, gone.id) is None
-    page = await store.list_subscriptions(ACME, limit=10)
+    page = await store.list_subscriptions(ACME, PageRequest(10))
     assert [s.id for s in page.items] == [kept.id]
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration.harness import (
     auth,
+    eventually,
     free_port,
     query,
     running_receiver,
@@ -134,8 +135,7 @@ async def test_kill_9_during_burst_loses_no_acknowledged_event(tmp_path: Path) -
                 asyncio.create_task(_publisher(http, node.base, node.key, acked, n))
                 for n in range(PUBLISHERS)
             ]
-            while len(acked) < ACKS_BEFORE_KILL:
-                await asyncio.sleep(0.005)
+            await eventually(lambda: len(acked) >= ACKS_BEFORE_KILL, timeout_s=30, interval_s=0.005)
             process.send_signal(signal.SIGKILL)
             await asyncio.gather(*publishers)
             await asyncio.to_thread(process.wait, 10)

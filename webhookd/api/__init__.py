@@ -1,32 +1,38 @@
-"""The management API under ``/api/v1``, plus health probes."""
+"""The management API under ``/api/v1``, plus health probes and ``/openapi.json``."""
 
 from __future__ import annotations
 
 from starlette.routing import Route
 
-from webhookd.api import events, health, subscriptions
+from webhookd.api import account, admin, callbacks, deliveries, events, health, subscriptions
+
+SUBSCRIPTION = "/api/v1/webhook-subscriptions/{subscription_id}"
 
 
 def routes() -> list[Route]:
     return [
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/openapi.json", health.openapi, methods=["GET"], include_in_schema=False),
+        Route("/api/v1/auth/whoami", account.whoami, methods=["GET"]),
         Route("/api/v1/events", events.publish_event, methods=["POST"]),
+        Route("/api/v1/events", events.list_events, methods=["GET"]),
+        Route("/api/v1/events/{event_id}", events.get_event, methods=["GET"]),
+        Route("/api/v1/event-types", events.event_types, methods=["GET"]),
         Route("/api/v1/webhook-subscriptions", subscriptions.create_subscription, methods=["POST"]),
         Route("/api/v1/webhook-subscriptions", subscriptions.list_subscriptions, methods=["GET"]),
-        Route(
-            "/api/v1/webhook-subscriptions/{subscription_id}",
-            subscriptions.get_subscription,
-            methods=["GET"],
-        ),
-        Route(
-            "/api/v1/webhook-subscriptions/{subscription_id}",
-            subscriptions.delete_subscription,
-            methods=["DELETE"],
-        ),
-        Route(
-            "/api/v1/webhook-subscriptions/{subscription_id}/enable",
-            subscriptions.enable_subscription,
-            methods=["POST"],
-        ),
+        Route(SUBSCRIPTION, subscriptions.get_subscription, methods=["GET"]),
+        Route(SUBSCRIPTION, subscriptions.patch_subscription, methods=["PATCH"]),
+        Route(SUBSCRIPTION, subscriptions.delete_subscription, methods=["DELETE"]),
+        Route(f"{SUBSCRIPTION}/enable", subscriptions.enable_subscription, methods=["POST"]),
+        Route(f"{SUBSCRIPTION}/rotate-secret", subscriptions.rotate_secret, methods=["POST"]),
+        Route(f"{SUBSCRIPTION}/test", subscriptions.test_subscription, methods=["POST"]),
+        Route(f"{SUBSCRIPTION}/recover", subscriptions.recover, methods=["POST"]),
+        Route(f"{SUBSCRIPTION}/deliveries", deliveries.list_deliveries, methods=["GET"]),
+        Route("/api/v1/deliveries/{delivery_id}", deliveries.get_delivery, methods=["GET"]),
+        Route("/api/v1/deliveries/{delivery_id}/retry", deliveries.retry_delivery, methods=["POST"]),
+        Route("/api/v1/callback-secret", callbacks.get_callback_secret, methods=["GET"]),
+        Route("/api/v1/callback-secret", callbacks.rotate_callback_secret, methods=["POST"]),
+        Route("/api/v1/keys", admin.create_key, methods=["POST"]),
+        Route("/api/v1/sources", admin.create_source, methods=["POST"]),
     ]

@@ -10,8 +10,10 @@ from webhookd.models import ApiKey, Scope
 from webhookd.web import services
 
 
-async def authenticate(request: Request, scope: Scope | None) -> ApiKey:
-    """The caller's key. 401 without a valid key; 403 when the key lacks ``scope``.
+async def authenticate(request: Request, scope: Scope | None, *, rate_limited: bool = True) -> ApiKey:
+    """The caller's key. 401 without a valid key; 429 past the key's rate; 403 when the key lacks
+    ``scope``. ``rate_limited=False`` is for the platform's own event stream (``POST /events``),
+    which like carrier ingest runs at thousands a second; the limit is for management calls.
 
     The key is found by its SHA-256, so no secret is ever compared byte by byte.
     """
@@ -23,6 +25,15 @@ async def authenticate(request: Request, scope: Scope | None) -> ApiKey:
     key = await services(request).keys.get(hash_api_key(token))
     if key is None:
         raise ApiError("the API key is not valid", status=401, code="unauthorized")
+    decision = services(request).limiter.take(key.id) if rate_limited else None
+    request.state.rate_limit = decision
+    if decision is not None and not decision.allowed:
+        raise ApiError(
+            f"rate limit of {decision.limit} requests a minute reached; retry in {decision.retry_after_s}s",
+            status=429,
+            code="rate_limited",
+            headers={"Retry-After": str(decision.retry_after_s)},
+        )
     if scope is not None and scope not in key.scopes and Scope.ADMIN not in key.scopes:
         raise ApiError(f"this key lacks the {scope.value} scope", status=403, code="forbidden")
     request.state.api_key = key

@@ -1,27 +1,36 @@
-"""``POST /api/v1/events``: the platform publishes its own events."""
+"""Events: the platform publishes (``POST /events``), customers read the log and the catalog."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from webhookd.api.auth import authenticate
+from webhookd.api.callbacks import callback_secret
+from webhookd.api.openapi import PAGE_PARAMS, operation
+from webhookd.api.pagination import page_request
+from webhookd.api.subscriptions import check_destination, valid_url
+from webhookd.api.views import event_json
 from webhookd.exceptions import ApiError
-from webhookd.models import ApiKey, Event, NewEvent, Scope
+from webhookd.models import EVENT_TYPES, ApiKey, NewEvent, Scope
 from webhookd.web import JSONResponse, read_json_object, services
 
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    body: dict[str, Any] = orjson.loads(event.payload)
-    body["idempotency_key"] = event.idempotency_key
-    return body
+PUBLISH_FIELDS = {"type", "data", "customer_id", "idempotency_key", "callback_url"}
+DESCRIPTIONS = {
+    "call.initiating": "The call was created and is dialing, or an inbound call was offered.",
+    "call.ringing": "The far end is alerting.",
+    "call.in_progress": "The call was answered.",
+    "call.completed": "The call was answered and has ended.",
+    "call.failed": "The call could not be placed or connected, or was canceled by the platform.",
+    "call.no_answer": "The call ended unanswered: busy, declined, ring timeout or abandoned.",
+    "call.transcript.ready": "The call's transcript is available.",
+    "webhook.test": "Sent by POST /webhook-subscriptions/{id}/test.",
+}
 
 
 def _customer_for(key: ApiKey, requested: Any) -> str:
@@ -34,32 +43,84 @@ def _customer_for(key: ApiKey, requested: Any) -> str:
     return requested
 
 
-def _new_event(key: ApiKey, body: dict[str, Any]) -> NewEvent:
-    event_type, data = body.get("type"), body.get("data", {})
-    if not isinstance(event_type, str) or not EVENT_TYPE_PATTERN.match(event_type):
-        raise ApiError(
-            "type must be a dotted lowercase event type such as call.completed",
-            code="invalid_event_type",
-        )
-    if not isinstance(data, dict):
-        raise ApiError("data must be a JSON object", code="invalid_data")
-    idempotency_key = body.get("idempotency_key")
-    if idempotency_key is not None and (
-        not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH
-    ):
+def _idempotency_key(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= MAX_IDEMPOTENCY_KEY_LENGTH):
         raise ApiError(
             f"idempotency_key must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
             code="invalid_idempotency_key",
         )
-    customer_id = _customer_for(key, body.get("customer_id"))
-    return NewEvent(customer_id, event_type, data, idempotency_key)
+    return value
 
 
+def _new_event(key: ApiKey, body: dict[str, Any]) -> NewEvent:
+    extra = sorted(set(body) - PUBLISH_FIELDS)
+    if extra:
+        raise ApiError(f"unknown fields {extra}; allowed: {sorted(PUBLISH_FIELDS)}", code="invalid_field")
+    event_type, data = body.get("type"), body.get("data", {})
+    if not isinstance(event_type, str) or not EVENT_TYPE_PATTERN.match(event_type):
+        raise ApiError(
+            "type must be a dotted lowercase event type such as call.completed", code="invalid_event_type"
+        )
+    if not isinstance(data, dict):
+        raise ApiError("data must be a JSON object", code="invalid_data")
+    callback_url = body.get("callback_url")
+    callback_url = None if callback_url is None else valid_url(callback_url, "callback_url")
+    return NewEvent(
+        _customer_for(key, body.get("customer_id")),
+        event_type,
+        data,
+        _idempotency_key(body.get("idempotency_key")),
+        callback_url=callback_url,
+    )
+
+
+@operation(
+    summary="Publish an event (202; a repeated idempotency_key answers 200 with the original)",
+    scope=Scope.PUBLISH_EVENTS,
+    body="PublishEvent",
+    responses={202: "Event", 200: "Event"},
+    tag="events",
+)
 async def publish_event(request: Request) -> Response:
-    key = await authenticate(request, Scope.PUBLISH_EVENTS)
+    key = await authenticate(request, Scope.PUBLISH_EVENTS, rate_limited=False)
     svc = services(request)
     event = _new_event(key, await read_json_object(request, svc.settings.max_body_bytes))
     if event.customer_id != key.customer_id:
         await svc.store.ensure_customer(event.customer_id)
+    if event.callback_url is not None:
+        await check_destination(svc, event.callback_url, "callback_url")
+        await callback_secret(svc, event.customer_id)  # made on first use
     result = await svc.store.publish(event, delay_s=svc.settings.retry_schedule_s[0])
     return JSONResponse(event_json(result.event), status_code=202 if result.created else 200)
+
+
+@operation(
+    summary="List events, newest first",
+    scope=Scope.READ_EVENTS,
+    tag="events",
+    query=(*PAGE_PARAMS, ("type", {"type": "string"}, "only this event type")),
+    responses={200: "EventList"},
+)
+async def list_events(request: Request) -> Response:
+    key = await authenticate(request, Scope.READ_EVENTS)
+    event_type = request.query_params.get("type") or None
+    try:
+        page = await services(request).store.list_events(key.customer_id, page_request(request), event_type)
+    except ValueError as exc:
+        raise ApiError(str(exc), code="invalid_cursor") from None
+    return JSONResponse({"data": [event_json(e) for e in page.items], "next_cursor": page.next_cursor})
+
+
+@operation(summary="Get an event", scope=Scope.READ_EVENTS, responses={200: "Event", 404: None}, tag="events")
+async def get_event(request: Request) -> Response:
+    key = await authenticate(request, Scope.READ_EVENTS)
+    event = await services(request).store.get_event(key.customer_id, request.path_params["event_id"])
+    if event is None:
+        raise ApiError("no such event", status=404, code="not_found")
+    return JSONResponse(event_json(event))
+
+
+@operation(summary="The event-type catalog", scope=None, responses={200: "EventTypes"}, tag="events")
+async def event_types(request: Request) -> Response:
+    await authenticate(request, None)
+    return JSONResponse({"data": [{"type": t, "description": DESCRIPTIONS[t]} for t in EVENT_TYPES]})

@@ -1,4 +1,4 @@
-"""``/healthz`` (the process is alive) and ``/readyz`` (the database answers)."""
+"""``/healthz`` (the process is alive), ``/readyz`` (the database answers) and ``/openapi.json``."""
 
 from __future__ import annotations
 
@@ -7,16 +7,24 @@ import logging
 from starlette.requests import Request
 from starlette.responses import Response
 
+from webhookd.api.openapi import build_openapi, operation
 from webhookd.exceptions import StoreError
 from webhookd.web import JSONResponse, services
 
 logger = logging.getLogger(__name__)
 
 
+@operation(summary="Liveness", authenticated=False, responses={200: "Health"}, tag="health")
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+@operation(
+    summary="Readiness: the database answers",
+    authenticated=False,
+    responses={200: "Health", 503: "Health"},
+    tag="health",
+)
 async def readyz(request: Request) -> Response:
     try:
         await services(request).store.ping()
@@ -24,3 +32,8 @@ async def readyz(request: Request) -> Response:
         logger.warning("not ready: %s", exc, extra={"action": "health.not_ready"})
         return JSONResponse({"status": "unavailable"}, status_code=503)
     return JSONResponse({"status": "ok"})
+
+
+async def openapi(request: Request) -> Response:
+    """The OpenAPI 3.1 document, built from the application's own routes."""
+    return JSONResponse(build_openapi(request.app.routes))

@@ -1,7 +1,9 @@
-"""``/api/v1/webhook-subscriptions``: idempotent create, list, get, delete, and the Make.com probe."""
+"""``/api/v1/webhook-subscriptions``: create (idempotent), list, get, patch, delete, enable,
+rotate-secret, test and recover; and the Make.com ``?challenge=`` probe."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -9,15 +11,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from webhookd.api.auth import authenticate
+from webhookd.api.openapi import PAGE_PARAMS, operation
+from webhookd.api.pagination import page_request
+from webhookd.api.views import event_json, subscription_json
 from webhookd.crypto import new_webhook_secret, subscription_secret_context
-from webhookd.exceptions import ApiError, DestinationBlocked
-from webhookd.models import EVENT_TYPES, Scope, Subscription, isoformat, new_id, utcnow
+from webhookd.exceptions import ApiError, Conflict, DestinationBlocked
+from webhookd.models import EVENT_TYPES, NewEvent, Scope, Subscription, isoformat, new_id, utcnow
+from webhookd.store.base import SubscriptionUpdate
 from webhookd.web import JSONResponse, Services, read_json_object, services
 
 MAX_URL_LENGTH = 2048
 MAX_DESCRIPTION_LENGTH = 500
-DEFAULT_PAGE_SIZE = 25
-MAX_PAGE_SIZE = 100
+MAX_RECOVER = 10_000
+RECOVER_BATCH = 200
 
 
 def not_found() -> ApiError:
@@ -25,33 +31,20 @@ def not_found() -> ApiError:
     return ApiError("no such subscription", status=404, code="not_found")
 
 
-def subscription_json(sub: Subscription, secret: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": sub.id,
-        "url": sub.url,
-        "events": list(sub.events),
-        "description": sub.description,
-        "is_active": sub.is_active,
-        "disabled_reason": None if sub.disabled_reason is None else sub.disabled_reason.value,
-        "disabled_at": None if sub.disabled_at is None else isoformat(sub.disabled_at),
-        "failure_count": sub.failure_count,
-        "created_at": isoformat(sub.created_at),
-    }
-    if secret is not None:
-        body["secret"] = secret
-    return body
-
-
-def _valid_url(value: Any) -> str:
+def valid_url(value: Any, field: str = "url") -> str:
     if not isinstance(value, str) or not value:
-        raise ApiError("url is required and must be a string", code="invalid_url")
+        raise ApiError(f"{field} is required and must be a string", code="invalid_url")
     if len(value) > MAX_URL_LENGTH:
-        raise ApiError(f"url is longer than {MAX_URL_LENGTH} characters", code="invalid_url")
-    parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ApiError("url must be an absolute http:// or https:// URL", code="invalid_url")
+        raise ApiError(f"{field} is longer than {MAX_URL_LENGTH} characters", code="invalid_url")
+    try:
+        parts = urlsplit(value)
+        hostname, _ = parts.hostname, parts.port
+    except ValueError:
+        raise ApiError(f"{field} is not a valid URL", code="invalid_url") from None
+    if parts.scheme not in {"http", "https"} or not hostname:
+        raise ApiError(f"{field} must be an absolute http:// or https:// URL", code="invalid_url")
     if parts.username or parts.password:
-        raise ApiError("url must not carry credentials", code="invalid_url")
+        raise ApiError(f"{field} must not carry credentials", code="invalid_url")
     return value
 
 
@@ -75,14 +68,27 @@ def _valid_description(value: Any) -> str | None:
     return value
 
 
-async def check_destination(svc: Services, url: str) -> None:
+def _unknown_fields(body: dict[str, Any], known: set[str]) -> None:
+    extra = sorted(set(body) - known)
+    if extra:
+        raise ApiError(f"unknown fields {extra}; allowed: {sorted(known)}", code="invalid_field")
+
+
+async def check_destination(svc: Services, url: str, field: str = "url") -> None:
     """The SSRF guard at create time; the sender checks again at connect time."""
     try:
         await svc.guard.check_url(url)
     except DestinationBlocked as exc:
-        raise ApiError(f"url is not allowed: {exc}", code="destination_blocked") from None
+        raise ApiError(f"{field} is not allowed: {exc}", code="destination_blocked") from None
 
 
+@operation(
+    summary="Create a subscription (idempotent), or answer the Make.com ?challenge= probe",
+    body="SubscriptionCreate",
+    scope=Scope.MANAGE_WEBHOOKS,
+    query=[("challenge", {"type": "string"}, "Make.com probe: echoed with 202, no auth")],
+    responses={201: "Subscription", 200: "Subscription", 202: "Challenge"},
+)
 async def create_subscription(request: Request) -> Response:
     challenge = request.query_params.get("challenge")
     if challenge is not None:
@@ -91,57 +97,84 @@ async def create_subscription(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
     svc = services(request)
     body = await read_json_object(request, svc.settings.max_body_bytes)
-    url, events = _valid_url(body.get("url")), _valid_events(body.get("events"))
+    _unknown_fields(body, {"url", "events", "description"})
+    url, events = valid_url(body.get("url")), _valid_events(body.get("events"))
     description = _valid_description(body.get("description"))
     await check_destination(svc, url)
-    secret = new_webhook_secret()
-    sub_id = new_id("sub")
+    secret, sub_id = new_webhook_secret(), new_id("sub")
     ciphertext = svc.box.encrypt(secret.encode(), subscription_secret_context(sub_id))
-    candidate = Subscription(
-        sub_id,
-        key.customer_id,
-        url,
-        events,
-        description,
-        ciphertext,
-        is_active=True,
-        created_at=utcnow(),
-    )
+    candidate = Subscription(sub_id, key.customer_id, url, events, description, ciphertext, True, utcnow())
     result = await svc.store.create_subscription(candidate)
     if result.created:
         return JSONResponse(subscription_json(result.subscription, secret), status_code=201)
     return JSONResponse(subscription_json(result.subscription), status_code=200)
 
 
-def _page_size(request: Request) -> int:
-    raw = request.query_params.get("limit", str(DEFAULT_PAGE_SIZE))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
-        raise ApiError(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}", code="invalid_parameter")
-    return int(raw)
-
-
+@operation(
+    summary="List subscriptions",
+    scope=Scope.MANAGE_WEBHOOKS,
+    query=PAGE_PARAMS,
+    responses={200: "SubscriptionList"},
+)
 async def list_subscriptions(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
-    limit = _page_size(request)
     try:
-        page = await services(request).store.list_subscriptions(
-            key.customer_id, limit=limit, cursor=request.query_params.get("cursor") or None
-        )
+        page = await services(request).store.list_subscriptions(key.customer_id, page_request(request))
     except ValueError as exc:
         raise ApiError(str(exc), code="invalid_cursor") from None
     return JSONResponse({"data": [subscription_json(s) for s in page.items], "next_cursor": page.next_cursor})
 
 
-async def get_subscription(request: Request) -> Response:
+async def _owned(request: Request) -> tuple[Services, str, Subscription]:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
-    sub = await services(request).store.get_subscription(
-        key.customer_id, request.path_params["subscription_id"]
-    )
+    svc = services(request)
+    sub = await svc.store.get_subscription(key.customer_id, request.path_params["subscription_id"])
     if sub is None:
         raise not_found()
+    return svc, key.customer_id, sub
+
+
+@operation(
+    summary="Get a subscription", scope=Scope.MANAGE_WEBHOOKS, responses={200: "Subscription", 404: None}
+)
+async def get_subscription(request: Request) -> Response:
+    _, _, sub = await _owned(request)
     return JSONResponse(subscription_json(sub))
 
 
+@operation(
+    summary="Change a subscription's url, events or description",
+    scope=Scope.MANAGE_WEBHOOKS,
+    body="SubscriptionPatch",
+    responses={200: "Subscription", 404: None, 409: None},
+)
+async def patch_subscription(request: Request) -> Response:
+    svc, customer_id, sub = await _owned(request)
+    body = await read_json_object(request, svc.settings.max_body_bytes)
+    _unknown_fields(body, {"url", "events", "description"})
+    if not body:
+        raise ApiError("send at least one of url, events, description", code="invalid_field")
+    url = valid_url(body["url"]) if "url" in body else None
+    if url is not None:
+        await check_destination(svc, url)
+    events = _valid_events(body["events"]) if "events" in body else None
+    description = (_valid_description(body["description"]) or "") if "description" in body else None
+    try:
+        updated = await svc.store.update_subscription(
+            customer_id, sub.id, SubscriptionUpdate(url, events, description)
+        )
+    except Conflict as exc:
+        raise ApiError(str(exc), status=409, code="conflict") from None
+    if updated is None:
+        raise not_found()
+    return JSONResponse(subscription_json(updated))
+
+
+@operation(
+    summary="Delete a subscription (its pending deliveries are canceled)",
+    scope=Scope.MANAGE_WEBHOOKS,
+    responses={204: None, 404: None},
+)
 async def delete_subscription(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
     deleted = await services(request).store.delete_subscription(
@@ -152,6 +185,11 @@ async def delete_subscription(request: Request) -> Response:
     return Response(status_code=204)
 
 
+@operation(
+    summary="Re-enable a subscription: reset its failure count, resume parked deliveries",
+    scope=Scope.MANAGE_WEBHOOKS,
+    responses={200: "Subscription", 404: None},
+)
 async def enable_subscription(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
     sub = await services(request).store.enable_subscription(
@@ -160,3 +198,77 @@ async def enable_subscription(request: Request) -> Response:
     if sub is None:
         raise not_found()
     return JSONResponse(subscription_json(sub))
+
+
+@operation(
+    summary="Rotate the signing secret; the old one keeps signing for the grace period",
+    scope=Scope.MANAGE_WEBHOOKS,
+    responses={200: "Secret", 404: None},
+)
+async def rotate_secret(request: Request) -> Response:
+    svc, customer_id, sub = await _owned(request)
+    secret = new_webhook_secret()
+    ciphertext = svc.box.encrypt(secret.encode(), subscription_secret_context(sub.id))
+    until = utcnow() + timedelta(seconds=svc.settings.secret_grace_s)
+    if await svc.store.rotate_subscription_secret(customer_id, sub.id, ciphertext, until) is None:
+        raise not_found()
+    return JSONResponse({"secret": secret, "previous_secret_expires_at": isoformat(until)})
+
+
+@operation(
+    summary="Send a webhook.test event to this subscription alone",
+    scope=Scope.MANAGE_WEBHOOKS,
+    responses={202: "Event", 404: None, 409: None},
+)
+async def test_subscription(request: Request) -> Response:
+    svc, customer_id, sub = await _owned(request)
+    if not sub.is_active:
+        raise ApiError("the subscription is disabled; enable it first", status=409, code="conflict")
+    event = NewEvent(
+        customer_id,
+        "webhook.test",
+        {"subscription_id": sub.id, "message": "webhookd test"},
+        only_subscription_id=sub.id,
+    )
+    result = await svc.store.publish(event, delay_s=svc.settings.retry_schedule_s[0])
+    return JSONResponse(event_json(result.event), status_code=202)
+
+
+def _timestamp(body: dict[str, Any], name: str, default: datetime | None = None) -> datetime:
+    raw = body.get(name)
+    if raw is None and default is not None:
+        return default
+    try:
+        moment = datetime.fromisoformat(str(raw).replace("Z", "+00:00")) if isinstance(raw, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ApiError(
+            f"{name} must be an ISO-8601 time with a zone, e.g. 2026-05-10T12:00:00Z", code="invalid_time"
+        )
+    return moment
+
+
+@operation(
+    summary="Re-queue every failed delivery created in a time window",
+    scope=Scope.MANAGE_WEBHOOKS,
+    body="Recover",
+    responses={202: "Recovered", 404: None},
+)
+async def recover(request: Request) -> Response:
+    svc, customer_id, sub = await _owned(request)
+    body = await read_json_object(request, svc.settings.max_body_bytes)
+    _unknown_fields(body, {"since", "until"})
+    since, until = _timestamp(body, "since"), _timestamp(body, "until", utcnow())
+    if since > until:
+        raise ApiError("since must not be after until", code="invalid_time")
+    ids = await svc.store.failed_delivery_ids(customer_id, sub.id, since, until, MAX_RECOVER + 1)
+    more, ids = len(ids) > MAX_RECOVER, ids[:MAX_RECOVER]
+    svc.background.spawn(_requeue(svc, ids), name=f"recover-{sub.id}")
+    return JSONResponse({"requeued": len(ids), "more": more}, status_code=202)
+
+
+async def _requeue(svc: Services, ids: list[str]) -> None:
+    """Small batches, each its own transaction, so recovery never holds up ingest."""
+    for start in range(0, len(ids), RECOVER_BATCH):
+        await svc.store.requeue_deliveries(ids[start : start + RECOVER_BATCH])

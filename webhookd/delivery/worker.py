@@ -10,13 +10,18 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from webhookd.crypto import SecretBox, subscription_secret_context, webhook_secret_key
+from webhookd.crypto import (
+    SecretBox,
+    callback_secret_context,
+    subscription_secret_context,
+    webhook_secret_key,
+)
 from webhookd.delivery.circuit import CircuitPolicy
 from webhookd.delivery.retry import RETRY_AFTER_STATUSES, parse_retry_after
 from webhookd.delivery.sender import Sender
 from webhookd.delivery.signing import webhook_headers
 from webhookd.exceptions import DeliveryError
-from webhookd.models import AttemptResult, DeliveryJob, utcnow
+from webhookd.models import AttemptResult, DeliveryJob, SubscriptionKind, utcnow
 from webhookd.store.base import Store
 
 logger = logging.getLogger(__name__)
@@ -169,7 +174,7 @@ class Worker:
     async def deliver(self, job: DeliveryJob) -> AttemptResult:
         """Sign and POST one delivery, and classify what came back."""
         started = self._clock()
-        headers = webhook_headers([self._key_for(job)], job.event_id, int(time.time()), job.payload)
+        headers = webhook_headers(self._keys_for(job), job.event_id, int(time.time()), job.payload)
         began = time.perf_counter()
         status: int | None = None
         error: str | None = None
@@ -214,14 +219,22 @@ class Worker:
             circuit=circuit,
         )
 
-    def _key_for(self, job: DeliveryJob) -> bytes:
-        key = self._keys.get(job.secret)
+    def _keys_for(self, job: DeliveryJob) -> list[bytes]:
+        """The signing keys: the current secret, and during a rotation's grace period the old one."""
+        if job.kind is SubscriptionKind.CALLBACK:
+            context = callback_secret_context(job.customer_id)
+        else:
+            context = subscription_secret_context(job.subscription_id)
+        blobs = [job.secret] if job.previous_secret is None else [job.secret, job.previous_secret]
+        return [self._key(blob, context) for blob in blobs]
+
+    def _key(self, blob: bytes, context: str) -> bytes:
+        key = self._keys.get(blob)
         if key is None:
-            secret = self._box.decrypt(job.secret, subscription_secret_context(job.subscription_id))
-            key = webhook_secret_key(secret.decode())
+            key = webhook_secret_key(self._box.decrypt(blob, context).decode())
             if len(self._keys) >= KEY_CACHE_SIZE:
                 self._keys.clear()
-            self._keys[job.secret] = key
+            self._keys[blob] = key
         return key
 
     async def _drain(self) -> None:

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from webhookd.exceptions import PayloadInvalid, SignatureInvalid
 from webhookd.ingest.base import RawCallback
 from webhookd.ingest.normalize import NormalizedCall, answered_by, e164, parse_int, parse_time
+from webhookd.models import CREDENTIAL_NAMES, Carrier
 
 MAX_FORM_FIELDS = 500
 _OUTBOUND = {"outbound-api", "outbound-dial", "trunking-terminating"}
@@ -69,7 +70,7 @@ def compute_signature(auth_token: str, url: str, params: Sequence[tuple[str, str
 
 
 class TwilioAdapter:
-    credential_names: tuple[str, ...] = ("auth_token",)
+    credential_names = CREDENTIAL_NAMES[Carrier.TWILIO]
 
     def verify(self, callback: RawCallback, credentials: Mapping[str, str], now: datetime) -> None:
         signature = callback.headers.get("x-twilio-signature", "")

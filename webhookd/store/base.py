@@ -7,13 +7,18 @@ import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from webhookd.models import (
     ApiKey,
+    Attempt,
     AttemptResult,
+    CallbackSecret,
     Customer,
+    Delivery,
     DeliveryJob,
+    DeliveryStatus,
+    Event,
     NewEvent,
     PublishResult,
     Source,
@@ -21,14 +26,39 @@ from webhookd.models import (
 )
 
 WorkListener = Callable[[], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a keyset-paginated list."""
+class Page(Generic[T]):
+    """One page of a list: keyset ``next_cursor`` (``None`` at the end)."""
 
-    items: Sequence[Subscription]
+    items: Sequence[T]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """How much of a list to read: ``cursor`` (keyset) wins over ``offset`` (the ``page`` alias)."""
+
+    limit: int
+    cursor: str | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionUpdate:
+    """A PATCH: ``None`` leaves a field as it is (``description=""`` clears it)."""
+
+    url: str | None = None
+    events: tuple[str, ...] | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryDetail:
+    delivery: Delivery
+    attempts: Sequence[Attempt]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +106,56 @@ class Store(Protocol):
     async def get_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
         """The subscription if it exists, is not deleted and belongs to ``customer_id``."""
 
-    async def list_subscriptions(
-        self, customer_id: str, *, limit: int, cursor: str | None = None
-    ) -> Page: ...
+    async def get_customer(self, customer_id: str) -> Customer | None: ...
+
+    async def list_subscriptions(self, customer_id: str, page: PageRequest) -> Page[Subscription]:
+        """The customer's webhook subscriptions, oldest first. ``ValueError`` for a bad cursor."""
+
+    async def update_subscription(
+        self, customer_id: str, subscription_id: str, update: SubscriptionUpdate
+    ) -> Subscription | None:
+        """Apply a PATCH. ``Conflict`` if the new url and events match another subscription."""
+
+    async def rotate_subscription_secret(
+        self, customer_id: str, subscription_id: str, secret: bytes, previous_until: datetime
+    ) -> Subscription | None:
+        """Make ``secret`` current; the old one keeps signing until ``previous_until``."""
+
+    async def list_deliveries(
+        self,
+        customer_id: str,
+        subscription_id: str,
+        page: PageRequest,
+        status: DeliveryStatus | None = None,
+    ) -> Page[Delivery]:
+        """A subscription's deliveries, newest first."""
+
+    async def get_delivery(self, customer_id: str, delivery_id: str) -> DeliveryDetail | None: ...
+
+    async def retry_delivery(self, customer_id: str, delivery_id: str) -> Delivery | None:
+        """Send it again now. ``Conflict`` while in flight, or if its subscription is gone or off."""
+
+    async def failed_delivery_ids(
+        self, customer_id: str, subscription_id: str, since: datetime, until: datetime, limit: int
+    ) -> list[str]:
+        """Failed deliveries created in ``[since, until]``, oldest first (for recover)."""
+
+    async def requeue_deliveries(self, delivery_ids: Sequence[str]) -> int:
+        """Re-queue those of these deliveries that are still failed; returns how many."""
+
+    async def list_events(self, customer_id: str, page: PageRequest, type: str | None = None) -> Page[Event]:
+        """The event log, newest first."""
+
+    async def get_event(self, customer_id: str, event_id: str) -> Event | None: ...
+
+    async def get_callback_secret(self, customer_id: str) -> CallbackSecret | None: ...
+
+    async def ensure_callback_secret(self, customer_id: str, secret: bytes) -> CallbackSecret:
+        """Store ``secret`` unless the customer has one already; return what is stored."""
+
+    async def rotate_callback_secret(
+        self, customer_id: str, secret: bytes, previous_until: datetime
+    ) -> CallbackSecret: ...
 
     async def delete_subscription(self, customer_id: str, subscription_id: str) -> bool:
         """Delete it and cancel its pending deliveries. ``False`` if there was nothing to delete."""
@@ -134,3 +211,17 @@ def decode_cursor(cursor: str) -> str:
     if not decoded.isascii() or "_" not in decoded:
         raise ValueError("cursor is not one this API returned")
     return decoded
+
+
+def encode_log_cursor(created_at: datetime, item_id: str) -> str:
+    """A cursor that resumes a newest-first log after the item ``(created_at, item_id)``."""
+    return encode_cursor(f"{created_at.timestamp()!r}|{item_id}")  # repr: the exact stored double
+
+
+def decode_log_cursor(cursor: str) -> tuple[float, str]:
+    """The ``(created_at, id)`` a log cursor resumes after; ``ValueError`` for a foreign cursor."""
+    moment, _, item_id = decode_cursor(cursor).partition("|")
+    try:
+        return float(moment), item_id
+    except ValueError:
+        raise ValueError("cursor is not one this API returned") from None

@@ -7,15 +7,19 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import orjson
 
-from webhookd.exceptions import StoreError
+from webhookd.exceptions import Conflict, StoreError
 from webhookd.models import (
     ApiKey,
+    Attempt,
     AttemptResult,
+    CallbackSecret,
     CircuitChange,
     Customer,
+    Delivery,
     DeliveryJob,
     DeliveryStatus,
     Event,
@@ -23,17 +27,26 @@ from webhookd.models import (
     PublishResult,
     Source,
     Subscription,
+    SubscriptionKind,
+    new_id,
     utcnow,
 )
 from webhookd.store.base import (
+    DeliveryDetail,
     Page,
+    PageRequest,
     Store,
     SubscriptionCreate,
+    SubscriptionUpdate,
     WorkListener,
     decode_cursor,
+    decode_log_cursor,
     encode_cursor,
+    encode_log_cursor,
     events_key,
 )
+
+LogItem = TypeVar("LogItem", Delivery, Event)
 
 
 @dataclass(slots=True)
@@ -53,9 +66,30 @@ class _DeliveryRow:
     status: DeliveryStatus
     attempts: int
     next_attempt_at: datetime
+    customer_id: str = ""
     lease_until: datetime | None = None
     claimed_generation: int = 0
+    created_at: datetime = dataclasses.field(default_factory=utcnow)
     updated_at: datetime = dataclasses.field(default_factory=utcnow)
+    last_status: int | None = None
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+    def view(self) -> Delivery:
+        return Delivery(
+            self.id,
+            self.event_id,
+            self.subscription_id,
+            self.customer_id,
+            self.status,
+            self.attempts,
+            self.next_attempt_at,
+            self.created_at,
+            self.updated_at,
+            self.last_status,
+            self.last_error,
+            self.delivered_at,
+        )
 
 
 class MemoryStore:
@@ -72,6 +106,7 @@ class MemoryStore:
         self._idempotency: dict[tuple[str, str], str] = {}
         self._health: dict[str, _Health] = {}
         self._deleted: dict[str, Subscription] = {}
+        self._callback_secrets: dict[str, CallbackSecret] = {}
         self._listeners: list[WorkListener] = []
         self._open = False
 
@@ -125,20 +160,58 @@ class MemoryStore:
 
     async def get_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
         found = self.subscriptions.get(subscription_id)
-        if found is None or found.customer_id != customer_id:
+        if found is None or found.customer_id != customer_id or found.kind is not SubscriptionKind.WEBHOOK:
             return None
         return dataclasses.replace(found, failure_count=self._health_of(found.id).failure_count)
 
     def _health_of(self, subscription_id: str) -> _Health:
         return self._health.setdefault(subscription_id, _Health())
 
-    async def list_subscriptions(self, customer_id: str, *, limit: int, cursor: str | None = None) -> Page:
-        after = decode_cursor(cursor) if cursor else ""
+    async def get_customer(self, customer_id: str) -> Customer | None:
+        return self.customers.get(customer_id)
+
+    async def list_subscriptions(self, customer_id: str, page: PageRequest) -> Page[Subscription]:
+        after = decode_cursor(page.cursor) if page.cursor else ""
         mine = sorted(
-            s.id for s in self.subscriptions.values() if s.customer_id == customer_id and s.id > after
+            s.id
+            for s in self.subscriptions.values()
+            if s.customer_id == customer_id and s.kind is SubscriptionKind.WEBHOOK and s.id > after
         )
-        items = [self.subscriptions[i] for i in mine[:limit]]
-        return Page(items, encode_cursor(items[-1].id) if len(mine) > limit else None)
+        mine = mine[0 if page.cursor else page.offset :]
+        items = [self.subscriptions[i] for i in mine[: page.limit]]
+        return Page(items, encode_cursor(items[-1].id) if len(mine) > page.limit else None)
+
+    async def update_subscription(
+        self, customer_id: str, subscription_id: str, update: SubscriptionUpdate
+    ) -> Subscription | None:
+        sub = await self.get_subscription(customer_id, subscription_id)
+        if sub is None:
+            return None
+        url = update.url if update.url is not None else sub.url
+        events = tuple(sorted(set(update.events))) if update.events is not None else sub.events
+        for other in self.subscriptions.values():
+            same = other.customer_id == customer_id and other.url == url and other.events == events
+            if same and other.id != sub.id:
+                raise Conflict("another subscription already has this url and set of events")
+        description = sub.description if update.description is None else (update.description or None)
+        self.subscriptions[sub.id] = dataclasses.replace(
+            self.subscriptions[sub.id], url=url, events=events, description=description
+        )
+        return await self.get_subscription(customer_id, subscription_id)
+
+    async def rotate_subscription_secret(
+        self, customer_id: str, subscription_id: str, secret: bytes, previous_until: datetime
+    ) -> Subscription | None:
+        sub = await self.get_subscription(customer_id, subscription_id)
+        if sub is None:
+            return None
+        self.subscriptions[sub.id] = dataclasses.replace(
+            self.subscriptions[sub.id],
+            secret=secret,
+            previous_secret=sub.secret,
+            previous_secret_until=previous_until,
+        )
+        return await self.get_subscription(customer_id, subscription_id)
 
     async def delete_subscription(self, customer_id: str, subscription_id: str) -> bool:
         if await self.get_subscription(customer_id, subscription_id) is None:
@@ -161,20 +234,50 @@ class MemoryStore:
             event.idempotency_key,
             orjson.dumps(event.envelope()),
             event.created_at,
+            event.callback_url,
         )
         self.events[stored.id] = stored
-        due = event.created_at + timedelta(seconds=delay_s)
         targets = [
             s
             for s in self.subscriptions.values()
-            if s.customer_id == event.customer_id and s.is_active and event.type in s.events
+            if s.customer_id == event.customer_id and s.is_active and self._wants(s, event)
         ]
+        if event.callback_url is not None:
+            callback = self._callback_subscription(event.customer_id, event.callback_url)
+            targets += [callback] if callback.is_active else []
+        due = event.created_at + timedelta(seconds=delay_s)
         for sub in targets:
-            row_id = "dlv_" + secrets.token_hex(12)
-            self.deliveries[row_id] = _DeliveryRow(row_id, stored.id, sub.id, DeliveryStatus.PENDING, 0, due)
+            row = _DeliveryRow(
+                "dlv_" + secrets.token_hex(12),
+                stored.id,
+                sub.id,
+                DeliveryStatus.PENDING,
+                0,
+                due,
+                customer_id=sub.customer_id,
+                created_at=event.created_at,
+            )
+            row.status = self._waiting(row)
+            self.deliveries[row.id] = row
         if targets:
             self._notify_work()
         return PublishResult(stored, created=True, deliveries=len(targets))
+
+    @staticmethod
+    def _wants(sub: Subscription, event: NewEvent) -> bool:
+        if event.only_subscription_id is not None:
+            return sub.id == event.only_subscription_id
+        return event.type in sub.events
+
+    def _callback_subscription(self, customer_id: str, url: str) -> Subscription:
+        for sub in self.subscriptions.values():
+            if sub.customer_id == customer_id and sub.url == url and sub.kind is SubscriptionKind.CALLBACK:
+                return sub
+        sub = Subscription(
+            new_id("sub"), customer_id, url, (), None, b"", True, utcnow(), kind=SubscriptionKind.CALLBACK
+        )
+        self.subscriptions[sub.id] = sub
+        return sub
 
     async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
         self._expire_leases(now)
@@ -187,7 +290,7 @@ class MemoryStore:
             ),
             key=lambda r: r.next_attempt_at,
         )[:limit]
-        claimed = [self._claim(row, lease) for row in due]
+        claimed = [self._claim(row, lease, now) for row in due]
         for sub_id in self._due_probes(now)[: limit - len(claimed)]:
             held = sorted(
                 (
@@ -200,7 +303,7 @@ class MemoryStore:
             if held:
                 health = self._health_of(sub_id)
                 health.probe_delivery_id, health.probe_lease_until = held[0].id, lease
-                claimed.append(self._claim(held[0], lease))
+                claimed.append(self._claim(held[0], lease, now))
         return claimed
 
     def _expire_leases(self, now: datetime) -> None:
@@ -233,22 +336,29 @@ class MemoryStore:
                 due.append(sub.id)
         return due
 
-    def _claim(self, row: _DeliveryRow, lease: datetime) -> DeliveryJob:
+    def _claim(self, row: _DeliveryRow, lease: datetime, now: datetime) -> DeliveryJob:
         health = self._health_of(row.subscription_id)
         row.status, row.attempts, row.lease_until = DeliveryStatus.IN_FLIGHT, row.attempts + 1, lease
         row.claimed_generation = health.generation
         sub, event = self.subscriptions[row.subscription_id], self.events[row.event_id]
+        secret, previous, until = sub.secret, sub.previous_secret, sub.previous_secret_until
+        if sub.kind is SubscriptionKind.CALLBACK:
+            stored = self._callback_secrets[sub.customer_id]
+            secret, previous, until = stored.secret, stored.previous, stored.previous_until
         return DeliveryJob(
             row.id,
             row.event_id,
             sub.id,
             sub.url,
-            sub.secret,
+            secret,
             event.payload,
             row.attempts,
             event.created_at,
             health.generation,
             health.failure_count,
+            previous if until is not None and until > now else None,
+            sub.kind,
+            sub.customer_id,
         )
 
     async def record_attempts(self, results: Sequence[AttemptResult]) -> list[str]:
@@ -297,6 +407,8 @@ class MemoryStore:
         if row.status is not DeliveryStatus.IN_FLIGHT or row.attempts != result.attempt_no:
             return
         row.lease_until, row.updated_at = None, utcnow()
+        row.last_status, row.last_error = result.status_code, result.error
+        row.delivered_at = row.updated_at if result.succeeded else None
         if result.succeeded:
             row.status = DeliveryStatus.DELIVERED
         elif result.next_attempt_at is None:
@@ -350,6 +462,113 @@ class MemoryStore:
             gone += 1
         return gone
 
+    async def list_deliveries(
+        self,
+        customer_id: str,
+        subscription_id: str,
+        page: PageRequest,
+        status: DeliveryStatus | None = None,
+    ) -> Page[Delivery]:
+        rows = [
+            r.view()
+            for r in self.deliveries.values()
+            if r.customer_id == customer_id
+            and r.subscription_id == subscription_id
+            and (status is None or r.status is status)
+        ]
+        return _log_page(rows, page)
+
+    async def get_delivery(self, customer_id: str, delivery_id: str) -> DeliveryDetail | None:
+        row = self.deliveries.get(delivery_id)
+        if row is None or row.customer_id != customer_id:
+            return None
+        attempts = [
+            Attempt(
+                a.attempt_no,
+                a.started_at,
+                a.duration_s,
+                a.status_code,
+                a.error,
+                a.response_excerpt,
+                a.succeeded,
+            )
+            for a in self.attempts
+            if a.delivery_id == row.id
+        ]
+        return DeliveryDetail(row.view(), attempts)
+
+    async def retry_delivery(self, customer_id: str, delivery_id: str) -> Delivery | None:
+        row = self.deliveries.get(delivery_id)
+        if row is None or row.customer_id != customer_id:
+            return None
+        if row.status is DeliveryStatus.IN_FLIGHT:
+            raise Conflict("the delivery is being attempted right now")
+        sub = self.subscriptions.get(row.subscription_id)
+        if sub is None or not sub.is_active:
+            raise Conflict("its subscription is deleted or disabled; enable it first")
+        row.status, row.next_attempt_at, row.updated_at = self._waiting(row), utcnow(), utcnow()
+        self._notify_work()
+        return row.view()
+
+    async def failed_delivery_ids(
+        self, customer_id: str, subscription_id: str, since: datetime, until: datetime, limit: int
+    ) -> list[str]:
+        rows = sorted(
+            (
+                r
+                for r in self.deliveries.values()
+                if r.customer_id == customer_id
+                and r.subscription_id == subscription_id
+                and r.status is DeliveryStatus.FAILED
+                and since <= r.created_at <= until
+            ),
+            key=lambda r: r.created_at,
+        )
+        return [r.id for r in rows[:limit]]
+
+    async def requeue_deliveries(self, delivery_ids: Sequence[str]) -> int:
+        count = 0
+        for delivery_id in delivery_ids:
+            row = self.deliveries.get(delivery_id)
+            if row is not None and row.status is DeliveryStatus.FAILED:
+                row.status, row.next_attempt_at, row.updated_at = self._waiting(row), utcnow(), utcnow()
+                count += 1
+        if count:
+            self._notify_work()
+        return count
+
+    async def list_events(self, customer_id: str, page: PageRequest, type: str | None = None) -> Page[Event]:
+        rows = [
+            e
+            for e in self.events.values()
+            if e.customer_id == customer_id and (type is None or e.type == type)
+        ]
+        return _log_page(rows, page)
+
+    async def get_event(self, customer_id: str, event_id: str) -> Event | None:
+        event = self.events.get(event_id)
+        return event if event is not None and event.customer_id == customer_id else None
+
+    async def get_callback_secret(self, customer_id: str) -> CallbackSecret | None:
+        return self._callback_secrets.get(customer_id)
+
+    async def ensure_callback_secret(self, customer_id: str, secret: bytes) -> CallbackSecret:
+        if customer_id not in self.customers:
+            raise StoreError(f"customer {customer_id} does not exist")
+        return self._callback_secrets.setdefault(customer_id, CallbackSecret(secret))
+
+    async def rotate_callback_secret(
+        self, customer_id: str, secret: bytes, previous_until: datetime
+    ) -> CallbackSecret:
+        if customer_id not in self.customers:
+            raise StoreError(f"customer {customer_id} does not exist")
+        old = self._callback_secrets.get(customer_id)
+        rotated = CallbackSecret(
+            secret, None if old is None else old.secret, None if old is None else previous_until
+        )
+        self._callback_secrets[customer_id] = rotated
+        return rotated
+
     async def release_deliveries(self, delivery_ids: Sequence[str]) -> None:
         now = utcnow()
         for delivery_id in delivery_ids:
@@ -360,6 +579,18 @@ class MemoryStore:
             health = self._health_of(row.subscription_id)
             if health.probe_delivery_id == delivery_id:
                 health.probe_delivery_id = health.probe_lease_until = None
+
+
+def _log_page(items: Sequence[LogItem], page: PageRequest) -> Page[LogItem]:
+    """Newest first by (created_at, id): keyset after a cursor, else from ``offset``."""
+    ordered = sorted(items, key=lambda item: (item.created_at.timestamp(), item.id), reverse=True)
+    if page.cursor:
+        after = decode_log_cursor(page.cursor)
+        ordered = [i for i in ordered if (i.created_at.timestamp(), i.id) < after]
+    else:
+        ordered = ordered[page.offset :]
+    last = ordered[page.limit - 1] if len(ordered) > page.limit else None
+    return Page(ordered[: page.limit], None if last is None else encode_log_cursor(last.created_at, last.id))
 
 
 def _implements_store(store: MemoryStore) -> Store:

@@ -15,10 +15,14 @@ import orjson
 from webhookd.exceptions import StoreError
 from webhookd.models import (
     ApiKey,
+    Attempt,
     AttemptResult,
+    CallbackSecret,
     Carrier,
     Customer,
+    Delivery,
     DeliveryJob,
+    DeliveryStatus,
     DisabledReason,
     Event,
     NewEvent,
@@ -26,16 +30,23 @@ from webhookd.models import (
     Scope,
     Source,
     Subscription,
+    SubscriptionKind,
     utcnow,
 )
+from webhookd.store import sqlite_manage as manage
 from webhookd.store import sqlite_outbox as outbox
 from webhookd.store.base import (
+    DeliveryDetail,
     Page,
+    PageRequest,
     Store,
     SubscriptionCreate,
+    SubscriptionUpdate,
     WorkListener,
     decode_cursor,
+    decode_log_cursor,
     encode_cursor,
+    encode_log_cursor,
     events_key,
 )
 from webhookd.store.groupcommit import GroupCommitWriter, WriteOp
@@ -230,21 +241,48 @@ class SqliteStore:
     async def get_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
         row = await self._read_one(
             f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id = ? AND customer_id = ?"
-            " AND deleted_at IS NULL",
+            " AND kind = 'webhook' AND deleted_at IS NULL",
             (subscription_id, customer_id),
         )
         return None if row is None else _subscription(row)
 
-    async def list_subscriptions(self, customer_id: str, *, limit: int, cursor: str | None = None) -> Page:
-        after = decode_cursor(cursor) if cursor else ""
+    async def get_customer(self, customer_id: str) -> Customer | None:
+        row = await self._read_one("SELECT id, name, created_at FROM customers WHERE id = ?", (customer_id,))
+        return None if row is None else Customer(row[0], row[1], _moment(row[2]))
+
+    async def list_subscriptions(self, customer_id: str, page: PageRequest) -> Page[Subscription]:
+        after = decode_cursor(page.cursor) if page.cursor else ""
+        offset = 0 if page.cursor else page.offset
         rows = await self._read_all(
             f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE customer_id = ? AND id > ?"
-            " AND deleted_at IS NULL ORDER BY id LIMIT ?",
-            (customer_id, after, limit + 1),
+            " AND kind = 'webhook' AND deleted_at IS NULL ORDER BY id LIMIT ? OFFSET ?",
+            (customer_id, after, page.limit + 1, offset),
         )
-        items = [_subscription(row) for row in rows[:limit]]
-        next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+        items = [_subscription(row) for row in rows[: page.limit]]
+        next_cursor = encode_cursor(items[-1].id) if len(rows) > page.limit else None
         return Page(items, next_cursor)
+
+    async def update_subscription(
+        self, customer_id: str, subscription_id: str, update: SubscriptionUpdate
+    ) -> Subscription | None:
+        now = utcnow()
+        if not await self._write(
+            lambda conn: manage.update_subscription(conn, customer_id, subscription_id, update, now)
+        ):
+            return None
+        return await self.get_subscription(customer_id, subscription_id)
+
+    async def rotate_subscription_secret(
+        self, customer_id: str, subscription_id: str, secret: bytes, previous_until: datetime
+    ) -> Subscription | None:
+        now = utcnow()
+        if not await self._write(
+            lambda conn: manage.rotate_subscription_secret(
+                conn, customer_id, subscription_id, secret, previous_until, now
+            )
+        ):
+            return None
+        return await self.get_subscription(customer_id, subscription_id)
 
     async def delete_subscription(self, customer_id: str, subscription_id: str) -> bool:
         now = _epoch(utcnow())
@@ -252,7 +290,7 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 "UPDATE subscriptions SET deleted_at = ?, is_active = 0, updated_at = ?"
-                " WHERE id = ? AND customer_id = ? AND deleted_at IS NULL",
+                " WHERE id = ? AND customer_id = ? AND kind = 'webhook' AND deleted_at IS NULL",
                 (now, now, subscription_id, customer_id),
             )
             if cursor.rowcount == 0:
@@ -279,32 +317,156 @@ class SqliteStore:
             event.idempotency_key,
             payload,
             event.created_at,
+            event.callback_url,
         )
+        fan_out = {
+            "event_id": event.id,
+            "customer_id": event.customer_id,
+            "type": event.type,
+            "due": created + delay_s,
+            "now": created,
+        }
 
         def op(conn: sqlite3.Connection) -> PublishResult:
             cursor = conn.execute(
-                "INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
-                (event.id, event.customer_id, event.type, event.idempotency_key, payload, created),
+                "INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at,"
+                " callback_url) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
+                (
+                    event.id,
+                    event.customer_id,
+                    event.type,
+                    event.idempotency_key,
+                    payload,
+                    created,
+                    event.callback_url,
+                ),
             )
             if cursor.rowcount == 0:
                 return PublishResult(_existing_event(conn, event), created=False, deliveries=0)
-            cursor = conn.execute(
-                outbox.FAN_OUT,
-                {
-                    "event_id": event.id,
-                    "customer_id": event.customer_id,
-                    "type": event.type,
-                    "due": created + delay_s,
-                    "now": created,
-                },
-            )
-            return PublishResult(stored, created=True, deliveries=cursor.rowcount)
+            if event.only_subscription_id is not None:
+                deliveries = conn.execute(
+                    outbox.FAN_OUT_ONE, {**fan_out, "sub": event.only_subscription_id}
+                ).rowcount
+            else:
+                deliveries = conn.execute(outbox.FAN_OUT, fan_out).rowcount
+            if event.callback_url is not None:
+                deliveries += manage.fan_out_callback(conn, event, created + delay_s)
+            return PublishResult(stored, created=True, deliveries=deliveries)
 
         result = await self._write(op)
         if result.deliveries:
             self._notify_work()
         return result
+
+    async def list_deliveries(
+        self,
+        customer_id: str,
+        subscription_id: str,
+        page: PageRequest,
+        status: DeliveryStatus | None = None,
+    ) -> Page[Delivery]:
+        where, params = "customer_id = ? AND subscription_id = ?", [customer_id, subscription_id]
+        if status is not None:
+            where, params = where + " AND status = ?", [*params, status.value]
+        rows = await self._read_log(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries", where, params, page)
+        return _log_page([_delivery(row) for row in rows], page.limit)
+
+    async def get_delivery(self, customer_id: str, delivery_id: str) -> DeliveryDetail | None:
+        row = await self._read_one(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ? AND customer_id = ?",
+            (delivery_id, customer_id),
+        )
+        if row is None:
+            return None
+        attempts = await self._read_all(
+            "SELECT attempt_no, started_at, duration_s, status_code, error, response_excerpt, succeeded"
+            " FROM attempts WHERE delivery_id = ? ORDER BY id",
+            (delivery_id,),
+        )
+        return DeliveryDetail(
+            _delivery(row),
+            [Attempt(a[0], _moment(a[1]), a[2], a[3], a[4], a[5] or b"", bool(a[6])) for a in attempts],
+        )
+
+    async def retry_delivery(self, customer_id: str, delivery_id: str) -> Delivery | None:
+        now = utcnow()
+        if not await self._write(lambda conn: manage.retry_delivery(conn, customer_id, delivery_id, now)):
+            return None
+        self._notify_work()
+        detail = await self.get_delivery(customer_id, delivery_id)
+        return None if detail is None else detail.delivery
+
+    async def failed_delivery_ids(
+        self, customer_id: str, subscription_id: str, since: datetime, until: datetime, limit: int
+    ) -> list[str]:
+        rows = await self._read_all(
+            "SELECT id FROM deliveries WHERE customer_id = ? AND subscription_id = ? AND status = 'failed'"
+            " AND created_at >= ? AND created_at <= ? ORDER BY created_at LIMIT ?",
+            (customer_id, subscription_id, _epoch(since), _epoch(until), limit),
+        )
+        return [row[0] for row in rows]
+
+    async def requeue_deliveries(self, delivery_ids: Sequence[str]) -> int:
+        now = utcnow()
+        count = await self._write(lambda conn: manage.requeue(conn, delivery_ids, now))
+        if count:
+            self._notify_work()
+        return count
+
+    async def list_events(self, customer_id: str, page: PageRequest, type: str | None = None) -> Page[Event]:
+        where, params = "customer_id = ?", [customer_id]
+        if type is not None:
+            where, params = where + " AND type = ?", [*params, type]
+        rows = await self._read_log(f"SELECT {_EVENT_COLUMNS} FROM events", where, params, page)
+        return _log_page([_event(row) for row in rows], page.limit)
+
+    async def get_event(self, customer_id: str, event_id: str) -> Event | None:
+        row = await self._read_one(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ? AND customer_id = ?", (event_id, customer_id)
+        )
+        return None if row is None else _event(row)
+
+    async def get_callback_secret(self, customer_id: str) -> CallbackSecret | None:
+        row = await self._read_one(
+            "SELECT callback_secret, previous_callback_secret, previous_callback_secret_until"
+            " FROM customers WHERE id = ?",
+            (customer_id,),
+        )
+        if row is None or row[0] is None:
+            return None
+        return CallbackSecret(row[0], row[1], None if row[2] is None else _moment(row[2]))
+
+    async def ensure_callback_secret(self, customer_id: str, secret: bytes) -> CallbackSecret:
+        await self._write(lambda conn: manage.ensure_callback_secret(conn, customer_id, secret))
+        stored = await self.get_callback_secret(customer_id)
+        if stored is None:
+            raise StoreError(f"customer {customer_id} does not exist")
+        return stored
+
+    async def rotate_callback_secret(
+        self, customer_id: str, secret: bytes, previous_until: datetime
+    ) -> CallbackSecret:
+        await self._write(
+            lambda conn: manage.rotate_callback_secret(conn, customer_id, secret, previous_until)
+        )
+        stored = await self.get_callback_secret(customer_id)
+        if stored is None:
+            raise StoreError(f"customer {customer_id} does not exist")
+        return stored
+
+    async def _read_log(
+        self, select: str, where: str, params: list[Any], page: PageRequest
+    ) -> list[sqlite3.Row]:
+        """Newest first; keyset on (created_at, id) after a cursor, else ``offset``."""
+        if page.cursor:
+            created, item_id = decode_log_cursor(page.cursor)
+            where, params = where + " AND (created_at, id) < (?, ?)", [*params, created, item_id]
+        offset = 0 if page.cursor else page.offset
+        return await self._read_all(
+            f"{select} WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            [*params, page.limit + 1, offset],
+        )
 
     async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
         return await self._write(lambda conn: outbox.claim(conn, limit, lease_s, now))
@@ -339,8 +501,45 @@ class SqliteStore:
 
 _SUB_COLUMNS = (
     "id, customer_id, url, events_key, description, secret, is_active, created_at, failure_count,"
-    " disabled_reason, disabled_at"
+    " disabled_reason, disabled_at, previous_secret, previous_secret_until, kind"
 )
+
+
+_DELIVERY_COLUMNS = (
+    "id, event_id, subscription_id, customer_id, status, attempts, next_attempt_at, created_at,"
+    " updated_at, last_status, last_error, delivered_at"
+)
+_EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url"
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    return Delivery(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        DeliveryStatus(row[4]),
+        row[5],
+        manage.moment(row[6]),
+        _moment(row[7]),
+        manage.moment(row[8]),
+        row[9],
+        row[10],
+        manage.moment(row[11]),
+    )
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(row[0], row[1], row[2], row[3], row[4], _moment(row[5]), row[6])
+
+
+def _log_page(items: list[T], limit: int) -> Page[T]:
+    """Trim the one extra row read to learn whether another page follows."""
+    more = len(items) > limit
+    items = items[:limit]
+    last = items[-1] if more else None
+    cursor = None if last is None else encode_log_cursor(last.created_at, last.id)  # type: ignore[attr-defined]
+    return Page(items, cursor)
 
 
 def _subscription(row: sqlite3.Row) -> Subscription:
@@ -356,6 +555,9 @@ def _subscription(row: sqlite3.Row) -> Subscription:
         failure_count=row[8],
         disabled_reason=None if row[9] is None else DisabledReason(row[9]),
         disabled_at=None if row[10] is None else _moment(row[10]),
+        previous_secret=row[11],
+        previous_secret_until=None if row[12] is None else _moment(row[12]),
+        kind=SubscriptionKind(row[13]),
     )
 
 

@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from webhookd.models import AttemptResult, CircuitChange, DeliveryJob
+from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind
 
 FAN_OUT = """
 INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
@@ -19,6 +19,14 @@ SELECT 'dlv_' || lower(hex(randomblob(12))), :event_id, s.id, s.customer_id,
 FROM subscription_event_types AS t JOIN subscriptions AS s ON s.id = t.subscription_id
 WHERE t.customer_id = :customer_id AND t.event_type = :type
   AND s.is_active = 1 AND s.deleted_at IS NULL
+"""
+
+FAN_OUT_ONE = """
+INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
+                        next_attempt_at, created_at, updated_at)
+SELECT 'dlv_' || lower(hex(randomblob(12))), :event_id, id, customer_id,
+       CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, :due, :now, :now
+FROM subscriptions WHERE id = :sub AND customer_id = :customer_id AND is_active = 1 AND deleted_at IS NULL
 """
 
 # A delivery whose worker died goes back to wait: pending, or held if its subscription is failing.
@@ -57,11 +65,19 @@ WHERE seq = (SELECT seq FROM deliveries WHERE subscription_id = :sub AND status 
 RETURNING id
 """
 
+# A callback subscription signs with its customer's callback secret; during a rotation's grace
+# period the previous secret comes along so deliveries carry both signatures.
 _JOB_DETAILS = """
-SELECT d.id, d.event_id, d.subscription_id, s.url, s.secret, e.payload, d.attempts, e.created_at,
-       d.claimed_gen, s.failure_count
+SELECT d.id, d.event_id, d.subscription_id, s.url,
+       CASE WHEN s.kind = 'callback' THEN c.callback_secret ELSE s.secret END,
+       e.payload, d.attempts, e.created_at, d.claimed_gen, s.failure_count,
+       CASE WHEN s.kind = 'callback'
+            THEN CASE WHEN c.previous_callback_secret_until > ? THEN c.previous_callback_secret END
+            ELSE CASE WHEN s.previous_secret_until > ? THEN s.previous_secret END END,
+       s.kind, s.customer_id
 FROM deliveries AS d
 JOIN subscriptions AS s ON s.id = d.subscription_id
+JOIN customers AS c ON c.id = s.customer_id
 JOIN events AS e ON e.id = d.event_id
 WHERE d.id IN ({marks})
 """
@@ -137,8 +153,25 @@ def claim(conn: sqlite3.Connection, limit: int, lease_s: float, now: datetime) -
         ids += _claim_probes(conn, {**params, "limit": limit - len(ids)})
     if not ids:
         return []
-    rows = conn.execute(_JOB_DETAILS.format(marks=",".join("?" * len(ids))), ids).fetchall()
-    return [DeliveryJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _moment(r[7]), r[8], r[9]) for r in rows]
+    rows = conn.execute(_JOB_DETAILS.format(marks=",".join("?" * len(ids))), [at, at, *ids]).fetchall()
+    return [
+        DeliveryJob(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            _moment(r[7]),
+            r[8],
+            r[9],
+            r[10],
+            SubscriptionKind(r[11]),
+            r[12],
+        )
+        for r in rows
+    ]
 
 
 def _claim_probes(conn: sqlite3.Connection, params: dict[str, float]) -> list[str]:

@@ -1,0 +1,121 @@
+"""OpenAPI 3.1, generated from the routes: each handler declares its operation with ``@operation``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from starlette.routing import BaseRoute, Route
+
+from webhookd import __version__
+from webhookd.api.schemas import SCHEMAS, Schema
+from webhookd.models import Scope
+
+F = TypeVar("F", bound=Callable[..., Any])
+_PATH_PARAM = re.compile(r"{(\w+)}")
+
+PAGE_PARAMS: tuple[tuple[str, Schema, str], ...] = (
+    ("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 25}, "page size"),
+    ("cursor", {"type": "string"}, "next_cursor of the previous page"),
+    ("page", {"type": "integer", "minimum": 0, "maximum": 10000}, "offset alias; cursor wins"),
+)
+
+_ERRORS = {
+    400: "bad input",
+    401: "missing or bad API key",
+    403: "the key lacks the scope",
+    404: "not found (or another customer's)",
+    409: "conflicts with the current state",
+    413: "body too large",
+    429: "rate limited; see Retry-After",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """How a handler appears in the OpenAPI document."""
+
+    summary: str
+    responses: dict[int, str | None]
+    """Status to schema name (``None``: no body). Error statuses get the Error schema."""
+    scope: Scope | None = None
+    authenticated: bool = True
+    body: str | None = None
+    query: Sequence[tuple[str, Schema, str]] = field(default_factory=tuple)
+    tag: str = "webhooks"
+
+
+def operation(**kwargs: Any) -> Callable[[F], F]:
+    """Attach an :class:`Operation` to a handler."""
+
+    def attach(handler: F) -> F:
+        handler.__openapi__ = Operation(**kwargs)  # type: ignore[attr-defined]
+        return handler
+
+    return attach
+
+
+def _response(status: int, schema: str | None) -> Schema:
+    if status in _ERRORS:
+        schema = schema or "Error"
+    described: Schema = {"description": _ERRORS.get(status, "success")}
+    if schema is not None:
+        described["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    return described
+
+
+def _operation(path: str, method: str, op: Operation) -> Schema:
+    params = [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+        for n in _PATH_PARAM.findall(path)
+    ]
+    params += [
+        {"name": n, "in": "query", "required": False, "schema": s, "description": d} for n, s, d in op.query
+    ]
+    statuses = dict(op.responses)
+    if op.authenticated:
+        statuses |= {401: None, 429: None} | ({403: None} if op.scope else {})
+    if op.body is not None:
+        statuses |= {400: None, 413: None}
+    body: Schema = {
+        "summary": op.summary,
+        "operationId": f"{method}_{path}".replace("/", "_").replace("{", "").replace("}", ""),
+        "tags": [op.tag],
+        "parameters": params,
+        "responses": {str(s): _response(s, n) for s, n in sorted(statuses.items())},
+    }
+    if op.scope is not None:
+        body["description"] = f"Scope: `{op.scope.value}`."
+    body["security"] = [{"bearer": []}] if op.authenticated else []
+    if op.body is not None:
+        body["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.body}"}}},
+        }
+    return body
+
+
+def build_openapi(routes: Sequence[BaseRoute]) -> Schema:
+    """The OpenAPI 3.1 document of every route whose handler declares an operation."""
+    paths: dict[str, Schema] = {}
+    for route in routes:
+        op: Operation | None = getattr(getattr(route, "endpoint", None), "__openapi__", None)
+        if not isinstance(route, Route) or op is None:
+            continue
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            paths.setdefault(route.path, {})[method.lower()] = _operation(route.path, method.lower(), op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "webhookd",
+            "version": __version__,
+            "description": "Durable, signed webhook delivery for voice-AI call events.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

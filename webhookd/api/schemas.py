@@ -1,0 +1,228 @@
+"""JSON Schemas of the management API's bodies: the single source ``/openapi.json`` is built from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhookd.models import EVENT_TYPES, DeliveryStatus, Scope
+
+Schema = dict[str, Any]
+
+TIMESTAMP: Schema = {"type": "string", "format": "date-time"}
+NULLABLE_TIMESTAMP: Schema = {"type": ["string", "null"], "format": "date-time"}
+EVENT_TYPE: Schema = {"type": "string", "enum": list(EVENT_TYPES)}
+SCOPES: Schema = {
+    "type": "array",
+    "items": {"type": "string", "enum": [s.value for s in Scope]},
+    "minItems": 1,
+}
+
+
+def _object(required: list[str], properties: Schema, *, extra: bool = True) -> Schema:
+    return {"type": "object", "required": required, "properties": properties, "additionalProperties": extra}
+
+
+def list_of(item: str) -> Schema:
+    return _object(
+        ["data", "next_cursor"],
+        {
+            "data": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    )
+
+
+SUBSCRIPTION = _object(
+    [
+        "id",
+        "url",
+        "events",
+        "description",
+        "is_active",
+        "disabled_reason",
+        "disabled_at",
+        "failure_count",
+        "created_at",
+    ],
+    {
+        "id": {"type": "string"},
+        "url": {"type": "string", "format": "uri"},
+        "events": {"type": "array", "items": EVENT_TYPE},
+        "description": {"type": ["string", "null"]},
+        "is_active": {"type": "boolean"},
+        "disabled_reason": {
+            "type": ["string", "null"],
+            "enum": ["consecutive_failures", "endpoint_gone", None],
+        },
+        "disabled_at": NULLABLE_TIMESTAMP,
+        "failure_count": {"type": "integer", "minimum": 0},
+        "created_at": TIMESTAMP,
+        "secret": {"type": "string", "pattern": "^whsec_"},
+        "previous_secret_expires_at": NULLABLE_TIMESTAMP,
+    },
+)
+
+EVENT = _object(
+    ["id", "type", "timestamp", "customer_id", "data"],
+    {
+        "id": {"type": "string"},
+        "type": {"type": "string"},
+        "timestamp": TIMESTAMP,
+        "customer_id": {"type": "string"},
+        "data": {"type": "object"},
+        "idempotency_key": {"type": ["string", "null"]},
+        "callback_url": {"type": ["string", "null"]},
+    },
+)
+
+DELIVERY = _object(
+    ["id", "event_id", "subscription_id", "status", "attempts", "next_attempt_at", "created_at"],
+    {
+        "id": {"type": "string"},
+        "event_id": {"type": "string"},
+        "subscription_id": {"type": "string"},
+        "status": {"type": "string", "enum": [s.value for s in DeliveryStatus]},
+        "attempts": {"type": "integer", "minimum": 0},
+        "next_attempt_at": NULLABLE_TIMESTAMP,
+        "created_at": TIMESTAMP,
+        "updated_at": NULLABLE_TIMESTAMP,
+        "last_status": {"type": ["integer", "null"]},
+        "last_error": {"type": ["string", "null"]},
+        "delivered_at": NULLABLE_TIMESTAMP,
+    },
+)
+
+ATTEMPT = _object(
+    ["attempt_no", "started_at", "duration_ms", "status_code", "error", "succeeded"],
+    {
+        "attempt_no": {"type": "integer", "minimum": 1},
+        "started_at": TIMESTAMP,
+        "duration_ms": {"type": "number", "minimum": 0},
+        "status_code": {"type": ["integer", "null"]},
+        "error": {"type": ["string", "null"]},
+        "response_excerpt": {"type": "string"},
+        "succeeded": {"type": "boolean"},
+    },
+)
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": _object(
+        ["error"],
+        {"error": _object(["code", "message"], {"code": {"type": "string"}, "message": {"type": "string"}})},
+    ),
+    "Challenge": _object(["challenge"], {"challenge": {"type": "string"}}),
+    "Health": _object(["status"], {"status": {"type": "string"}}),
+    "WhoAmI": _object(
+        ["customer_id", "customer_name", "mode", "permissions"],
+        {
+            "customer_id": {"type": "string"},
+            "customer_name": {"type": ["string", "null"]},
+            "mode": {"type": "string", "enum": ["live"]},
+            "permissions": {"type": "object", "additionalProperties": {"type": "boolean"}},
+        },
+    ),
+    "SubscriptionCreate": _object(
+        ["url", "events"],
+        {
+            "url": {"type": "string", "format": "uri", "maxLength": 2048},
+            "events": {"type": "array", "items": EVENT_TYPE, "minItems": 1},
+            "description": {"type": ["string", "null"], "maxLength": 500},
+        },
+        extra=False,
+    ),
+    "SubscriptionPatch": _object(
+        [],
+        {
+            "url": {"type": "string", "format": "uri", "maxLength": 2048},
+            "events": {"type": "array", "items": EVENT_TYPE, "minItems": 1},
+            "description": {"type": ["string", "null"], "maxLength": 500},
+        },
+        extra=False,
+    )
+    | {"minProperties": 1},
+    "Subscription": SUBSCRIPTION,
+    "SubscriptionList": list_of("Subscription"),
+    "Secret": _object(
+        ["secret"],
+        {
+            "secret": {"type": "string", "pattern": "^whsec_"},
+            "previous_secret_expires_at": NULLABLE_TIMESTAMP,
+        },
+    ),
+    "PublishEvent": _object(
+        ["type"],
+        {
+            "type": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"},
+            "data": {"type": "object"},
+            "customer_id": {"type": "string"},
+            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255},
+            "callback_url": {"type": "string", "format": "uri", "maxLength": 2048},
+        },
+        extra=False,
+    ),
+    "Event": EVENT,
+    "EventList": list_of("Event"),
+    "EventTypes": _object(
+        ["data"],
+        {
+            "data": {
+                "type": "array",
+                "items": _object(
+                    ["type", "description"], {"type": {"type": "string"}, "description": {"type": "string"}}
+                ),
+            }
+        },
+    ),
+    "Delivery": DELIVERY,
+    "DeliveryList": list_of("Delivery"),
+    "Attempt": ATTEMPT,
+    "DeliveryDetail": DELIVERY
+    | {
+        "required": [*DELIVERY["required"], "attempts_log"],
+        "properties": {
+            **DELIVERY["properties"],
+            "attempts_log": {"type": "array", "items": {"$ref": "#/components/schemas/Attempt"}},
+        },
+    },
+    "Recover": _object(["since"], {"since": TIMESTAMP, "until": TIMESTAMP}, extra=False),
+    "Recovered": _object(
+        ["requeued", "more"], {"requeued": {"type": "integer", "minimum": 0}, "more": {"type": "boolean"}}
+    ),
+    "KeyCreate": _object(
+        ["customer_id", "scopes"],
+        {
+            "customer_id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "name": {"type": "string", "maxLength": 200},
+            "scopes": SCOPES,
+        },
+        extra=False,
+    ),
+    "KeyCreated": _object(
+        ["id", "key", "customer_id", "scopes"],
+        {
+            "id": {"type": "string"},
+            "key": {"type": "string", "pattern": "^whd_"},
+            "customer_id": {"type": "string"},
+            "scopes": {"type": "array", "items": {"type": "string"}},
+        },
+    ),
+    "SourceCreate": _object(
+        ["customer_id", "carrier", "credentials"],
+        {
+            "customer_id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "name": {"type": "string", "maxLength": 200},
+            "carrier": {"type": "string"},
+            "credentials": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+        extra=False,
+    ),
+    "SourceCreated": _object(
+        ["id", "carrier", "customer_id", "ingest_url"],
+        {
+            "id": {"type": "string"},
+            "carrier": {"type": "string"},
+            "customer_id": {"type": "string"},
+            "ingest_url": {"type": "string", "format": "uri"},
+        },
+    ),
+}

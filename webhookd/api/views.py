@@ -1,0 +1,79 @@
+"""How domain records look as JSON in the API (the shapes ``schemas.py`` describes)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+
+from webhookd.models import Attempt, Delivery, Event, Subscription, isoformat
+from webhookd.store.base import DeliveryDetail
+
+
+def _time(value: Any) -> str | None:
+    return None if value is None else isoformat(value)
+
+
+def subscription_json(sub: Subscription, secret: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": sub.id,
+        "url": sub.url,
+        "events": list(sub.events),
+        "description": sub.description,
+        "is_active": sub.is_active,
+        "disabled_reason": None if sub.disabled_reason is None else sub.disabled_reason.value,
+        "disabled_at": _time(sub.disabled_at),
+        "failure_count": sub.failure_count,
+        "created_at": isoformat(sub.created_at),
+    }
+    if secret is not None:
+        body["secret"] = secret
+    return body
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """The stored body receivers get, plus the publisher's idempotency key and callback URL."""
+    body: dict[str, Any] = orjson.loads(event.payload)
+    body["idempotency_key"] = event.idempotency_key
+    body["callback_url"] = event.callback_url
+    return body
+
+
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "event_id": delivery.event_id,
+        "subscription_id": delivery.subscription_id,
+        "status": delivery.status.value,
+        "attempts": delivery.attempts,
+        "next_attempt_at": _time(delivery.next_attempt_at),
+        "created_at": isoformat(delivery.created_at),
+        "updated_at": _time(delivery.updated_at),
+        "last_status": delivery.last_status,
+        "last_error": delivery.last_error,
+        "delivered_at": _time(delivery.delivered_at),
+    }
+
+
+def _excerpt(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(raw).decode()
+
+
+def attempt_json(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "attempt_no": attempt.attempt_no,
+        "started_at": isoformat(attempt.started_at),
+        "duration_ms": round(attempt.duration_s * 1000, 3),
+        "status_code": attempt.status_code,
+        "error": attempt.error,
+        "response_excerpt": _excerpt(attempt.response_excerpt),
+        "succeeded": attempt.succeeded,
+    }
+
+
+def delivery_detail_json(detail: DeliveryDetail) -> dict[str, Any]:
+    return {**delivery_json(detail.delivery), "attempts_log": [attempt_json(a) for a in detail.attempts]}

@@ -1,0 +1,79 @@
+"""Creating API keys and carrier sources: the one implementation behind the CLI and the admin API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import orjson
+
+from webhookd.crypto import SecretBox, hash_api_key, new_api_key, source_credentials_context
+from webhookd.exceptions import InvalidInput
+from webhookd.models import ApiKey, Carrier, Scope, Source, new_id, utcnow
+from webhookd.store.base import Store
+
+MAX_CUSTOMER_ID_LENGTH = 128
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    key: str
+    """The plain key: shown once, never stored."""
+    record: ApiKey
+
+
+def parse_scopes(names: Iterable[str]) -> frozenset[Scope]:
+    try:
+        scopes = frozenset(Scope(name.strip()) for name in names if name.strip())
+    except ValueError:
+        raise InvalidInput(f"unknown scope; choose from {', '.join(s.value for s in Scope)}") from None
+    if not scopes:
+        raise InvalidInput("give at least one scope")
+    return scopes
+
+
+def check_customer_id(customer_id: str) -> str:
+    if not customer_id or len(customer_id) > MAX_CUSTOMER_ID_LENGTH or not customer_id.isprintable():
+        raise InvalidInput(f"customer id must be 1 to {MAX_CUSTOMER_ID_LENGTH} printable characters")
+    return customer_id
+
+
+async def create_key(
+    store: Store, customer_id: str, scopes: frozenset[Scope], customer_name: str | None = None
+) -> CreatedKey:
+    """A new key for the customer (created if new; ``customer_name`` replaces its display name)."""
+    await store.ensure_customer(check_customer_id(customer_id), customer_name)
+    key = new_api_key()
+    record = ApiKey(new_id("key"), customer_id, hash_api_key(key), scopes, None, utcnow())
+    await store.create_api_key(record)
+    return CreatedKey(key, record)
+
+
+def check_credentials(carrier: Carrier, credentials: Mapping[str, str], required: Iterable[str]) -> None:
+    missing = [name for name in required if not credentials.get(name)]
+    if missing:
+        raise InvalidInput(f"{carrier.value} needs the credentials {', '.join(missing)}")
+
+
+async def create_source(
+    store: Store,
+    box: SecretBox,
+    customer_id: str,
+    carrier: Carrier,
+    credentials: Mapping[str, str],
+    *,
+    required: Iterable[str],
+    customer_name: str | None = None,
+) -> Source:
+    """Register a carrier source; its credentials are encrypted before they are stored."""
+    check_credentials(carrier, credentials, required)
+    await store.ensure_customer(check_customer_id(customer_id), customer_name)
+    source_id = new_id("src")
+    sealed = box.encrypt(orjson.dumps(dict(credentials)), source_credentials_context(source_id))
+    source = Source(source_id, customer_id, carrier, sealed, utcnow())
+    await store.create_source(source)
+    return source
+
+
+def ingest_url(public_base_url: str, source: Source) -> str:
+    return f"{public_base_url}/ingest/{source.carrier.value}/{source.id}"

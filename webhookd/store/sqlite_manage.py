@@ -1,0 +1,151 @@
+"""SQLite writes behind the management API: PATCH, rotation, retries, recovery, callback secrets.
+
+Every function here runs inside a transaction of the group-commit writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from webhookd.exceptions import Conflict
+from webhookd.models import NewEvent
+from webhookd.store.base import SubscriptionUpdate, events_key
+
+# Where a delivery waits, given its subscription's state (the same rule as the outbox's).
+WAITING_STATUS = """
+(SELECT CASE WHEN deleted_at IS NOT NULL THEN 'canceled' WHEN is_active = 0 THEN 'parked'
+             WHEN failure_count > 0 THEN 'held' ELSE 'pending' END
+ FROM subscriptions WHERE id = deliveries.subscription_id)
+"""
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def update_subscription(
+    conn: sqlite3.Connection,
+    customer_id: str,
+    subscription_id: str,
+    update: SubscriptionUpdate,
+    now: datetime,
+) -> bool:
+    """Apply a PATCH; ``Conflict`` if it would duplicate another subscription's url and events."""
+    row = conn.execute(
+        "SELECT url, events_key FROM subscriptions WHERE id = ? AND customer_id = ? AND kind = 'webhook'"
+        " AND deleted_at IS NULL",
+        (subscription_id, customer_id),
+    ).fetchone()
+    if row is None:
+        return False
+    url = update.url if update.url is not None else row[0]
+    key = events_key(update.events) if update.events is not None else row[1]
+    try:
+        conn.execute(
+            "UPDATE subscriptions SET url = ?, events_key = ?, updated_at = ?,"
+            " description = CASE WHEN ? THEN nullif(?, '') ELSE description END WHERE id = ?",
+            (url, key, _epoch(now), update.description is not None, update.description, subscription_id),
+        )
+    except sqlite3.IntegrityError:
+        raise Conflict("another subscription already has this url and set of events") from None
+    if update.events is not None:
+        conn.execute("DELETE FROM subscription_event_types WHERE subscription_id = ?", (subscription_id,))
+        conn.executemany(
+            "INSERT INTO subscription_event_types (customer_id, event_type, subscription_id)"
+            " VALUES (?, ?, ?)",
+            [(customer_id, event_type, subscription_id) for event_type in key.split(",")],
+        )
+    return True
+
+
+def rotate_subscription_secret(
+    conn: sqlite3.Connection,
+    customer_id: str,
+    subscription_id: str,
+    secret: bytes,
+    previous_until: datetime,
+    now: datetime,
+) -> bool:
+    cursor = conn.execute(
+        "UPDATE subscriptions SET previous_secret = secret, previous_secret_until = ?, secret = ?,"
+        " updated_at = ? WHERE id = ? AND customer_id = ? AND kind = 'webhook' AND deleted_at IS NULL",
+        (_epoch(previous_until), secret, _epoch(now), subscription_id, customer_id),
+    )
+    return cursor.rowcount > 0
+
+
+def retry_delivery(conn: sqlite3.Connection, customer_id: str, delivery_id: str, now: datetime) -> bool:
+    """Due now, with one more attempt. ``Conflict`` unless its subscription can take it."""
+    row = conn.execute(
+        "SELECT d.status, s.is_active, s.deleted_at FROM deliveries AS d"
+        " JOIN subscriptions AS s ON s.id = d.subscription_id WHERE d.id = ? AND d.customer_id = ?",
+        (delivery_id, customer_id),
+    ).fetchone()
+    if row is None:
+        return False
+    status, active, deleted_at = row
+    if status == "in_flight":
+        raise Conflict("the delivery is being attempted right now")
+    if deleted_at is not None or not active:
+        raise Conflict("its subscription is deleted or disabled; enable it first")
+    conn.execute(
+        f"UPDATE deliveries SET status = {WAITING_STATUS}, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+        (_epoch(now), _epoch(now), delivery_id),
+    )
+    return True
+
+
+def requeue(conn: sqlite3.Connection, delivery_ids: Sequence[str], now: datetime) -> int:
+    """Re-queue the still-failed ones among ``delivery_ids``, each with one more attempt."""
+    cursor = conn.executemany(
+        f"UPDATE deliveries SET status = {WAITING_STATUS}, next_attempt_at = ?, updated_at = ?"
+        " WHERE id = ? AND status = 'failed'",
+        [(_epoch(now), _epoch(now), i) for i in delivery_ids],
+    )
+    return cursor.rowcount
+
+
+def ensure_callback_secret(conn: sqlite3.Connection, customer_id: str, secret: bytes) -> None:
+    conn.execute(
+        "UPDATE customers SET callback_secret = ? WHERE id = ? AND callback_secret IS NULL",
+        (secret, customer_id),
+    )
+
+
+def rotate_callback_secret(
+    conn: sqlite3.Connection, customer_id: str, secret: bytes, previous_until: datetime
+) -> None:
+    conn.execute(
+        "UPDATE customers SET previous_callback_secret = callback_secret,"
+        " previous_callback_secret_until = CASE WHEN callback_secret IS NULL THEN NULL ELSE ? END,"
+        " callback_secret = ? WHERE id = ?",
+        (_epoch(previous_until), secret, customer_id),
+    )
+
+
+def fan_out_callback(conn: sqlite3.Connection, event: NewEvent, due: float) -> int:
+    """A delivery to the event's ``callback_url``, through a hidden 'callback' subscription so it
+    gets the same retries, health tracking and log as any other."""
+    now = _epoch(event.created_at)
+    conn.execute(
+        "INSERT INTO subscriptions (id, customer_id, url, events_key, secret, is_active, created_at,"
+        " updated_at, kind) VALUES ('sub_' || upper(hex(randomblob(13))), ?, ?, '', x'', 1, ?, ?, 'callback')"
+        " ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING",
+        (event.customer_id, event.callback_url, now, now),
+    )
+    cursor = conn.execute(
+        "INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,"
+        " next_attempt_at, created_at, updated_at)"
+        " SELECT 'dlv_' || lower(hex(randomblob(12))), ?, id, customer_id,"
+        " CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, ?, ?, ?"
+        " FROM subscriptions WHERE customer_id = ? AND url = ? AND events_key = '' AND kind = 'callback'"
+        " AND is_active = 1 AND deleted_at IS NULL",
+        (event.id, due, now, now, event.customer_id, event.callback_url),
+    )
+    return cursor.rowcount
+
+
+def moment(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
