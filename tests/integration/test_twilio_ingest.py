@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 import pytest
 from standardwebhooks.webhooks import Webhook
 from twilio.request_validator import RequestValidator
+from yarl import URL
 
 from tests.integration.harness import (
     auth,
@@ -167,3 +168,26 @@ async def test_public_base_url_is_what_gets_verified(tmp_path: Path) -> None:
             headers=signed(f"{base}/ingest/twilio/{source_id}", body),
         ) as response:
             assert response.status == 401
+
+
+async def test_signed_callback_url_parameter_delivers_to_that_url(tmp_path: Path) -> None:
+    """SPEC §10: the platform puts callback_url on the status-callback URL; Twilio signs it."""
+    db, key, source_id = await _setup(tmp_path)
+    async with (
+        running_receiver() as receiver,
+        running_server(server_settings(db)) as base,
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.get(f"{base}/api/v1/callback-secret", headers=auth(key)) as response:
+            secret = (await response.json())["secret"]
+        url = f"{base}/ingest/twilio/{source_id}?{urlencode({'callback_url': receiver.url + '/call-42'})}"
+        body = (FIXTURES / "04_completed.form").read_bytes()
+        # encoded=True: send the query bytes exactly as signed, as Twilio does.
+        async with http.post(URL(url, encoded=True), data=body, headers=signed(url, body)) as response:
+            assert response.status == 200
+        await receiver.wait_for(lambda got: len(got) == 1)
+    delivered = receiver.requests[0]
+    assert delivered.path == "/hook/call-42"
+    event = Webhook(secret).verify(delivered.body, delivered.headers)
+    assert event["type"] == "call.completed"
+    assert event["data"]["metadata"]["callback_url"] == receiver.url + "/call-42"

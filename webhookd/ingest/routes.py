@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from starlette.requests import Request
@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from webhookd.crypto import source_credentials_context
-from webhookd.exceptions import CryptoError, SourceNotFound
+from webhookd.exceptions import CryptoError, DestinationBlocked, SourceNotFound
 from webhookd.ingest.base import CarrierAdapter, RawCallback
 from webhookd.ingest.twilio import TwilioAdapter
 from webhookd.models import Carrier, NewEvent, Source, utcnow
@@ -23,6 +23,28 @@ logger = logging.getLogger(__name__)
 ADAPTERS: Mapping[Carrier, CarrierAdapter] = {
     Carrier.TWILIO: TwilioAdapter(),
 }
+
+
+CALLBACK_PARAM = "callback_url"
+"""A query parameter on the ingest URL (signed by the carrier) naming a per-call callback URL."""
+
+
+async def _callback_url(svc: Services, raw: str | None) -> str | None:
+    """The per-call callback URL, if one is given and allowed. The carrier signed it, so it came
+    from the platform; one that the SSRF guard refuses is logged and dropped, not fatal."""
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    try:
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise DestinationBlocked("not an absolute http(s) URL")
+        await svc.guard.check_url(raw)
+    except (DestinationBlocked, ValueError) as exc:
+        logger.warning(
+            "ignoring callback_url on ingest: %s", exc, extra={"action": "ingest.callback_refused"}
+        )
+        return None
+    return raw
 
 
 def public_url(request: Request, base_url: str) -> str:
@@ -71,7 +93,13 @@ async def ingest(request: Request) -> Response:
     for update in adapter.parse(callback):
         if update.type is None:
             continue
-        event = NewEvent(source.customer_id, update.type, update.event_data(), update.idempotency_key)
+        event = NewEvent(
+            source.customer_id,
+            update.type,
+            update.event_data(),
+            update.idempotency_key,
+            callback_url=await _callback_url(svc, update.metadata.get(CALLBACK_PARAM)),
+        )
         result = await svc.store.publish(event, delay_s=svc.settings.retry_schedule_s[0])
         stored.append(result.event.id)
         duplicates += not result.created
