@@ -82,7 +82,9 @@ async def _request_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(ApiError(str(exc.detail), status=exc.status_code, code=code))
+    return error_response(
+        ApiError(str(exc.detail), status=exc.status_code, code=code, headers=dict(exc.headers or {}))
+    )
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ from webhookd.models import ApiKey, Carrier, Scope, Source, new_id, utcnow
 from webhookd.store.base import Store
 
 MAX_CUSTOMER_ID_LENGTH = 128
+MAX_NAME_LENGTH = 200
+CUSTOMER_ID = re.compile(rf"^[A-Za-z0-9._:-]{{1,{MAX_CUSTOMER_ID_LENGTH}}}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,16 +36,22 @@ def parse_scopes(names: Iterable[str]) -> frozenset[Scope]:
 
 
 def check_customer_id(customer_id: str) -> str:
-    if not customer_id or len(customer_id) > MAX_CUSTOMER_ID_LENGTH or not customer_id.isprintable():
-        raise InvalidInput(f"customer id must be 1 to {MAX_CUSTOMER_ID_LENGTH} printable characters")
+    if not CUSTOMER_ID.match(customer_id):
+        raise InvalidInput(f"customer id must be 1 to {MAX_CUSTOMER_ID_LENGTH} of A-Z a-z 0-9 . _ : -")
     return customer_id
+
+
+def check_name(name: str | None) -> str | None:
+    if name is not None and len(name) > MAX_NAME_LENGTH:
+        raise InvalidInput(f"name must be at most {MAX_NAME_LENGTH} characters")
+    return name
 
 
 async def create_key(
     store: Store, customer_id: str, scopes: frozenset[Scope], customer_name: str | None = None
 ) -> CreatedKey:
     """A new key for the customer (created if new; ``customer_name`` replaces its display name)."""
-    await store.ensure_customer(check_customer_id(customer_id), customer_name)
+    await store.ensure_customer(check_customer_id(customer_id), check_name(customer_name))
     key = new_api_key()
     record = ApiKey(new_id("key"), customer_id, hash_api_key(key), scopes, None, utcnow())
     await store.create_api_key(record)
@@ -67,7 +76,7 @@ async def create_source(
 ) -> Source:
     """Register a carrier source; its credentials are encrypted before they are stored."""
     check_credentials(carrier, credentials, required)
-    await store.ensure_customer(check_customer_id(customer_id), customer_name)
+    await store.ensure_customer(check_customer_id(customer_id), check_name(customer_name))
     source_id = new_id("src")
     sealed = box.encrypt(orjson.dumps(dict(credentials)), source_credentials_context(source_id))
     source = Source(source_id, customer_id, carrier, sealed, utcnow())

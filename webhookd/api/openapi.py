@@ -79,6 +79,8 @@ def _operation(path: str, method: str, op: Operation) -> Schema:
         statuses |= {401: None, 429: None} | ({403: None} if op.scope else {})
     if op.body is not None:
         statuses |= {400: None, 413: None}
+    if op.query:
+        statuses |= {400: None}
     body: Schema = {
         "summary": op.summary,
         "operationId": f"{method}_{path}".replace("/", "_").replace("{", "").replace("}", ""),

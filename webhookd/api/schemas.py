@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhookd.models import EVENT_TYPES, DeliveryStatus, Scope
+from webhookd.models import EVENT_TYPES, Carrier, DeliveryStatus, Scope
 
 Schema = dict[str, Any]
 
 TIMESTAMP: Schema = {"type": "string", "format": "date-time"}
 NULLABLE_TIMESTAMP: Schema = {"type": ["string", "null"], "format": "date-time"}
 EVENT_TYPE: Schema = {"type": "string", "enum": list(EVENT_TYPES)}
+CUSTOMER_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
 SCOPES: Schema = {
     "type": "array",
     "items": {"type": "string", "enum": [s.value for s in Scope]},
@@ -156,7 +157,7 @@ SCHEMAS: dict[str, Schema] = {
             "data": {"type": "object"},
             "customer_id": {"type": "string"},
             "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255},
-            "callback_url": {"type": "string", "format": "uri", "maxLength": 2048},
+            "callback_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048},
         },
         extra=False,
     ),
@@ -191,7 +192,7 @@ SCHEMAS: dict[str, Schema] = {
     "KeyCreate": _object(
         ["customer_id", "scopes"],
         {
-            "customer_id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "customer_id": CUSTOMER_ID,
             "name": {"type": "string", "maxLength": 200},
             "scopes": SCOPES,
         },
@@ -209,9 +210,9 @@ SCHEMAS: dict[str, Schema] = {
     "SourceCreate": _object(
         ["customer_id", "carrier", "credentials"],
         {
-            "customer_id": {"type": "string", "minLength": 1, "maxLength": 128},
+            "customer_id": CUSTOMER_ID,
             "name": {"type": "string", "maxLength": 200},
-            "carrier": {"type": "string"},
+            "carrier": {"type": "string", "enum": [c.value for c in Carrier]},
             "credentials": {"type": "object", "additionalProperties": {"type": "string"}},
         },
         extra=False,

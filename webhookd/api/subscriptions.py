@@ -3,6 +3,7 @@ rotate-secret, test and recover; and the Make.com ``?challenge=`` probe."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +22,8 @@ from webhookd.store.base import SubscriptionUpdate
 from webhookd.web import JSONResponse, Services, read_json_object, services
 
 MAX_URL_LENGTH = 2048
+# RFC 3986 characters only, and every '%' starts an escape: what may be stored and shown as a URI.
+_URI = re.compile(r"^(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+$")
 MAX_DESCRIPTION_LENGTH = 500
 MAX_RECOVER = 10_000
 RECOVER_BATCH = 200
@@ -45,6 +48,11 @@ def valid_url(value: Any, field: str = "url") -> str:
         raise ApiError(f"{field} must be an absolute http:// or https:// URL", code="invalid_url")
     if parts.username or parts.password:
         raise ApiError(f"{field} must not carry credentials", code="invalid_url")
+    if not _URI.match(value):
+        raise ApiError(
+            f"{field} must be a valid URI: percent-encode spaces, non-ASCII characters and '%' itself",
+            code="invalid_url",
+        )
     return value
 
 

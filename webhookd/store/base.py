@@ -206,7 +206,7 @@ def decode_cursor(cursor: str) -> str:
     """The id a cursor resumes after. Raises ``ValueError`` for a cursor we did not issue."""
     try:
         decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, UnicodeError, ValueError):  # ValueError: non-ASCII input
         raise ValueError("cursor is not one this API returned") from None
     if not decoded.isascii() or "_" not in decoded:
         raise ValueError("cursor is not one this API returned")
