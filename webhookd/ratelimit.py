@@ -36,8 +36,26 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
+    @property
+    def full(self) -> Decision:
+        """What a caller with no key yet is shown: a full bucket."""
+        return Decision(True, self._per_minute, self._per_minute, 0)
+
+    def peek(self, key_id: str) -> Decision:
+        """``key_id``'s bucket as it stands, spending nothing (for calls that are not limited)."""
+        bucket = self._refill(key_id)
+        return Decision(True, self._per_minute, int(bucket.tokens), 0)
+
     def take(self, key_id: str) -> Decision:
         """Spend one token of ``key_id``'s bucket, if there is one."""
+        bucket = self._refill(key_id)
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return Decision(True, self._per_minute, int(bucket.tokens), 0)
+        wait_s = math.ceil((1 - bucket.tokens) / self._per_second)
+        return Decision(False, self._per_minute, 0, max(1, wait_s))
+
+    def _refill(self, key_id: str) -> _Bucket:
         now = self._clock()
         bucket = self._buckets.get(key_id)
         if bucket is None:
@@ -46,8 +64,4 @@ class RateLimiter:
             bucket = self._buckets[key_id] = _Bucket(float(self._per_minute), now)
         bucket.tokens = min(self._per_minute, bucket.tokens + (now - bucket.updated) * self._per_second)
         bucket.updated = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return Decision(True, self._per_minute, int(bucket.tokens), 0)
-        wait_s = math.ceil((1 - bucket.tokens) / self._per_second)
-        return Decision(False, self._per_minute, 0, max(1, wait_s))
+        return bucket

@@ -210,3 +210,16 @@ async def test_rate_limit_counts_down_and_429_carries_retry_after(tmp_path: Path
         assert status == 429 and body["error"]["code"] == "rate_limited"
         assert int(headers["Retry-After"]) >= 1 and headers["X-RateLimit-Remaining"] == "0"
         assert (await client.call("POST", "/api/v1/events", {"type": "call.completed", "data": {}}))[0] == 202
+
+
+async def test_rate_limit_headers_are_on_401s_and_on_unlimited_publishing(tmp_path: Path) -> None:
+    async for client in _client(tmp_path, WEBHOOKD_RATE_LIMIT_PER_MIN="5"):
+        async with client.http.get(client.base + "/api/v1/webhook-subscriptions") as response:
+            assert response.status == 401
+            assert (response.headers["X-RateLimit-Limit"], response.headers["X-RateLimit-Remaining"]) == (
+                "5",
+                "5",
+            )
+        await client.call("GET", "/api/v1/webhook-subscriptions")
+        _, _, headers = await client.call("POST", "/api/v1/events", {"type": "call.completed", "data": {}})
+        assert headers["X-RateLimit-Remaining"] == "4"  # shown, not spent

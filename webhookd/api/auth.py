@@ -17,6 +17,7 @@ async def authenticate(request: Request, scope: Scope | None, *, rate_limited: b
 
     The key is found by its SHA-256, so no secret is ever compared byte by byte.
     """
+    request.state.rate_limit = services(request).limiter.full  # until the key is known
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -25,9 +26,10 @@ async def authenticate(request: Request, scope: Scope | None, *, rate_limited: b
     key = await services(request).keys.get(hash_api_key(token))
     if key is None:
         raise ApiError("the API key is not valid", status=401, code="unauthorized")
-    decision = services(request).limiter.take(key.id) if rate_limited else None
+    limiter = services(request).limiter
+    decision = limiter.take(key.id) if rate_limited else limiter.peek(key.id)
     request.state.rate_limit = decision
-    if decision is not None and not decision.allowed:
+    if not decision.allowed:
         raise ApiError(
             f"rate limit of {decision.limit} requests a minute reached; retry in {decision.retry_after_s}s",
             status=429,
