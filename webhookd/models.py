@@ -74,10 +74,25 @@ class DisabledReason(StrEnum):
 
 class Carrier(StrEnum):
     TWILIO = "twilio"
+    TELNYX = "telnyx"
+    """Telnyx Call Control (JSON)."""
+    TELNYX_TEXML = "telnyx_texml"
+    VONAGE = "vonage"
+    PLIVO = "plivo"
+    ELEVENLABS = "elevenlabs"
+    RETELL = "retell"
+    VAPI = "vapi"
 
 
 CREDENTIAL_NAMES: dict[Carrier, tuple[str, ...]] = {
     Carrier.TWILIO: ("auth_token",),
+    Carrier.TELNYX: ("public_key",),
+    Carrier.TELNYX_TEXML: ("public_key",),
+    Carrier.VONAGE: ("signature_secret",),
+    Carrier.PLIVO: ("auth_token",),
+    Carrier.ELEVENLABS: ("webhook_secret",),
+    Carrier.RETELL: ("api_key",),
+    Carrier.VAPI: ("secret",),
 }
 """The credentials each carrier's source needs (SPEC §9)."""
 

@@ -191,3 +191,24 @@ async def test_signed_callback_url_parameter_delivers_to_that_url(tmp_path: Path
     event = Webhook(secret).verify(delivered.body, delivered.headers)
     assert event["type"] == "call.completed"
     assert event["data"]["metadata"]["callback_url"] == receiver.url + "/call-42"
+
+
+async def test_out_of_order_callbacks_deliver_only_forward_moves(tmp_path: Path) -> None:
+    db, key, source_id = await _setup(tmp_path)
+    async with (
+        running_receiver() as receiver,
+        running_server(server_settings(db)) as base,
+        aiohttp.ClientSession() as http,
+    ):
+        await _subscribe_all(http, base, key, receiver.url)
+        url = f"{base}/ingest/twilio/{source_id}"
+        answers = []
+        for name in ["03_in-progress.form", "01_initiated.form", "04_completed.form", "02_ringing.form"]:
+            body = (FIXTURES / name).read_bytes()
+            async with http.post(url, data=body, headers=signed(url, body)) as response:
+                assert response.status == 200  # late ones are acknowledged too
+                answers.append(len((await response.json())["events"]))
+        await receiver.wait_for(lambda got: len(got) == 2)
+    assert answers == [1, 0, 1, 0]
+    assert [r.json()["type"] for r in receiver.requests] == ["call.in_progress", "call.completed"]
+    assert count_rows(db, "call_callbacks") == 4  # every callback is recorded

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -14,8 +15,11 @@ from starlette.routing import Route
 from webhookd.crypto import source_credentials_context
 from webhookd.exceptions import CryptoError, DestinationBlocked, SourceNotFound
 from webhookd.ingest.base import CarrierAdapter, RawCallback
+from webhookd.ingest.callstate import CallState, advance
+from webhookd.ingest.normalize import NormalizedCall
 from webhookd.ingest.twilio import TwilioAdapter
 from webhookd.models import Carrier, NewEvent, Source, utcnow
+from webhookd.store.base import CallbackReceipt, Decide
 from webhookd.web import JSONResponse, Services, read_body, services
 
 logger = logging.getLogger(__name__)
@@ -45,6 +49,25 @@ async def _callback_url(svc: Services, raw: str | None) -> str | None:
         )
         return None
     return raw
+
+
+def decider(update: NormalizedCall, customer_id: str, callback_url: str | None) -> Decide:
+    """The store runs this inside the callback's transaction, with the call's stored state."""
+
+    def decide(raw: dict[str, Any] | None) -> tuple[dict[str, Any], NewEvent | None]:
+        state, emitted = advance(CallState.from_json(raw), update)
+        if emitted is None or emitted.type is None:
+            return state.to_json(), None
+        event = NewEvent(
+            customer_id,
+            emitted.type,
+            emitted.event_data(),
+            emitted.idempotency_key,
+            callback_url=callback_url,
+        )
+        return state.to_json(), event
+
+    return decide
 
 
 def public_url(request: Request, base_url: str) -> str:
@@ -89,21 +112,25 @@ async def ingest(request: Request) -> Response:
         query=parse_qsl(request.url.query, keep_blank_values=True),
     )
     adapter.verify(callback, _credentials(svc, source), utcnow())
-    stored, duplicates = [], 0
+    events, duplicates = [], 0
     for update in adapter.parse(callback):
-        if update.type is None:
-            continue
-        event = NewEvent(
+        callback_url = await _callback_url(svc, update.metadata.get(CALLBACK_PARAM))
+        receipt = CallbackReceipt(
             source.customer_id,
-            update.type,
-            update.event_data(),
+            source.carrier.value,
+            update.carrier_call_id,
             update.idempotency_key,
-            callback_url=await _callback_url(svc, update.metadata.get(CALLBACK_PARAM)),
+            update.status_raw,
         )
-        result = await svc.store.publish(event, delay_s=svc.settings.retry_schedule_s[0])
-        stored.append(result.event.id)
-        duplicates += not result.created
-    return JSONResponse({"received": True, "events": stored, "duplicates": duplicates})
+        outcome = await svc.store.record_callback(
+            receipt,
+            decider(update, source.customer_id, callback_url),
+            delay_s=svc.settings.retry_schedule_s[0],
+        )
+        duplicates += outcome.duplicate
+        if outcome.published is not None:
+            events.append(outcome.published.event.id)
+    return JSONResponse({"received": True, "events": events, "duplicates": duplicates})
 
 
 def routes() -> list[Route]:

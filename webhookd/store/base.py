@@ -7,7 +7,7 @@ import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from webhookd.models import (
     ApiKey,
@@ -53,6 +53,29 @@ class SubscriptionUpdate:
     url: str | None = None
     events: tuple[str, ...] | None = None
     description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackReceipt:
+    """A verified carrier callback, identified for dedupe and for its call's state."""
+
+    customer_id: str
+    carrier: str
+    call_id: str
+    idempotency_key: str
+    status_raw: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackOutcome:
+    duplicate: bool
+    """The callback was seen before: nothing was stored."""
+    published: PublishResult | None = None
+    """The event it produced, if it moved the call on."""
+
+
+Decide = Callable[[dict[str, Any] | None], tuple[dict[str, Any], NewEvent | None]]
+"""Given a call's stored state (``None`` for a new call), its next state and the event to publish."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +194,12 @@ class Store(Protocol):
         A repeated ``(customer_id, idempotency_key)`` stores nothing and returns the original
         event with ``created=False``.
         """
+
+    async def record_callback(
+        self, receipt: CallbackReceipt, decide: Decide, *, delay_s: float = 0.0
+    ) -> CallbackOutcome:
+        """Atomically: drop a duplicate callback; else record it, run ``decide`` on its call's state,
+        store the new state, and publish the event ``decide`` returns (as :meth:`publish` does)."""
 
     async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
         """Lease up to ``limit`` due deliveries: those of healthy subscriptions, plus one probe per

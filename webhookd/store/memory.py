@@ -32,6 +32,9 @@ from webhookd.models import (
     utcnow,
 )
 from webhookd.store.base import (
+    CallbackOutcome,
+    CallbackReceipt,
+    Decide,
     DeliveryDetail,
     Page,
     PageRequest,
@@ -107,6 +110,8 @@ class MemoryStore:
         self._health: dict[str, _Health] = {}
         self._deleted: dict[str, Subscription] = {}
         self._callback_secrets: dict[str, CallbackSecret] = {}
+        self.calls: dict[tuple[str, str, str], bytes] = {}
+        self.callbacks: dict[tuple[str, str], datetime] = {}
         self._listeners: list[WorkListener] = []
         self._open = False
 
@@ -455,6 +460,9 @@ class MemoryStore:
         self.attempts = kept
         referenced = {row.event_id for row in self.deliveries.values()}
         stale = [e for e in self.events.values() if e.created_at < events_before and e.id not in referenced]
+        for seen in [k for k, at in self.callbacks.items() if at < events_before][:limit]:
+            del self.callbacks[seen]
+            gone += 1
         for event in sorted(stale, key=lambda e: e.created_at)[:limit]:
             del self.events[event.id]
             if event.idempotency_key is not None:
@@ -568,6 +576,21 @@ class MemoryStore:
         )
         self._callback_secrets[customer_id] = rotated
         return rotated
+
+    async def record_callback(
+        self, receipt: CallbackReceipt, decide: Decide, *, delay_s: float = 0.0
+    ) -> CallbackOutcome:
+        seen = (receipt.customer_id, receipt.idempotency_key)
+        if seen in self.callbacks:
+            return CallbackOutcome(duplicate=True)
+        self.callbacks[seen] = utcnow()
+        call = (receipt.customer_id, receipt.carrier, receipt.call_id)
+        # A JSON round trip, as the database does: decide must not rely on shared objects.
+        state, event = decide(orjson.loads(self.calls[call]) if call in self.calls else None)
+        self.calls[call] = orjson.dumps(state)
+        if event is None:
+            return CallbackOutcome(duplicate=False)
+        return CallbackOutcome(duplicate=False, published=await self.publish(event, delay_s=delay_s))
 
     async def release_deliveries(self, delivery_ids: Sequence[str]) -> None:
         now = utcnow()

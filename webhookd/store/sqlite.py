@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
-import orjson
 
 from webhookd.exceptions import StoreError
 from webhookd.models import (
@@ -36,6 +35,9 @@ from webhookd.models import (
 from webhookd.store import sqlite_manage as manage
 from webhookd.store import sqlite_outbox as outbox
 from webhookd.store.base import (
+    CallbackOutcome,
+    CallbackReceipt,
+    Decide,
     DeliveryDetail,
     Page,
     PageRequest,
@@ -308,56 +310,23 @@ class SqliteStore:
     # -- events and deliveries -------------------------------------------------------------------
 
     async def publish(self, event: NewEvent, *, delay_s: float = 0.0) -> PublishResult:
-        payload = orjson.dumps(event.envelope())
-        created = _epoch(event.created_at)
-        stored = Event(
-            event.id,
-            event.customer_id,
-            event.type,
-            event.idempotency_key,
-            payload,
-            event.created_at,
-            event.callback_url,
-        )
-        fan_out = {
-            "event_id": event.id,
-            "customer_id": event.customer_id,
-            "type": event.type,
-            "due": created + delay_s,
-            "now": created,
-        }
-
-        def op(conn: sqlite3.Connection) -> PublishResult:
-            cursor = conn.execute(
-                "INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at,"
-                " callback_url) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
-                (
-                    event.id,
-                    event.customer_id,
-                    event.type,
-                    event.idempotency_key,
-                    payload,
-                    created,
-                    event.callback_url,
-                ),
-            )
-            if cursor.rowcount == 0:
-                return PublishResult(_existing_event(conn, event), created=False, deliveries=0)
-            if event.only_subscription_id is not None:
-                deliveries = conn.execute(
-                    outbox.FAN_OUT_ONE, {**fan_out, "sub": event.only_subscription_id}
-                ).rowcount
-            else:
-                deliveries = conn.execute(outbox.FAN_OUT, fan_out).rowcount
-            if event.callback_url is not None:
-                deliveries += manage.fan_out_callback(conn, event, created + delay_s)
-            return PublishResult(stored, created=True, deliveries=deliveries)
-
-        result = await self._write(op)
+        result = await self._write(lambda conn: outbox.publish_event(conn, event, delay_s))
         if result.deliveries:
             self._notify_work()
         return result
+
+    async def record_callback(
+        self, receipt: CallbackReceipt, decide: Decide, *, delay_s: float = 0.0
+    ) -> CallbackOutcome:
+        received = _epoch(utcnow())
+
+        def op(conn: sqlite3.Connection) -> CallbackOutcome:
+            return outbox.record_callback(conn, receipt, decide, delay_s, received)
+
+        outcome = await self._write(op)
+        if outcome.published is not None and outcome.published.deliveries:
+            self._notify_work()
+        return outcome
 
     async def list_deliveries(
         self,
@@ -559,15 +528,6 @@ def _subscription(row: sqlite3.Row) -> Subscription:
         previous_secret_until=None if row[12] is None else _moment(row[12]),
         kind=SubscriptionKind(row[13]),
     )
-
-
-def _existing_event(conn: sqlite3.Connection, event: NewEvent) -> Event:
-    row = conn.execute(
-        "SELECT id, customer_id, type, idempotency_key, payload, created_at FROM events"
-        " WHERE customer_id = ? AND idempotency_key = ?",
-        (event.customer_id, event.idempotency_key),
-    ).fetchone()
-    return Event(row[0], row[1], row[2], row[3], row[4], _moment(row[5]))
 
 
 def _implements_store(store: SqliteStore) -> Store:

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from webhookd.exceptions import Conflict
-from webhookd.models import NewEvent
 from webhookd.store.base import SubscriptionUpdate, events_key
 
 # Where a delivery waits, given its subscription's state (the same rule as the outbox's).
@@ -123,28 +122,6 @@ def rotate_callback_secret(
         " callback_secret = ? WHERE id = ?",
         (_epoch(previous_until), secret, customer_id),
     )
-
-
-def fan_out_callback(conn: sqlite3.Connection, event: NewEvent, due: float) -> int:
-    """A delivery to the event's ``callback_url``, through a hidden 'callback' subscription so it
-    gets the same retries, health tracking and log as any other."""
-    now = _epoch(event.created_at)
-    conn.execute(
-        "INSERT INTO subscriptions (id, customer_id, url, events_key, secret, is_active, created_at,"
-        " updated_at, kind) VALUES ('sub_' || upper(hex(randomblob(13))), ?, ?, '', x'', 1, ?, ?, 'callback')"
-        " ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING",
-        (event.customer_id, event.callback_url, now, now),
-    )
-    cursor = conn.execute(
-        "INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,"
-        " next_attempt_at, created_at, updated_at)"
-        " SELECT 'dlv_' || lower(hex(randomblob(12))), ?, id, customer_id,"
-        " CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, ?, ?, ?"
-        " FROM subscriptions WHERE customer_id = ? AND url = ? AND events_key = '' AND kind = 'callback'"
-        " AND is_active = 1 AND deleted_at IS NULL",
-        (event.id, due, now, now, event.customer_id, event.callback_url),
-    )
-    return cursor.rowcount
 
 
 def moment(epoch: float | None) -> datetime | None:

@@ -9,7 +9,18 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind
+import orjson
+
+from webhookd.models import (
+    AttemptResult,
+    CircuitChange,
+    DeliveryJob,
+    Event,
+    NewEvent,
+    PublishResult,
+    SubscriptionKind,
+)
+from webhookd.store.base import CallbackOutcome, CallbackReceipt, Decide
 
 FAN_OUT = """
 INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
@@ -298,6 +309,12 @@ def release(conn: sqlite3.Connection, delivery_ids: Sequence[str], now: datetime
     )
 
 
+_DEDUPE_TABLES = (
+    ("call_callbacks", "customer_id, idempotency_key", "received_at"),
+    ("calls", "customer_id, carrier, call_id", "updated_at"),
+)
+
+
 def prune(conn: sqlite3.Connection, deliveries_before: float, events_before: float, limit: int) -> int:
     """Delete up to ``limit`` finished deliveries older than the cutoff with their attempts, then
     up to ``limit`` old events that no delivery refers to. Returns how many rows went."""
@@ -320,4 +337,121 @@ def prune(conn: sqlite3.Connection, deliveries_before: float, events_before: flo
         " ORDER BY seq LIMIT ?)",
         (events_before, limit),
     ).rowcount
+    # Callback dedupe keys and idle calls go with the events' cutoff, which is never under 7 days.
+    for table, key, column in _DEDUPE_TABLES:
+        gone += conn.execute(
+            f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {column} < ? LIMIT ?)",
+            (events_before, limit),
+        ).rowcount
     return gone
+
+
+# -- publishing --------------------------------------------------------------------------------
+
+_INSERT_EVENT = """
+INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, callback_url)
+VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+"""
+
+
+def publish_event(conn: sqlite3.Connection, event: NewEvent, delay_s: float) -> PublishResult:
+    """Store the event and its deliveries; a repeated idempotency key stores nothing."""
+    payload, created = orjson.dumps(event.envelope()), _epoch(event.created_at)
+    inserted = conn.execute(
+        _INSERT_EVENT,
+        (
+            event.id,
+            event.customer_id,
+            event.type,
+            event.idempotency_key,
+            payload,
+            created,
+            event.callback_url,
+        ),
+    ).rowcount
+    if not inserted:
+        return PublishResult(_existing_event(conn, event), created=False, deliveries=0)
+    params = {
+        "event_id": event.id,
+        "customer_id": event.customer_id,
+        "type": event.type,
+        "due": created + delay_s,
+        "now": created,
+        "sub": event.only_subscription_id,
+    }
+    deliveries = conn.execute(FAN_OUT if event.only_subscription_id is None else FAN_OUT_ONE, params).rowcount
+    if event.callback_url is not None:
+        deliveries += fan_out_callback(conn, event, created + delay_s)
+    stored = Event(
+        event.id,
+        event.customer_id,
+        event.type,
+        event.idempotency_key,
+        payload,
+        event.created_at,
+        event.callback_url,
+    )
+    return PublishResult(stored, created=True, deliveries=deliveries)
+
+
+def _existing_event(conn: sqlite3.Connection, event: NewEvent) -> Event:
+    row = conn.execute(
+        "SELECT id, customer_id, type, idempotency_key, payload, created_at, callback_url FROM events"
+        " WHERE customer_id = ? AND idempotency_key = ?",
+        (event.customer_id, event.idempotency_key),
+    ).fetchone()
+    return Event(row[0], row[1], row[2], row[3], row[4], _moment(row[5]), row[6])
+
+
+def fan_out_callback(conn: sqlite3.Connection, event: NewEvent, due: float) -> int:
+    """A delivery to the event's ``callback_url``, through a hidden 'callback' subscription so it
+    gets the same retries, health tracking and log as any other."""
+    now = _epoch(event.created_at)
+    conn.execute(
+        "INSERT INTO subscriptions (id, customer_id, url, events_key, secret, is_active, created_at,"
+        " updated_at, kind) VALUES ('sub_' || upper(hex(randomblob(13))), ?, ?, '', x'', 1, ?, ?, 'callback')"
+        " ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING",
+        (event.customer_id, event.callback_url, now, now),
+    )
+    cursor = conn.execute(
+        "INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,"
+        " next_attempt_at, created_at, updated_at)"
+        " SELECT 'dlv_' || lower(hex(randomblob(12))), ?, id, customer_id,"
+        " CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, ?, ?, ?"
+        " FROM subscriptions WHERE customer_id = ? AND url = ? AND events_key = '' AND kind = 'callback'"
+        " AND is_active = 1 AND deleted_at IS NULL",
+        (event.id, due, now, now, event.customer_id, event.callback_url),
+    )
+    return cursor.rowcount
+
+
+def record_callback(
+    conn: sqlite3.Connection, receipt: CallbackReceipt, decide: Decide, delay_s: float, received: float
+) -> CallbackOutcome:
+    """Dedupe the callback, advance its call's state, and publish what that emits: one transaction."""
+    r = receipt
+    fresh = conn.execute(
+        "INSERT INTO call_callbacks (customer_id, idempotency_key, carrier, call_id, status_raw, received_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (r.customer_id, r.idempotency_key, r.carrier, r.call_id, r.status_raw, received),
+    ).rowcount
+    if not fresh:
+        return CallbackOutcome(duplicate=True)
+    key = (r.customer_id, r.carrier, r.call_id)
+    row = conn.execute(
+        "SELECT state FROM calls WHERE customer_id = ? AND carrier = ? AND call_id = ?", key
+    ).fetchone()
+    state, event = decide(None if row is None else orjson.loads(row[0]))
+    conn.execute(
+        "INSERT INTO calls (customer_id, carrier, call_id, state, updated_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+        (*key, orjson.dumps(state), received),
+    )
+    if event is None:
+        return CallbackOutcome(duplicate=False)
+    published = publish_event(conn, event, delay_s)
+    conn.execute(
+        "UPDATE call_callbacks SET event_id = ? WHERE customer_id = ? AND idempotency_key = ?",
+        (published.event.id, r.customer_id, r.idempotency_key),
+    )
+    return CallbackOutcome(duplicate=False, published=published)
