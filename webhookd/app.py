@@ -25,6 +25,7 @@ from webhookd.delivery.sender import AiohttpSender, Sender
 from webhookd.delivery.ssrf import AddressGuard
 from webhookd.delivery.worker import Worker
 from webhookd.exceptions import ApiError, RequestError
+from webhookd.metrics import Metrics
 from webhookd.ratelimit import RateLimiter
 from webhookd.store import Store, store_from_settings
 from webhookd.web import (
@@ -39,7 +40,9 @@ from webhookd.web import (
 logger = logging.getLogger(__name__)
 
 
-def build_worker(settings: Settings, store: Store, sender: Sender, box: SecretBox) -> Worker:
+def build_worker(
+    settings: Settings, store: Store, sender: Sender, box: SecretBox, metrics: Metrics | None = None
+) -> Worker:
     circuit = CircuitPolicy(RetryPolicy(settings.retry_schedule_s), settings.disable_after_failures)
     return Worker(
         store,
@@ -50,6 +53,7 @@ def build_worker(settings: Settings, store: Store, sender: Sender, box: SecretBo
         lease_s=settings.lease_s,
         poll_interval_s=settings.poll_interval_s,
         shutdown_grace_s=settings.shutdown_grace_s,
+        metrics=metrics,
     )
 
 
@@ -109,6 +113,7 @@ def create_app(
     run_workers: bool = True,
 ) -> Starlette:
     """The webhookd ASGI app. ``store`` and ``sender`` default to what ``settings`` name."""
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -116,7 +121,7 @@ def create_app(
         box = SecretBox(master_key_from_settings(settings.master_key, settings.sqlite_path))
         await the_store.open()
         the_sender = sender if sender is not None else default_sender(settings)
-        worker = build_worker(settings, the_store, the_sender, box) if run_workers else None
+        worker = build_worker(settings, the_store, the_sender, box, metrics) if run_workers else None
         worker_task = (
             asyncio.create_task(run_delivery(settings, the_store, worker)) if worker is not None else None
         )
@@ -132,6 +137,7 @@ def create_app(
                 KeyCache(the_store),
                 RateLimiter(settings.rate_limit_per_min),
                 background,
+                metrics,
             )
             yield {"services": services}
         finally:

@@ -21,6 +21,7 @@ from webhookd.config import Settings
 from webhookd.crypto import SecretBox
 from webhookd.delivery.ssrf import AddressGuard
 from webhookd.exceptions import ApiError, PayloadTooLarge, RequestError
+from webhookd.metrics import Metrics
 from webhookd.models import ApiKey
 from webhookd.ratelimit import RateLimiter
 from webhookd.store.base import Store
@@ -118,6 +119,7 @@ class Services:
     keys: KeyCache
     limiter: RateLimiter
     background: Background
+    metrics: Metrics
 
 
 logger = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ def routes() -> list[Route]:
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/openapi.json", health.openapi, methods=["GET"], include_in_schema=False),
+        Route("/metrics", health.metrics, methods=["GET"], include_in_schema=False),
         Route("/api/v1/auth/whoami", account.whoami, methods=["GET"]),
         Route("/api/v1/events", events.publish_event, methods=["POST"]),
         Route("/api/v1/events", events.list_events, methods=["GET"]),

@@ -91,6 +91,7 @@ async def publish_event(request: Request) -> Response:
         await check_destination(svc, event.callback_url, "callback_url")
         await callback_secret(svc, event.customer_id)  # made on first use
     result = await svc.store.publish(event, delay_s=svc.settings.retry_schedule_s[0])
+    svc.metrics.count_event(result)
     return JSONResponse(event_json(result.event), status_code=202 if result.created else 200)
 
 

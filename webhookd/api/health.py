@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
 from webhookd.api.openapi import build_openapi, operation
 from webhookd.exceptions import StoreError
+from webhookd.models import utcnow
 from webhookd.web import JSONResponse, services
 
 logger = logging.getLogger(__name__)
@@ -37,3 +39,10 @@ async def readyz(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     """The OpenAPI 3.1 document, built from the application's own routes."""
     return JSONResponse(build_openapi(request.app.routes))
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition; the outbox gauges are read from the store at scrape time."""
+    svc = services(request)
+    body = svc.metrics.render(await svc.store.outbox_stats(utcnow()))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -21,6 +21,7 @@ from webhookd.delivery.retry import RETRY_AFTER_STATUSES, parse_retry_after
 from webhookd.delivery.sender import Sender
 from webhookd.delivery.signing import webhook_headers
 from webhookd.exceptions import DeliveryError
+from webhookd.metrics import Metrics, status_class
 from webhookd.models import AttemptResult, DeliveryJob, SubscriptionKind, utcnow
 from webhookd.store.base import Store
 
@@ -47,6 +48,7 @@ class Worker:
         poll_interval_s: float,
         shutdown_grace_s: float,
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store, self._sender, self._box, self._circuit = store, sender, box, circuit
         self._concurrency = concurrency
@@ -54,6 +56,7 @@ class Worker:
         self._poll_interval_s = poll_interval_s
         self._shutdown_grace_s = shutdown_grace_s
         self._clock = clock
+        self._metrics = metrics or Metrics()
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: dict[asyncio.Task[None], DeliveryJob] = {}
@@ -160,6 +163,7 @@ class Worker:
                 for r in batch
                 if r.subscription_id == subscription_id and r.circuit is not None
             )
+            self._metrics.auto_disables.labels(str(reason)).inc()
             logger.warning(
                 "subscription %s disabled: %s",
                 subscription_id,
@@ -196,7 +200,16 @@ class Worker:
             next_attempt_at=None,
             subscription_id=job.subscription_id,
         )
+        self._observe(job, outcome)
         return outcome if outcome.succeeded else self._failed(job, outcome, retry_after)
+
+    def _observe(self, job: DeliveryJob, outcome: AttemptResult) -> None:
+        m = self._metrics
+        label = "success" if outcome.succeeded else "failure" if outcome.status_code else "error"
+        m.attempts.labels(label, status_class(outcome.status_code)).inc()
+        m.attempt_duration.observe(outcome.duration_s)
+        if outcome.succeeded:
+            m.end_to_end.observe(max(0.0, (self._clock() - job.event_created_at).total_seconds()))
 
     def _failed(self, job: DeliveryJob, outcome: AttemptResult, retry_after: str | None) -> AttemptResult:
         """When to try again, and what this failure does to the subscription."""

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from webhookd.crypto import source_credentials_context
-from webhookd.exceptions import CryptoError, DestinationBlocked, SourceNotFound
+from webhookd.exceptions import CryptoError, DestinationBlocked, RequestError, SourceNotFound
 from webhookd.ingest.base import CarrierAdapter, RawCallback
 from webhookd.ingest.callstate import CallState, advance
 from webhookd.ingest.normalize import NormalizedCall
@@ -102,7 +102,20 @@ def _credentials(svc: Services, source: Source) -> dict[str, str]:
 
 
 async def ingest(request: Request) -> Response:
+    """Count every callback by carrier and outcome, including the refused ones."""
     svc = services(request)
+    carrier = request.path_params["carrier"]
+    label = carrier if carrier in {c.value for c in Carrier} else "unknown"
+    try:
+        response, outcome = await _ingest(request, svc)
+    except RequestError as exc:
+        svc.metrics.ingest_requests.labels(label, exc.code).inc()
+        raise
+    svc.metrics.ingest_requests.labels(label, outcome).inc()
+    return response
+
+
+async def _ingest(request: Request, svc: Services) -> tuple[Response, str]:
     source, adapter = await _source(svc, request.path_params["carrier"], request.path_params["source_id"])
     body = await read_body(request, svc.settings.max_body_bytes)
     callback = RawCallback(
@@ -130,7 +143,9 @@ async def ingest(request: Request) -> Response:
         duplicates += outcome.duplicate
         if outcome.published is not None:
             events.append(outcome.published.event.id)
-    return JSONResponse({"received": True, "events": events, "duplicates": duplicates})
+            svc.metrics.count_event(outcome.published)
+    label = "accepted" if events else "duplicate" if duplicates else "recorded"
+    return JSONResponse({"received": True, "events": events, "duplicates": duplicates}), label
 
 
 def routes() -> list[Route]:

@@ -56,6 +56,17 @@ class SubscriptionUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """What the metrics scrape shows of the outbox; cheap to read whatever the table sizes."""
+
+    deliveries_by_status: dict[str, int]
+    oldest_due_age_s: float
+    """How long the longest-waiting due delivery has been due (0 when none is)."""
+    subscriptions_by_state: dict[str, int]
+    """``active``, ``failing`` and ``disabled`` webhook subscriptions."""
+
+
+@dataclass(frozen=True, slots=True)
 class CallbackReceipt:
     """A verified carrier callback, identified for dedupe and for its call's state."""
 
@@ -216,6 +227,9 @@ class Store(Protocol):
         """Delete up to ``limit`` finished deliveries last touched before ``deliveries_before``
         (with their attempts), and up to ``limit`` events created before ``events_before`` that no
         delivery refers to. Returns the rows deleted; 0 means nothing is left to prune."""
+
+    async def outbox_stats(self, now: datetime) -> OutboxStats:
+        """Counts for the metrics scrape, without scanning the deliveries table."""
 
     def add_work_listener(self, listener: WorkListener) -> None:
         """Call ``listener`` (no arguments, on the event loop) whenever new work is committed."""

@@ -36,6 +36,7 @@ from webhookd.store.base import (
     CallbackReceipt,
     Decide,
     DeliveryDetail,
+    OutboxStats,
     Page,
     PageRequest,
     Store,
@@ -171,6 +172,23 @@ class MemoryStore:
 
     def _health_of(self, subscription_id: str) -> _Health:
         return self._health.setdefault(subscription_id, _Health())
+
+    async def outbox_stats(self, now: datetime) -> OutboxStats:
+        counts = {status.value: 0 for status in DeliveryStatus}
+        for row in self.deliveries.values():
+            counts[row.status.value] += 1
+        due = [
+            r.next_attempt_at
+            for r in self.deliveries.values()
+            if r.status is DeliveryStatus.PENDING and r.next_attempt_at <= now
+        ]
+        age = max(0.0, (now - min(due)).total_seconds()) if due else 0.0
+        states = {"active": 0, "failing": 0, "disabled": 0}
+        for sub in self.subscriptions.values():
+            if sub.kind is SubscriptionKind.WEBHOOK:
+                failing = self._health_of(sub.id).failure_count > 0
+                states["disabled" if not sub.is_active else "failing" if failing else "active"] += 1
+        return OutboxStats(counts, age, states)
 
     async def get_customer(self, customer_id: str) -> Customer | None:
         return self.customers.get(customer_id)

@@ -39,6 +39,7 @@ from webhookd.store.base import (
     CallbackReceipt,
     Decide,
     DeliveryDetail,
+    OutboxStats,
     Page,
     PageRequest,
     Store,
@@ -247,6 +248,22 @@ class SqliteStore:
             (subscription_id, customer_id),
         )
         return None if row is None else _subscription(row)
+
+    async def outbox_stats(self, now: datetime) -> OutboxStats:
+        counts = await self._read_all("SELECT status, n FROM outbox_counts", ())
+        oldest = await self._read_one(
+            "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'", ()
+        )  # the due index
+        states = await self._read_all(
+            "SELECT CASE WHEN is_active = 0 THEN 'disabled' WHEN failure_count > 0 THEN 'failing'"
+            " ELSE 'active' END, count(*) FROM subscriptions WHERE deleted_at IS NULL AND kind = 'webhook'"
+            " GROUP BY 1",
+            (),
+        )
+        due = None if oldest is None or oldest[0] is None else oldest[0]
+        age = 0.0 if due is None else max(0.0, _epoch(now) - due)
+        by_state = {"active": 0, "failing": 0, "disabled": 0} | {row[0]: row[1] for row in states}
+        return OutboxStats({row[0]: row[1] for row in counts}, age, by_state)
 
     async def get_customer(self, customer_id: str) -> Customer | None:
         row = await self._read_one("SELECT id, name, created_at FROM customers WHERE id = ?", (customer_id,))
