@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from webhookd.models import EVENT_TYPES, PublishResult
+from webhookd.models import EVENT_TYPES, DisabledReason, PublishResult
 from webhookd.store.base import OutboxStats
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
@@ -65,6 +65,9 @@ class Metrics:
             registry=r,
         )
         self.subscriptions = Gauge("webhookd_subscriptions", "Subscriptions by state.", ["state"], registry=r)
+        # Export the known series from the start at 0, so rules and panels see them before the first event.
+        for reason in DisabledReason:
+            self.auto_disables.labels(reason.value)
 
     def count_event(self, result: PublishResult) -> None:
         """Count a newly stored event; free-form platform types share one label to bound cardinality."""
