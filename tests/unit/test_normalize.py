@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from webhookd.ingest.normalize import e164, parse_time
+from webhookd.ingest.normalize import e164, parse_int, parse_time
 
 MOMENT = datetime(2026, 3, 4, 15, 20, 56, tzinfo=UTC)
 
@@ -75,3 +75,26 @@ def test_parse_time_gives_aware_utc(raw: str, expected: datetime) -> None:
 @pytest.mark.parametrize("raw", ["", None, "garbage", "not a date at all", "2026-13-45T99:99:99Z"])
 def test_parse_time_of_garbage_is_none(raw: str | None) -> None:
     assert parse_time(raw) is None
+
+
+@pytest.mark.parametrize("raw", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_parse_time_out_of_range_is_none_not_an_overflow(raw: str) -> None:
+    assert parse_time(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("47", 47), ("-3", -3), (" 12 ", 12), ("²", None), ("٣", None), ("", None), (None, None), ("1.5", None)],
+)
+def test_parse_int_takes_only_ascii_digits(raw: str | None, expected: int | None) -> None:
+    assert parse_int(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["--5", "1" * 19, "1" * 5000])
+def test_parse_int_refuses_what_is_not_a_64_bit_number(raw: str) -> None:
+    assert parse_int(raw) is None
+
+
+def test_e164_takes_only_ascii_digits() -> None:
+    arabic_indic = "".join(chr(0x0660 + d) for d in (2, 3, 4, 5, 6, 7, 8, 9, 0))
+    assert e164("+1" + arabic_indic) is None

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import orjson
+
+from webhookd.exceptions import PayloadInvalid
 from webhookd.models import isoformat
 
 SCHEMA_VERSION = "2026-03-draft"
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_INT = re.compile(r"^-?[0-9]{1,18}$")
 _SEPARATORS = re.compile(r"[\s().\-]")
-_DIGITS = re.compile(r"^[1-9]\d{6,14}$")
+_DIGITS = re.compile(r"^[1-9][0-9]{6,14}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +101,16 @@ def parse_time(raw: str | None) -> datetime | None:
             return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. year 1 with a positive offset: not a real event time
+        return None
 
 
 def parse_int(raw: str | None) -> int | None:
-    if raw is None or not raw.strip().lstrip("-").isdigit():
-        return None
-    return int(raw.strip())
+    """A whole number of at most 18 ASCII digits (it must fit JSON's 64 bits); else ``None``."""
+    value = "" if raw is None else raw.strip()
+    return int(value) if _INT.match(value) else None
 
 
 def answered_by(raw: str | None) -> str | None:
@@ -116,3 +125,67 @@ def answered_by(raw: str | None) -> str | None:
     if lowered.startswith("fax"):
         return "fax"
     return "unknown"
+
+
+# -- JSON callbacks (voice-AI platforms): typed reads of untrusted values -----------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A UTF-8 JSON object body; anything else (bad bytes, other JSON types) is ``PayloadInvalid``."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadInvalid(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise PayloadInvalid("the body is not a JSON object")
+    return value
+
+
+def json_dict(value: object) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def json_str(value: object) -> str | None:
+    """``value`` if it is a non-empty string, else ``None``."""
+    return value if isinstance(value, str) and value else None
+
+
+def json_number(value: object) -> int | float | None:
+    """``value`` if it is a finite number (not a bool), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def json_int(value: object) -> int | None:
+    """A whole number: ints as they are, finite floats rounded; ``None`` if not one or beyond 64 bits."""
+    number = json_number(value)
+    if number is None:
+        return None
+    whole = round(number)
+    return whole if -(2**63) <= whole < 2**63 else None
+
+
+def epoch_time(value: object, *, milliseconds: bool = False) -> datetime | None:
+    """Epoch seconds (or ms) as a number or digit string, or an ISO/RFC 2822 string, to aware UTC."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    number = json_number(value)
+    try:
+        if number is not None:
+            return _EPOCH + (timedelta(milliseconds=number) if milliseconds else timedelta(seconds=number))
+        return parse_time(value) if isinstance(value, str) else None
+    except (OverflowError, ValueError):
+        return None
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """A request header by case-insensitive name (Starlette's ``Headers`` is; a plain dict may not be)."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    wanted = name.lower()
+    return next((found for key, found in headers.items() if key.lower() == wanted), None)

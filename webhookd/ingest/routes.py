@@ -16,8 +16,15 @@ from webhookd.crypto import source_credentials_context
 from webhookd.exceptions import CryptoError, DestinationBlocked, RequestError, SourceNotFound
 from webhookd.ingest.base import CarrierAdapter, RawCallback
 from webhookd.ingest.callstate import CallState, advance
+from webhookd.ingest.elevenlabs import ElevenLabsAdapter
 from webhookd.ingest.normalize import NormalizedCall
+from webhookd.ingest.plivo import PlivoAdapter
+from webhookd.ingest.retell import RetellAdapter
+from webhookd.ingest.telnyx import TelnyxAdapter
+from webhookd.ingest.telnyx_texml import TelnyxTexmlAdapter
 from webhookd.ingest.twilio import TwilioAdapter
+from webhookd.ingest.vapi import VapiAdapter
+from webhookd.ingest.vonage import VonageAdapter
 from webhookd.models import Carrier, NewEvent, Source, utcnow
 from webhookd.store.base import CallbackReceipt, Decide
 from webhookd.web import JSONResponse, Services, read_body, services
@@ -26,6 +33,13 @@ logger = logging.getLogger(__name__)
 
 ADAPTERS: Mapping[Carrier, CarrierAdapter] = {
     Carrier.TWILIO: TwilioAdapter(),
+    Carrier.TELNYX: TelnyxAdapter(),
+    Carrier.TELNYX_TEXML: TelnyxTexmlAdapter(),
+    Carrier.VONAGE: VonageAdapter(),
+    Carrier.PLIVO: PlivoAdapter(),
+    Carrier.ELEVENLABS: ElevenLabsAdapter(),
+    Carrier.RETELL: RetellAdapter(),
+    Carrier.VAPI: VapiAdapter(),
 }
 
 
