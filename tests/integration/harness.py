@@ -6,14 +6,17 @@ import asyncio
 import base64
 import contextlib
 import os
+import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import uvicorn
 from aiohttp import web
@@ -193,3 +196,33 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 10, interval_
             await asyncio.sleep(interval_s)
 
     await asyncio.wait_for(poll(), timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def webhookd_process(
+    env: dict[str, str], base: str, log: Path, *args: str
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``python -m webhookd serve`` (or ``args``) as a real process, healthy when this yields;
+    SIGTERM and wait on the way out."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(webhookd_command(*(args or ("serve",))), env=env, stdout=out, stderr=out)
+    try:
+        await _wait_healthy(base, process)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(process.wait, 15)
+
+
+async def _wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            if process.poll() is not None:
+                raise RuntimeError(f"webhookd exited with {process.returncode}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"{base}/healthz") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+    raise RuntimeError("webhookd did not become healthy")

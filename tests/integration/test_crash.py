@@ -7,7 +7,6 @@ import contextlib
 import json
 import signal
 import subprocess
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,40 +21,13 @@ from tests.integration.harness import (
     running_receiver,
     subprocess_env,
     webhookd_command,
+    webhookd_process,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 PUBLISHERS = 32
 ACKS_BEFORE_KILL = 400
-
-
-@contextlib.asynccontextmanager
-async def webhookd_process(
-    env: dict[str, str], base: str, log: Path
-) -> AsyncIterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        process = subprocess.Popen(webhookd_command("serve"), env=env, stdout=out, stderr=out)
-    try:
-        await _wait_healthy(base, process)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(process.wait, 15)
-
-
-async def _wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            if process.poll() is not None:
-                raise RuntimeError(f"webhookd exited with {process.returncode}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{base}/healthz") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.05)
-    raise RuntimeError("webhookd did not become healthy")
 
 
 async def _publisher(http: aiohttp.ClientSession, base: str, key: str, acked: set[str], n: int) -> None:

@@ -23,8 +23,8 @@ from tests.integration.harness import (
     running_receiver,
     subprocess_env,
     webhookd_command,
+    webhookd_process,
 )
-from tests.integration.test_crash import webhookd_process
 from tests.paths import CARRIER_FIXTURES
 
 pytestmark = pytest.mark.anyio

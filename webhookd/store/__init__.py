@@ -14,10 +14,14 @@ def store_from_settings(settings: Settings) -> Store:
         from webhookd.store.sqlite import SqliteStore
 
         return SqliteStore(path)
-    raise ConfigError(
-        f"WEBHOOKD_DATABASE_URL={settings.database_url!r}: the PostgreSQL backend is not "
-        "available in this version; use sqlite:///PATH"
-    )
+    try:
+        from webhookd.store.postgres import PostgresStore
+    except ImportError as exc:
+        raise ConfigError(
+            f"WEBHOOKD_DATABASE_URL is PostgreSQL, but its driver is missing ({exc.name}): "
+            "install the extra with: pip install 'webhookd[postgres]'"
+        ) from None
+    return PostgresStore(settings.database_url)
 
 
 __all__ = ["Store", "store_from_settings"]
