@@ -11,13 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import delivery, ingest, latency, procs, report
+from bench import delivery, ingest, latency, postgres, procs, report
 from bench.config import BenchConfig
 
 BENCHMARKS: dict[str, Callable[[BenchConfig, Path], Awaitable[dict[str, Any]]]] = {
     "ingest": ingest.run,
     "delivery": delivery.run,
     "latency": latency.run,
+    "postgres": postgres.run,
 }
 DEFAULT_OUT = procs.REPO_ROOT / "bench" / "results"
 BUSY_LOADAVG = 0.5
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark webhookd against raw baselines measured in the same run: (a) ingest "
-        "throughput, (b) backlog delivery, (c) end-to-end latency. All traffic stays on 127.0.0.1.",
+        "throughput, (b) backlog delivery, (c) end-to-end latency, (d) PostgreSQL delivery with 1 and "
+        "2 worker processes. All traffic stays on 127.0.0.1.",
     )
     parser.add_argument("--quick", action="store_true", help="shorter run: 3 s loads, 5,000-event backlog")
     parser.add_argument(

@@ -167,8 +167,41 @@ def latency_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def postgres_rows(r: dict[str, Any]) -> list[Row]:
+    one, two = r["runs"]["1"], r["runs"]["2"]
+    return [
+        _row(
+            "postgres",
+            f"drain rate events/s, {r['events']:,} events: 1 / 2 workers",
+            _num(one["drain_rate_per_s"]),
+            _num(two["drain_rate_per_s"]),
+            _num(r["scaling"], 2),
+        ),
+        _row(
+            "postgres", "first->last drain s: 1 / 2 workers", _num(one["drain_s"], 2), _num(two["drain_s"], 2)
+        ),
+        _row(
+            "postgres",
+            "received distinct / duplicates, 1 worker",
+            _counts(one["received_distinct"], one["duplicates"]),
+            "",
+        ),
+        _row(
+            "postgres",
+            "received distinct / duplicates, 2 workers",
+            _counts(two["received_distinct"], two["duplicates"]),
+            "",
+        ),
+    ]
+
+
 def table(results: dict[str, Any]) -> list[str]:
-    builders = {"ingest": ingest_rows, "delivery": delivery_rows, "latency": latency_rows}
+    builders = {
+        "ingest": ingest_rows,
+        "delivery": delivery_rows,
+        "latency": latency_rows,
+        "postgres": postgres_rows,
+    }
     rows = [HEADER]
     for name, build in builders.items():
         if name in results:

@@ -1,0 +1,73 @@
+"""(d) PostgreSQL: draining a backlog with one and with two ``webhookd worker`` processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bench import procs, provision, receiving
+from bench.config import BenchConfig
+from bench.delivery import _publish_backlog, drain_timeout_s, timing
+
+DSN = os.environ.get("WEBHOOKD_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+WORKER_COUNTS = (1, 2)
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(["psql", DSN, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def _schema() -> Iterator[str]:
+    """A fresh schema for one run, dropped afterwards."""
+    name = f"webhookd_bench_{secrets.token_hex(4)}"
+    _psql(f"CREATE SCHEMA {name}")
+    try:
+        yield name
+    finally:
+        _psql(f"DROP SCHEMA {name} CASCADE")
+
+
+async def _drain(cfg: BenchConfig, workdir: Path, workers: int) -> dict[str, Any]:
+    workdir.mkdir()
+    with _schema() as schema:
+        # asyncpg passes unknown URL parameters to the server as settings: the run's own schema.
+        wh = provision.new_webhookd(workdir, WEBHOOKD_DATABASE_URL=f"{DSN}?search_path={schema}")
+        async with receiving.running_receiver(workdir, f"pg-receiver-{workers}") as receiver:
+            publish = await _publish_backlog(cfg, wh, receiver.hook_url)
+            started_at = time.time()
+            env = {**wh.env, "WEBHOOKD_WORKER_CONCURRENCY": str(cfg.concurrency)}
+            cmd = procs.python_module("webhookd", "worker")
+            running = [
+                procs.start(f"worker {n}", cmd, env, workdir / f"worker-{n}.log") for n in range(workers)
+            ]
+            try:
+                found = await receiving.wait_for_distinct(
+                    receiver, cfg.delivery_events, drain_timeout_s(cfg.delivery_events)
+                )
+            finally:
+                for proc in running:
+                    await procs.stop_async(proc)
+    result = {**timing(started_at, found), "workers": workers, "publish": publish}
+    procs.log(
+        f"postgres: {workers} worker(s): {result['received_distinct']} received, first->last"
+        f" {result['drain_s']}s ({result['drain_rate_per_s']}/s), duplicates {result['duplicates']}"
+    )
+    return result
+
+
+async def run(cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
+    runs = {str(n): await _drain(cfg, workdir / f"workers-{n}", n) for n in WORKER_COUNTS}
+    one, two = runs["1"]["drain_rate_per_s"], runs["2"]["drain_rate_per_s"]
+    return {
+        "events": cfg.delivery_events,
+        "concurrency": cfg.concurrency,
+        "runs": runs,
+        "scaling": round(two / one, 3) if one and two else None,
+    }
