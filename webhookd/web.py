@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
 import re
 import time
-import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,8 @@ class Background:
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Request ids are labels, not secrets: a seeded generator avoids a getrandom() syscall per request.
+_ids = random.Random(os.urandom(32))
 
 
 class RequestContextMiddleware:
@@ -70,7 +73,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = Headers(scope=scope).get("x-request-id", "")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID.match(incoming) else f"{_ids.getrandbits(128):032x}"
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         logs.request_id.set(request_id)  # this request's task only: every log line it writes
@@ -128,7 +131,8 @@ logger = logging.getLogger(__name__)
 
 
 def services(request: Request) -> Services:
-    found: Services = request.state.services
+    # Straight from the ASGI scope: ``request.state`` would build a wrapper object on every call.
+    found: Services = request.scope["state"]["services"]
     return found
 
 

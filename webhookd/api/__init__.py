@@ -11,12 +11,12 @@ SUBSCRIPTION = "/api/v1/webhook-subscriptions/{subscription_id}"
 
 def routes() -> list[Route]:
     return [
+        Route("/api/v1/events", events.publish_event, methods=["POST"]),  # the hot path, first
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/openapi.json", health.openapi, methods=["GET"], include_in_schema=False),
         Route("/metrics", health.metrics, methods=["GET"], include_in_schema=False),
         Route("/api/v1/auth/whoami", account.whoami, methods=["GET"]),
-        Route("/api/v1/events", events.publish_event, methods=["POST"]),
         Route("/api/v1/events", events.list_events, methods=["GET"]),
         Route("/api/v1/events/{event_id}", events.get_event, methods=["GET"]),
         Route("/api/v1/event-types", events.event_types, methods=["GET"]),
