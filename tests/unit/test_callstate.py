@@ -137,3 +137,15 @@ def test_any_order_moves_only_forward_with_exactly_one_terminal(callbacks: list[
     terminals = [e for e in emitted if e.type in TERMINALS]
     assert len(terminals) == (1 if any(c.type in TERMINALS for c in callbacks) else 0)
     assert all(e.type is not None for e in emitted)
+
+
+def test_a_cancel_without_a_direction_is_decided_by_the_calls_direction() -> None:
+    """Telnyx hangups carry no direction: an outbound call's cancel is ours, not an abandon."""
+    initiated = update("call.initiating", "call.initiated", 0, direction="outbound")
+    hangup = update(
+        "call.no_answer", "call.hangup", 20, reason="caller_abandoned", carrier_cause="originator_cancel"
+    )
+    assert [(e.type, e.reason) for e in run([initiated, hangup])][-1] == ("call.failed", "canceled")
+    inbound = update("call.initiating", "call.initiated", 0, direction="inbound")
+    ours = update("call.failed", "call.hangup", 20, reason="canceled", carrier_cause="originator_cancel")
+    assert [(e.type, e.reason) for e in run([inbound, ours])][-1] == ("call.no_answer", "caller_abandoned")

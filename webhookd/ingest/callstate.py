@@ -86,6 +86,17 @@ def _fill(update: NormalizedCall, state: CallState) -> NormalizedCall:
     )
 
 
+def _cancel_by_direction(update: NormalizedCall, direction: str | None) -> NormalizedCall:
+    """Reference §6.1: a cancel is ours to abort when outbound (``call.failed``, canceled) and the
+    caller giving up when inbound (``call.no_answer``, caller_abandoned). A hangup that carried no
+    direction of its own (Telnyx) is decided again once the call's direction is known."""
+    if update.reason == "caller_abandoned" and direction == "outbound":
+        return dataclasses.replace(update, type="call.failed", reason="canceled")
+    if update.reason == "canceled" and direction == "inbound":
+        return dataclasses.replace(update, type="call.no_answer", reason="caller_abandoned")
+    return update
+
+
 def _answered_wins(update: NormalizedCall, state: CallState) -> NormalizedCall:
     """Once a call was answered, its end is ``call.completed``, with the raw cause as reason."""
     if update.type == "call.completed" or state.answered_at is None:
@@ -110,7 +121,9 @@ def advance(state: CallState, update: NormalizedCall) -> tuple[CallState, Normal
     late = update.sequence is not None and state.sequence is not None and update.sequence < state.sequence
     if rank is None or rank <= state.rank or late:
         return state, None  # late, repeated or past the end: recorded, not delivered
-    emitted = _fill(_answered_wins(update, state) if rank == TERMINAL_RANK else update, state)
+    if rank == TERMINAL_RANK:
+        update = _answered_wins(_cancel_by_direction(update, update.direction or state.direction), state)
+    emitted = _fill(update, state)
     sequence = update.sequence if update.sequence is not None else state.sequence
     moved = dataclasses.replace(
         state, rank=rank, sequence=sequence, terminal=emitted.type if rank == TERMINAL_RANK else None
