@@ -189,3 +189,15 @@ def header_value(headers: Mapping[str, str], name: str) -> str | None:
         return value
     wanted = name.lower()
     return next((found for key, found in headers.items() if key.lower() == wanted), None)
+
+
+def with_transcript(
+    lifecycle: NormalizedCall, transcript: dict[str, Any] | None, common: Mapping[str, Any], report_key: str
+) -> list[NormalizedCall]:
+    """An AI platform's end-of-call report: its lifecycle event, and ``call.transcript.ready``
+    (keyed ``<report key>:transcript``) when the report carries a transcript."""
+    if transcript is None:
+        return [lifecycle]
+    key = f"{report_key}:transcript"
+    ready = NormalizedCall(type="call.transcript.ready", idempotency_key=key, transcript=transcript, **common)
+    return [lifecycle, ready]

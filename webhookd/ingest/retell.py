@@ -26,6 +26,7 @@ from webhookd.ingest.normalize import (
     json_number,
     json_object,
     json_str,
+    with_transcript,
 )
 from webhookd.models import CREDENTIAL_NAMES, Carrier
 
@@ -141,18 +142,7 @@ def normalize_retell(body: Mapping[str, Any]) -> list[NormalizedCall]:
         raise PayloadInvalid(f"{event} needs call.call_id")
     common = _common(call, call_id, event)
     key = f"{CARRIER}:{call_id}:{event}"
-    updates = [_lifecycle(call, common, key)]
-    transcript = _transcript(call)
-    if transcript is not None:
-        updates.append(
-            NormalizedCall(
-                type="call.transcript.ready",
-                idempotency_key=f"{key}:transcript",
-                transcript=transcript,
-                **common,
-            )
-        )
-    return updates
+    return with_transcript(_lifecycle(call, common, key), _transcript(call), common, key)
 
 
 class RetellAdapter:

@@ -24,6 +24,7 @@ from webhookd.ingest.normalize import (
     json_int,
     json_object,
     json_str,
+    with_transcript,
 )
 from webhookd.models import CREDENTIAL_NAMES, Carrier
 
@@ -144,18 +145,7 @@ def normalize_vapi(body: Mapping[str, Any]) -> list[NormalizedCall]:
         raise PayloadInvalid(f"{message_type} needs message.call.id")
     common = _common(message, call, call_id)
     key = f"{CARRIER}:{call_id}:{message_type}"
-    updates = [_lifecycle(message, common, key)]
-    transcript = _transcript(message)
-    if transcript is not None:
-        updates.append(
-            NormalizedCall(
-                type="call.transcript.ready",
-                idempotency_key=f"{key}:transcript",
-                transcript=transcript,
-                **common,
-            )
-        )
-    return updates
+    return with_transcript(_lifecycle(message, common, key), _transcript(message), common, key)
 
 
 class VapiAdapter:
