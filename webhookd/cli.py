@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -112,9 +113,18 @@ def _print_json(value: dict[str, Any]) -> None:
     sys.stdout.write(orjson.dumps(value).decode() + "\n")
 
 
+def _without_password(url: str) -> str:
+    """The database URL as it may be printed: a PostgreSQL password is masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     async def done(store: Store) -> int:
-        print(f"database is up to date: {settings.database_url}", file=sys.stderr)
+        print(f"database is up to date: {_without_password(settings.database_url)}", file=sys.stderr)
         return 0
 
     return await _with_store(settings, done)

@@ -141,3 +141,11 @@ async def test_prune_keeps_events_newer_than_their_cutoff(store: Store) -> None:
 
     await store.prune(deliveries_before=later(1), events_before=later(-60), limit=10)
     assert not (await store.publish(make_event(idempotency_key="recent"))).created
+
+
+async def test_a_delivery_released_after_its_subscription_was_deleted_is_not_sent(store: Store) -> None:
+    sub_id = await _sub_with_events(store, 1)
+    (job,) = await claim(store)
+    assert await store.delete_subscription("cus_acme", sub_id)
+    await store.release_deliveries([job.delivery_id])
+    assert await claim(store, later(3600)) == []

@@ -21,6 +21,7 @@ from webhookd.models import (
     SubscriptionKind,
 )
 from webhookd.store.base import CallbackOutcome, CallbackReceipt, Decide
+from webhookd.store.sqlite_manage import WAITING_STATUS
 
 FAN_OUT = """
 INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
@@ -279,7 +280,8 @@ def enable(conn: sqlite3.Connection, customer_id: str, subscription_id: str, now
     cursor = conn.execute(
         "UPDATE subscriptions SET is_active = 1, failure_count = 0, health_gen = health_gen + 1,"
         " probe_at = NULL, probe_delivery_id = NULL, probe_lease_until = NULL, disabled_reason = NULL,"
-        " disabled_at = NULL, updated_at = ? WHERE id = ? AND customer_id = ? AND deleted_at IS NULL",
+        " disabled_at = NULL, updated_at = ? WHERE id = ? AND customer_id = ? AND kind = 'webhook'"
+        " AND deleted_at IS NULL",
         (at, subscription_id, customer_id),
     )
     if not cursor.rowcount:
@@ -296,10 +298,8 @@ def release(conn: sqlite3.Connection, delivery_ids: Sequence[str], now: datetime
     """Give claimed deliveries back with their attempt unspent."""
     at = _epoch(now)
     conn.executemany(
-        "UPDATE deliveries SET status = CASE"
-        " WHEN (SELECT failure_count FROM subscriptions WHERE id = subscription_id) > 0 THEN 'held'"
-        " ELSE 'pending' END, attempts = attempts - 1, lease_until = NULL, next_attempt_at = ?"
-        " WHERE id = ? AND status = 'in_flight'",
+        f"UPDATE deliveries SET status = {WAITING_STATUS}, attempts = attempts - 1, lease_until = NULL,"
+        " next_attempt_at = ? WHERE id = ? AND status = 'in_flight'",
         [(at, i) for i in delivery_ids],
     )
     conn.executemany(

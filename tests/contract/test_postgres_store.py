@@ -1,0 +1,324 @@
+"""What only the PostgreSQL store promises: migrations, and many processes sharing one database.
+
+Two ``PostgresStore`` instances (two pools, two LISTEN connections) stand for two processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.contract.conftest import PostgresServer, open_postgres_store
+from tests.contract.test_store_callbacks import counting, receipt
+from tests.contract.test_store_circuit import failure
+from tests.contract.test_store_contract import (
+    ACME,
+    COMPLETED,
+    LEASE_S,
+    claim,
+    later,
+    make_event,
+    make_subscription,
+    outcome,
+    subscribe,
+)
+from webhookd.exceptions import StoreError
+from webhookd.models import DeliveryJob, utcnow
+from webhookd.store.base import PageRequest
+from webhookd.store.migrate import migration_files
+from webhookd.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def stores(postgres_server: PostgresServer) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """Two stores on one (emptied) schema, as two processes would have."""
+    first = await open_postgres_store(postgres_server)
+    second = PostgresStore(postgres_server.dsn, schema=postgres_server.schema)
+    try:
+        await second.open()
+        yield first, second
+    finally:
+        await second.close()
+        await first.close()
+
+
+async def query(server: PostgresServer, schema: str, sql: str, *args: Any) -> list[Any]:
+    conn = await asyncpg.connect(server.dsn, server_settings={"search_path": schema})
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+def shipped_migrations() -> list[tuple[int, str]]:
+    return [(version, name) for version, name, _ in migration_files("postgres")]
+
+
+# -- migrations and connecting -----------------------------------------------------------------
+
+
+async def test_concurrent_opens_apply_each_migration_once_and_reopening_applies_none(
+    postgres_server: PostgresServer,
+) -> None:
+    schema = postgres_server.new_schema()
+    first, second = (
+        PostgresStore(postgres_server.dsn, schema=schema),
+        PostgresStore(postgres_server.dsn, schema=schema),
+    )
+    await asyncio.gather(first.open(), second.open())
+    await asyncio.gather(first.close(), second.close())
+    applied = await query(postgres_server, schema, "SELECT version, name, applied_at FROM schema_migrations")
+
+    assert shipped_migrations()[0] == (1, "0001_init.sql")
+    assert [(row[0], row[1]) for row in applied] == shipped_migrations()
+    again = PostgresStore(postgres_server.dsn, schema=schema)
+    await again.open()
+    await again.close()
+    assert (
+        await query(postgres_server, schema, "SELECT version, name, applied_at FROM schema_migrations")
+        == applied
+    )
+
+
+async def test_a_database_newer_than_the_code_is_refused(postgres_server: PostgresServer) -> None:
+    schema = postgres_server.new_schema()
+    store = PostgresStore(postgres_server.dsn, schema=schema)
+    await store.open()
+    await store.close()
+    await query(
+        postgres_server, schema, "INSERT INTO schema_migrations VALUES (9999, '9999_future.sql', now())"
+    )
+
+    with pytest.raises(StoreError, match="newer than this webhookd"):
+        await store.open()
+
+
+async def test_an_unreachable_server_is_a_store_error_naming_it() -> None:
+    store = PostgresStore("postgresql://postgres@127.0.0.1:1/test")
+
+    with pytest.raises(StoreError, match=r"cannot connect to PostgreSQL at 127\.0\.0\.1:1"):
+        await store.open()
+
+
+def test_a_schema_that_is_not_a_plain_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="schema name"):
+        PostgresStore("postgresql://localhost/test", schema='x"; DROP TABLE events; --')
+
+
+# -- many processes, one database --------------------------------------------------------------
+
+
+async def _claim_until_empty(store: PostgresStore, at: datetime) -> list[DeliveryJob]:
+    claimed: list[DeliveryJob] = []
+    while jobs := await store.claim_deliveries(limit=7, lease_s=LEASE_S, now=at):
+        claimed += jobs
+    return claimed
+
+
+async def test_two_stores_claiming_at_once_never_get_the_same_delivery(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    for n in range(4):
+        await subscribe(a, url=f"https://hooks.example.com/{n}")
+    published = await asyncio.gather(*(a.publish(make_event()) for _ in range(50)))
+
+    at = utcnow()
+    by_a, by_b = await asyncio.gather(*(_claim_until_empty(s, at) for s in (a, b)))
+    ids = [job.delivery_id for job in by_a + by_b]
+
+    assert sum(r.deliveries for r in published) == 200
+    assert len(ids) == len(set(ids)) == 200
+    assert by_a and by_b  # both took part
+
+
+async def test_two_concurrent_failures_on_one_generation_count_once(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    sub = await subscribe(a)
+    for _ in range(4):
+        await a.publish(make_event())
+    jobs = await claim(a)
+    assert len(jobs) == 4 and {job.health_generation for job in jobs} == {0}
+
+    await asyncio.gather(
+        *(s.record_attempts([failure(job, later(60))]) for s, job in zip((a, b, a, b), jobs, strict=True))
+    )
+
+    found = await b.get_subscription(ACME, sub.id)
+    assert found is not None and found.failure_count == 1
+    (probe,) = await claim(b, later(61))
+    assert (probe.health_generation, probe.failure_count) == (1, 1)  # the generation moved once
+
+
+async def test_stores_claiming_at_once_claim_one_probe_per_failing_subscription(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    subs = [await subscribe(a, url=f"https://hooks.example.com/{n}") for n in range(8)]
+    for _ in range(5):
+        await a.publish(make_event())
+    firsts = await claim(a, limit=1000)
+    await a.record_attempts([failure(job, later(10)) for job in firsts])
+
+    probes = await asyncio.gather(*(claim(s, later(11)) for s in (a, b) * 10))
+
+    claimed = [job.subscription_id for jobs in probes for job in jobs]
+    assert sorted(claimed) == sorted(sub.id for sub in subs)
+
+
+async def test_no_probe_is_claimed_for_a_subscription_another_process_is_claiming_for(
+    postgres_server: PostgresServer, stores: tuple[PostgresStore, PostgresStore]
+) -> None:
+    a, _ = stores
+    sub = await subscribe(a)
+    for _ in range(3):
+        await a.publish(make_event())
+    (first,) = await claim(a, limit=1)
+    await a.record_attempts([failure(first, later(10))])
+
+    other = await asyncpg.connect(
+        postgres_server.dsn, server_settings={"search_path": postgres_server.schema}
+    )
+    try:
+        async with other.transaction():  # another process, between locking the row and claiming
+            await other.execute("SELECT 1 FROM subscriptions WHERE id = $1 FOR NO KEY UPDATE", sub.id)
+            assert await asyncio.wait_for(claim(a, later(11)), timeout=5) == []
+    finally:
+        await other.close()
+    assert len(await claim(a, later(11))) == 1
+
+
+async def test_notify_wakes_a_listener_of_another_store(stores: tuple[PostgresStore, PostgresStore]) -> None:
+    a, b = stores
+    woken = asyncio.Event()
+    b.add_work_listener(woken.set)
+    await subscribe(a)
+
+    await a.publish(make_event())
+
+    await asyncio.wait_for(woken.wait(), timeout=5)
+
+
+async def test_a_store_does_not_wake_itself_twice(stores: tuple[PostgresStore, PostgresStore]) -> None:
+    a, b = stores
+    calls: list[None] = []
+    a.add_work_listener(lambda: calls.append(None))
+    woken = asyncio.Event()
+    b.add_work_listener(woken.set)
+    await subscribe(a)
+
+    await a.publish(make_event())
+    await asyncio.wait_for(woken.wait(), timeout=5)  # by then a's own notification came back too
+    await asyncio.sleep(0.05)
+
+    assert len(calls) == 1
+
+
+async def test_concurrent_idempotent_creates_make_one_subscription(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    await a.ensure_customer(ACME)
+
+    results = await asyncio.gather(
+        *(s.create_subscription(make_subscription(events=(COMPLETED, "call.failed"))) for s in (a, b) * 10)
+    )
+
+    assert sum(r.created for r in results) == 1
+    assert len({r.subscription.id for r in results}) == 1
+    assert len((await a.list_subscriptions(ACME, PageRequest(10))).items) == 1
+
+
+async def test_concurrent_publishes_of_one_idempotency_key_store_one_event(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    await subscribe(a)
+
+    results = await asyncio.gather(*(s.publish(make_event(idempotency_key="same")) for s in (a, b) * 10))
+
+    assert sum(r.created for r in results) == 1
+    assert len({r.event.id for r in results}) == 1
+    assert len(await claim(a)) == 1
+
+
+async def test_concurrent_record_callback_of_one_key_has_one_winner(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    await subscribe(a)
+    decide, seen = counting(emit=True)
+
+    outcomes = await asyncio.gather(*(s.record_callback(receipt("k1"), decide) for s in (a, b) * 5))
+
+    assert sum(not o.duplicate for o in outcomes) == 1
+    assert seen == [None]
+    assert len(await claim(b)) == 1
+
+
+async def test_concurrent_callbacks_of_one_call_take_turns(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    decide, seen = counting(emit=False)
+
+    await asyncio.gather(*(s.record_callback(receipt(f"k{n}"), decide) for n, s in enumerate((a, b) * 5)))
+
+    assert sorted((state or {}).get("count", 0) for state in seen) == list(range(10))
+
+
+async def test_publishes_racing_a_counted_failure_leave_nothing_pending_behind_it(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    await subscribe(a)
+    await a.publish(make_event())
+    (job,) = await claim(a)
+
+    await asyncio.gather(
+        *(b.publish(make_event()) for _ in range(20)),
+        a.record_attempts([failure(job, later(3600))]),
+        *(b.publish(make_event()) for _ in range(20)),
+    )
+
+    stats = await a.outbox_stats(utcnow())
+    assert stats.subscriptions_by_state["failing"] == 1
+    assert stats.deliveries_by_status["pending"] == 0
+    assert stats.deliveries_by_status["held"] == 41  # the 40 new ones and the retry of the failed one
+
+
+async def test_outbox_stats_count_by_status_and_age_the_oldest_due(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = stores
+    await subscribe(a, url="https://hooks.example.com/a")
+    await subscribe(a, url="https://hooks.example.com/b")
+    for _ in range(3):
+        await a.publish(make_event())
+    first, second, *_ = await claim(b, limit=2)
+    await b.record_attempts([outcome(first, succeeded=True), outcome(second, succeeded=False)])
+
+    stats = await a.outbox_stats(later(30))
+    again = await b.outbox_stats(later(30))  # after a fold by the first read
+
+    expected = {
+        "pending": 4,
+        "in_flight": 0,
+        "held": 0,
+        "parked": 0,
+        "delivered": 1,
+        "failed": 1,
+        "canceled": 0,
+    }
+    assert stats.deliveries_by_status == again.deliveries_by_status == expected
+    assert 29 < stats.oldest_due_age_s < 60
+    assert stats.subscriptions_by_state == {"active": 2, "failing": 0, "disabled": 0}

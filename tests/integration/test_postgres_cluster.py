@@ -1,0 +1,208 @@
+"""Several webhookd processes sharing one PostgreSQL database (issue: many processes, many machines)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.integration.harness import (
+    Received,
+    Receiver,
+    auth,
+    free_port,
+    running_receiver,
+    subprocess_env,
+    webhookd_command,
+    webhookd_process,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+DSN = os.environ.get("WEBHOOKD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+EVENTS = 5000
+
+
+def _psql(sql: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["psql", DSN, "-v", "ON_ERROR_STOP=1", "-qc", sql], capture_output=True, text=True)
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A fresh schema for this test, dropped afterwards. Skips without a server unless CI requires it."""
+    name = f"webhookd_cluster_{secrets.token_hex(4)}"
+    made = _psql(f"CREATE SCHEMA {name}")
+    if made.returncode != 0:
+        if os.environ.get("WEBHOOKD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required here but did not answer: {made.stderr.strip()}")
+        pytest.skip(f"PostgreSQL is not available: {made.stderr.strip()}")
+    try:
+        yield name
+    finally:
+        _psql(f"DROP SCHEMA {name} CASCADE")
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    api: str
+    logs: Path
+
+    def command_env(self, **extra: str) -> dict[str, str]:
+        return {**self.env, **extra}
+
+
+def _cluster(schema: str, tmp_path: Path) -> Cluster:
+    port = free_port()
+    # asyncpg passes unknown query parameters on to the server as settings: each test gets its schema.
+    env = subprocess_env(
+        {
+            "WEBHOOKD_DATABASE_URL": f"{DSN}?search_path={schema}",
+            "WEBHOOKD_PORT": str(port),
+            "WEBHOOKD_LEASE_S": "2",
+            "WEBHOOKD_RATE_LIMIT_PER_MIN": "100000",
+        }
+    )
+    return Cluster(env, f"http://127.0.0.1:{port}", tmp_path)
+
+
+def _key(cluster: Cluster) -> str:
+    import json
+
+    done = subprocess.run(
+        webhookd_command(
+            "keys", "create", "--customer", "acme", "--scopes", "manage_webhooks,publish_events"
+        ),
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key: str = json.loads(done.stdout)["key"]
+    return key
+
+
+@contextlib.asynccontextmanager
+async def _workers(cluster: Cluster, count: int) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
+    processes = []
+    for n in range(count):
+        with (cluster.logs / f"worker-{n}.log").open("ab") as out:
+            processes.append(
+                subprocess.Popen(
+                    webhookd_command("worker"), env=cluster.env, stdout=out, stderr=subprocess.STDOUT
+                )
+            )
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            await asyncio.to_thread(process.wait, 20)
+
+
+async def _publish(http: aiohttp.ClientSession, cluster: Cluster, key: str, count: int) -> set[str]:
+    gate = asyncio.Semaphore(32)
+
+    async def one(n: int) -> str:
+        async with (
+            gate,
+            http.post(
+                f"{cluster.api}/api/v1/events",
+                headers=auth(key),
+                json={"type": "call.completed", "data": {"n": n}},
+            ) as response,
+        ):
+            assert response.status == 202
+            event_id: str = (await response.json())["id"]
+            return event_id
+
+    return set(await asyncio.gather(*[one(n) for n in range(count)]))
+
+
+async def _subscribe(http: aiohttp.ClientSession, cluster: Cluster, key: str, receiver: Receiver) -> None:
+    async with http.post(
+        f"{cluster.api}/api/v1/webhook-subscriptions",
+        headers=auth(key),
+        json={"url": receiver.url, "events": ["call.completed"]},
+    ) as response:
+        assert response.status == 201
+
+
+def _ids(requests: list[Received]) -> Counter[str]:
+    return Counter(r.headers["webhook-id"] for r in requests)
+
+
+async def test_two_workers_and_an_api_node_deliver_each_event_exactly_once(
+    schema: str, tmp_path: Path
+) -> None:
+    cluster = _cluster(schema, tmp_path)
+    key = _key(cluster)
+    async with (
+        running_receiver() as receiver,
+        aiohttp.ClientSession() as http,
+        webhookd_process(cluster.env, cluster.api, tmp_path / "api.log", "serve", "--no-workers"),
+    ):
+        await _subscribe(http, cluster, key, receiver)
+        async with _workers(cluster, 2):
+            published = await _publish(http, cluster, key, EVENTS)
+            await receiver.wait_for(lambda got: published <= set(_ids(got)), timeout_s=120)
+            await asyncio.sleep(0.5)  # anything sent twice would show up now
+    counts = _ids(receiver.requests)
+    assert set(counts) == published
+    assert max(counts.values()) == 1  # nothing failed, so nothing was sent twice
+
+
+async def test_kill_9_of_one_worker_loses_nothing(schema: str, tmp_path: Path) -> None:
+    cluster = _cluster(schema, tmp_path)
+    key = _key(cluster)
+    async with (
+        running_receiver() as receiver,
+        aiohttp.ClientSession() as http,
+        webhookd_process(cluster.env, cluster.api, tmp_path / "api.log", "serve", "--no-workers"),
+    ):
+        receiver.delay_s = 0.01
+        await _subscribe(http, cluster, key, receiver)
+        published = await _publish(http, cluster, key, 2000)
+        async with _workers(cluster, 2) as (victim, _):
+            await receiver.wait_for(lambda got: len(got) >= 300, timeout_s=60)
+            victim.send_signal(signal.SIGKILL)
+            await receiver.wait_for(lambda got: published <= set(_ids(got)), timeout_s=120)
+    assert published <= set(_ids(receiver.requests))
+
+
+async def test_concurrent_idempotent_creates_on_two_api_nodes_give_one_subscription(
+    schema: str, tmp_path: Path
+) -> None:
+    first, second = _cluster(schema, tmp_path), _cluster(schema, tmp_path)
+    key = _key(first)
+    body = {"url": "https://hooks.example.test/one", "events": ["call.completed", "call.failed"]}
+    async with (
+        aiohttp.ClientSession() as http,
+        webhookd_process(first.env, first.api, tmp_path / "a.log", "serve", "--no-workers"),
+        webhookd_process(second.env, second.api, tmp_path / "b.log", "serve", "--no-workers"),
+    ):
+
+        async def create(node: Cluster) -> tuple[int, str]:
+            async with http.post(
+                f"{node.api}/api/v1/webhook-subscriptions", headers=auth(key), json=body
+            ) as response:
+                return response.status, (await response.json())["id"]
+
+        answers = await asyncio.gather(*[create(node) for node in (first, second) * 10])
+        async with http.get(f"{first.api}/api/v1/webhook-subscriptions", headers=auth(key)) as response:
+            listed = (await response.json())["data"]
+    assert len({sub_id for _, sub_id in answers}) == 1
+    assert sorted(status for status, _ in answers).count(201) == 1
+    assert len(listed) == 1

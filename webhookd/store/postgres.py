@@ -1,0 +1,304 @@
+"""PostgreSQL backend: many webhookd processes on many machines share one database.
+
+Writes run in short transactions on an asyncpg pool; the SQL lives in ``postgres_outbox``,
+``postgres_publish`` and ``postgres_manage``, the plumbing (pool, migrations, NOTIFY) in
+``postgres_db`` and the reads with their row mapping in ``postgres_reads``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+from webhookd.exceptions import StoreError
+from webhookd.models import (
+    ApiKey,
+    AttemptResult,
+    CallbackSecret,
+    Customer,
+    Delivery,
+    DeliveryJob,
+    NewEvent,
+    PublishResult,
+    Source,
+    Subscription,
+    utcnow,
+)
+from webhookd.store import postgres_manage as manage
+from webhookd.store import postgres_outbox as outbox
+from webhookd.store import postgres_publish as publishing
+from webhookd.store import postgres_reads as reads
+from webhookd.store.base import (
+    CallbackOutcome,
+    CallbackReceipt,
+    Decide,
+    OutboxStats,
+    Store,
+    SubscriptionCreate,
+    SubscriptionUpdate,
+    WorkListener,
+)
+from webhookd.store.postgres_db import (
+    Connection,
+    WorkNotifier,
+    create_pool,
+    describe_dsn,
+    in_transaction,
+    migrate,
+    quote_schema,
+)
+from webhookd.store.postgres_reads import PostgresReads
+
+T = TypeVar("T")
+DEFAULT_POOL_SIZE = 10
+CREATE_ATTEMPTS = 3
+
+
+class PostgresStore(PostgresReads):
+    """The shared store. ``schema`` (tests) puts every table in that schema, created if missing."""
+
+    def __init__(self, dsn: str, *, schema: str | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+        if schema is not None:
+            quote_schema(schema)  # a ValueError now rather than odd SQL later
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        super().__init__()
+        self._dsn, self._schema, self._pool_size = dsn, schema, pool_size
+        self._notifier = WorkNotifier(dsn, schema)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect the pool, apply pending migrations, then LISTEN for work of other processes."""
+        pool = await create_pool(self._dsn, self._schema, self._pool_size)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, self._schema)
+            await self._notifier.start()
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        await self._notifier.stop()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def ping(self) -> None:
+        try:
+            await self._run(lambda conn: conn.fetchval("SELECT 1"))
+        except StoreError as exc:
+            raise StoreError(f"PostgreSQL at {describe_dsn(self._dsn)} does not answer: {exc}") from exc
+
+    def add_work_listener(self, listener: WorkListener) -> None:
+        self._notifier.add(listener)
+
+    async def _transaction(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        return await in_transaction(self._pool, fn)
+
+    def _notifying(
+        self, fn: Callable[[Connection], Awaitable[T]], wakes: Callable[[T], bool]
+    ) -> Callable[[Connection], Awaitable[T]]:
+        """``fn``, then a NOTIFY in the same transaction if ``wakes`` says its result is new work."""
+
+        async def op(conn: Connection) -> T:
+            result = await fn(conn)
+            if wakes(result):
+                await self._notifier.send(conn)
+            return result
+
+        return op
+
+    # -- tenants, keys and sources ---------------------------------------------------------------
+
+    async def ensure_customer(self, customer_id: str, name: str | None = None) -> Customer:
+        row = await self._run(
+            lambda conn: conn.fetchrow(
+                "INSERT INTO customers (id, name, created_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (id) DO UPDATE SET name = coalesce(excluded.name, customers.name)"
+                " RETURNING id, name, created_at",
+                customer_id,
+                name,
+                utcnow(),
+            )
+        )
+        return Customer(row[0], row[1], row[2])
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        scopes = sorted(key.scopes)
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO api_keys (id, customer_id, key_hash, name, scopes, created_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                *(key.id, key.customer_id, key.key_hash, key.name, scopes, key.created_at),
+            )
+        )
+
+    async def create_source(self, source: Source) -> None:
+        s = source
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO sources (id, customer_id, carrier, credentials, created_at)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                *(s.id, s.customer_id, s.carrier.value, s.credentials, s.created_at),
+            )
+        )
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    async def create_subscription(self, subscription: Subscription) -> SubscriptionCreate:
+        for _ in range(CREATE_ATTEMPTS):
+            if await self._transaction(lambda conn: manage.insert_subscription(conn, subscription)):
+                return SubscriptionCreate(subscription, created=True)
+            existing = await self._find_identical(subscription)
+            if existing is not None:
+                return SubscriptionCreate(existing, created=False)
+            # The one in the way was deleted between our insert and this read: insert again.
+        raise StoreError("subscription changed concurrently; retry the request")
+
+    async def update_subscription(
+        self, customer_id: str, subscription_id: str, update: SubscriptionUpdate
+    ) -> Subscription | None:
+        now = utcnow()
+        if not await self._transaction(
+            lambda conn: manage.update_subscription(conn, customer_id, subscription_id, update, now)
+        ):
+            return None
+        return await self.get_subscription(customer_id, subscription_id)
+
+    async def rotate_subscription_secret(
+        self, customer_id: str, subscription_id: str, secret: bytes, previous_until: datetime
+    ) -> Subscription | None:
+        now = utcnow()
+        if not await self._transaction(
+            lambda conn: manage.rotate_subscription_secret(
+                conn, customer_id, subscription_id, secret, previous_until, now
+            )
+        ):
+            return None
+        return await self.get_subscription(customer_id, subscription_id)
+
+    async def delete_subscription(self, customer_id: str, subscription_id: str) -> bool:
+        now = utcnow()
+        return await self._transaction(
+            lambda conn: manage.delete_subscription(conn, customer_id, subscription_id, now)
+        )
+
+    async def enable_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
+        now = utcnow()
+        op = self._notifying(lambda conn: outbox.enable(conn, customer_id, subscription_id, now), bool)
+        if not await self._transaction(op):
+            return None
+        self._notifier.wake()
+        return await self.get_subscription(customer_id, subscription_id)
+
+    # -- events and deliveries -------------------------------------------------------------------
+
+    async def publish(self, event: NewEvent, *, delay_s: float = 0.0) -> PublishResult:
+        op = self._notifying(
+            lambda conn: publishing.publish_event(conn, event, delay_s), lambda result: result.deliveries > 0
+        )
+        result = await self._transaction(op)
+        if result.deliveries:
+            self._notifier.wake()
+        return result
+
+    async def record_callback(
+        self, receipt: CallbackReceipt, decide: Decide, *, delay_s: float = 0.0
+    ) -> CallbackOutcome:
+        received = utcnow()
+        op = self._notifying(
+            lambda conn: publishing.record_callback(conn, receipt, decide, delay_s, received),
+            _made_deliveries,
+        )
+        outcome = await self._transaction(op)
+        if _made_deliveries(outcome):
+            self._notifier.wake()
+        return outcome
+
+    async def retry_delivery(self, customer_id: str, delivery_id: str) -> Delivery | None:
+        now = utcnow()
+        op = self._notifying(lambda conn: manage.retry_delivery(conn, customer_id, delivery_id, now), bool)
+        if not await self._transaction(op):
+            return None
+        self._notifier.wake()
+        detail = await self.get_delivery(customer_id, delivery_id)
+        return None if detail is None else detail.delivery
+
+    async def requeue_deliveries(self, delivery_ids: Sequence[str]) -> int:
+        if not delivery_ids:
+            return 0
+        now = utcnow()
+        count = await self._transaction(
+            self._notifying(lambda conn: manage.requeue(conn, delivery_ids, now), bool)
+        )
+        if count:
+            self._notifier.wake()
+        return count
+
+    async def ensure_callback_secret(self, customer_id: str, secret: bytes) -> CallbackSecret:
+        await self._run(lambda conn: manage.ensure_callback_secret(conn, customer_id, secret))
+        return await self._stored_callback_secret(customer_id)
+
+    async def rotate_callback_secret(
+        self, customer_id: str, secret: bytes, previous_until: datetime
+    ) -> CallbackSecret:
+        await self._run(lambda conn: manage.rotate_callback_secret(conn, customer_id, secret, previous_until))
+        return await self._stored_callback_secret(customer_id)
+
+    async def _stored_callback_secret(self, customer_id: str) -> CallbackSecret:
+        stored = await self.get_callback_secret(customer_id)
+        if stored is None:
+            raise StoreError(f"customer {customer_id} does not exist")
+        return stored
+
+    # -- the outbox ------------------------------------------------------------------------------
+
+    async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
+        if limit <= 0:
+            return []
+        return await self._transaction(lambda conn: outbox.claim(conn, limit, lease_s, now))
+
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[str]:
+        if not results:
+            return []
+        now = utcnow()
+        retries = any(r.next_attempt_at is not None for r in results)
+        op = self._notifying(lambda conn: outbox.record(conn, results, now), lambda _: retries)
+        disabled = await self._transaction(op)
+        if retries:
+            self._notifier.wake()
+        return disabled
+
+    async def release_deliveries(self, delivery_ids: Sequence[str]) -> None:
+        """Give them back, and tell the other processes (this one is shutting down)."""
+        if delivery_ids:
+            now = utcnow()
+            await self._transaction(
+                self._notifying(lambda conn: outbox.release(conn, delivery_ids, now), bool)
+            )
+
+    async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
+        gone = await self._transaction(
+            lambda conn: outbox.prune(conn, deliveries_before, events_before, limit)
+        )
+        await self._transaction(reads.fold_outbox_counts)
+        return gone
+
+    async def outbox_stats(self, now: datetime) -> OutboxStats:
+        await self._transaction(reads.fold_outbox_counts)
+        return await self._run(lambda conn: reads.outbox_stats(conn, now))
+
+
+def _made_deliveries(outcome: CallbackOutcome) -> bool:
+    return outcome.published is not None and outcome.published.deliveries > 0
+
+
+def _implements_store(store: PostgresStore) -> Store:
+    """Lets mypy prove that PostgresStore satisfies the Store protocol."""
+    return store

@@ -1,0 +1,180 @@
+"""PostgreSQL writes behind the management API: create, PATCH, delete, rotation, retries, recovery.
+
+Every function here runs inside a transaction. Like the outbox, a function that decides where a
+delivery waits locks its subscription before the delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from webhookd.exceptions import Conflict
+from webhookd.models import Subscription
+from webhookd.store.base import SubscriptionUpdate, events_key
+from webhookd.store.postgres_db import Connection, count_rows
+from webhookd.store.postgres_outbox import WAITING_STATUS
+
+_INSERT_SUBSCRIPTION = """
+INSERT INTO subscriptions (id, customer_id, url, events_key, description, secret, is_active,
+                           created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, true, $7, $7)
+ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING
+"""
+
+_INSERT_EVENT_TYPES = """
+INSERT INTO subscription_event_types (customer_id, event_type, subscription_id)
+SELECT $1, event_type, $2 FROM unnest($3::text[]) AS event_type
+"""
+
+
+async def insert_subscription(conn: Connection, sub: Subscription) -> bool:
+    """Insert unless the customer has a live one with the same url and events: the unique index
+    decides, so concurrent creates in any processes make one subscription."""
+    key = events_key(sub.events)
+    status = await conn.execute(
+        _INSERT_SUBSCRIPTION,
+        sub.id,
+        sub.customer_id,
+        sub.url,
+        key,
+        sub.description,
+        sub.secret,
+        sub.created_at,
+    )
+    if not count_rows(status):
+        return False
+    await conn.execute(_INSERT_EVENT_TYPES, sub.customer_id, sub.id, key.split(","))
+    return True
+
+
+async def update_subscription(
+    conn: Connection, customer_id: str, subscription_id: str, update: SubscriptionUpdate, now: datetime
+) -> bool:
+    """Apply a PATCH; ``Conflict`` if it would duplicate another subscription's url and events."""
+    row = await conn.fetchrow(
+        "SELECT url, events_key FROM subscriptions WHERE id = $1 AND customer_id = $2 AND kind = 'webhook'"
+        " AND deleted_at IS NULL FOR NO KEY UPDATE",
+        subscription_id,
+        customer_id,
+    )
+    if row is None:
+        return False
+    url = update.url if update.url is not None else row[0]
+    key = events_key(update.events) if update.events is not None else row[1]
+    try:
+        await conn.execute(
+            "UPDATE subscriptions SET url = $1, events_key = $2, updated_at = $3,"
+            " description = CASE WHEN $4 THEN nullif($5, '') ELSE description END WHERE id = $6",
+            *(url, key, now, update.description is not None, update.description, subscription_id),
+        )
+    except asyncpg.UniqueViolationError:
+        raise Conflict("another subscription already has this url and set of events") from None
+    if update.events is not None:
+        await conn.execute("DELETE FROM subscription_event_types WHERE subscription_id = $1", subscription_id)
+        await conn.execute(_INSERT_EVENT_TYPES, customer_id, subscription_id, key.split(","))
+    return True
+
+
+async def rotate_subscription_secret(
+    conn: Connection,
+    customer_id: str,
+    subscription_id: str,
+    secret: bytes,
+    previous_until: datetime,
+    now: datetime,
+) -> bool:
+    status = await conn.execute(
+        "UPDATE subscriptions SET previous_secret = secret, previous_secret_until = $1, secret = $2,"
+        " updated_at = $3 WHERE id = $4 AND customer_id = $5 AND kind = 'webhook' AND deleted_at IS NULL",
+        *(previous_until, secret, now, subscription_id, customer_id),
+    )
+    return count_rows(status) > 0
+
+
+async def delete_subscription(
+    conn: Connection, customer_id: str, subscription_id: str, now: datetime
+) -> bool:
+    """Soft-delete it, forget its event types and cancel what waits for it."""
+    status = await conn.execute(
+        "UPDATE subscriptions SET deleted_at = $1, is_active = false, updated_at = $1"
+        " WHERE id = $2 AND customer_id = $3 AND kind = 'webhook' AND deleted_at IS NULL",
+        now,
+        subscription_id,
+        customer_id,
+    )
+    if not count_rows(status):
+        return False
+    await conn.execute("DELETE FROM subscription_event_types WHERE subscription_id = $1", subscription_id)
+    await conn.execute(
+        "UPDATE deliveries SET status = 'canceled', updated_at = $1"
+        " WHERE subscription_id = $2 AND status IN ('pending', 'held', 'parked')",
+        now,
+        subscription_id,
+    )
+    return True
+
+
+async def retry_delivery(conn: Connection, customer_id: str, delivery_id: str, now: datetime) -> bool:
+    """Due now, with one more attempt. ``Conflict`` unless its subscription can take it."""
+    sub = await conn.fetchrow(
+        "SELECT is_active, deleted_at FROM subscriptions WHERE id ="
+        " (SELECT subscription_id FROM deliveries WHERE id = $1 AND customer_id = $2) FOR SHARE",
+        delivery_id,
+        customer_id,
+    )
+    if sub is None:
+        return False
+    status = await conn.fetchval("SELECT status FROM deliveries WHERE id = $1 FOR UPDATE", delivery_id)
+    if status == "in_flight":
+        raise Conflict("the delivery is being attempted right now")
+    if sub[1] is not None or not sub[0]:
+        raise Conflict("its subscription is deleted or disabled; enable it first")
+    await conn.execute(
+        f"UPDATE deliveries AS d SET status = {WAITING_STATUS}, next_attempt_at = $2, updated_at = $2"
+        " FROM subscriptions AS s WHERE d.id = $1 AND s.id = d.subscription_id",
+        delivery_id,
+        now,
+    )
+    return True
+
+
+async def requeue(conn: Connection, delivery_ids: Sequence[str], now: datetime) -> int:
+    """Re-queue the still-failed ones among ``delivery_ids``, each with one more attempt."""
+    ids = list(delivery_ids)
+    await conn.execute(
+        "SELECT id FROM subscriptions WHERE id IN (SELECT subscription_id FROM deliveries"
+        " WHERE id = ANY($1::text[])) ORDER BY id FOR SHARE",
+        ids,
+    )
+    status = await conn.execute(
+        f"UPDATE deliveries AS d SET status = {WAITING_STATUS}, next_attempt_at = $2, updated_at = $2"
+        " FROM subscriptions AS s WHERE d.id = ANY($1::text[]) AND d.status = 'failed'"
+        " AND s.id = d.subscription_id",
+        ids,
+        now,
+    )
+    return count_rows(status)
+
+
+async def ensure_callback_secret(conn: Connection, customer_id: str, secret: bytes) -> None:
+    await conn.execute(
+        "UPDATE customers SET callback_secret = $1 WHERE id = $2 AND callback_secret IS NULL",
+        secret,
+        customer_id,
+    )
+
+
+async def rotate_callback_secret(
+    conn: Connection, customer_id: str, secret: bytes, previous_until: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE customers SET previous_callback_secret = callback_secret,"
+        " previous_callback_secret_until = CASE WHEN callback_secret IS NULL THEN NULL ELSE $1 END,"
+        " callback_secret = $2 WHERE id = $3",
+        previous_until,
+        secret,
+        customer_id,
+    )

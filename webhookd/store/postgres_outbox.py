@@ -1,0 +1,320 @@
+"""The PostgreSQL outbox: fan-out, claims, attempt outcomes and per-subscription health, as SQL.
+
+Every function here runs inside a transaction. Many processes share the tables, so row locks do
+what SQLite's single writer did, always taken in one order, subscriptions (by id) before their
+deliveries, so that transactions wait for each other but never deadlock:
+
+* claims never wait: due deliveries are locked ``FOR UPDATE SKIP LOCKED``; a failing subscription
+  is locked ``FOR NO KEY UPDATE SKIP LOCKED`` to claim its single probe, so two processes never
+  claim two probes; ``NO KEY`` because inserts referencing it take ``KEY SHARE`` (foreign keys);
+* anything that decides where a delivery waits (``pending``, ``held``, ``parked``, ``canceled``)
+  from its subscription's state holds a lock on the subscription first (``FOR SHARE`` to read,
+  ``FOR NO KEY UPDATE`` to change it), so no delivery is left pending behind a failing, disabled
+  or deleted subscription by a transaction that read its state a moment too early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind
+from webhookd.store.postgres_db import Connection, count_rows
+
+WAITING_STATUS = """CASE WHEN s.deleted_at IS NOT NULL THEN 'canceled' WHEN NOT s.is_active THEN 'parked'
+    WHEN s.failure_count > 0 THEN 'held' ELSE 'pending' END"""
+"""Where a delivery waits for its next attempt, given its subscription ``s``."""
+
+EXPIRED_BATCH = 1000
+
+# The subscriptions of deliveries $1, in id order, and those of deliveries $2 only while failing
+# (a success there recovers it). A success to a healthy subscription, the hot path, locks nothing.
+LOCK_SUBSCRIPTIONS = """
+SELECT s.id FROM subscriptions AS s
+WHERE s.id IN (SELECT subscription_id FROM deliveries WHERE id = ANY($1::text[]))
+   OR (s.failure_count > 0 AND s.id IN (SELECT subscription_id FROM deliveries WHERE id = ANY($2::text[])))
+ORDER BY s.id FOR NO KEY UPDATE
+"""
+
+# A delivery whose worker died goes back to wait: pending, or held if its subscription is failing.
+_EXPIRE_LEASES = f"""
+WITH expired AS MATERIALIZED (
+    SELECT d.id FROM deliveries AS d JOIN subscriptions AS s ON s.id = d.subscription_id
+    WHERE d.status = 'in_flight' AND d.lease_until <= $1
+    ORDER BY d.lease_until LIMIT {EXPIRED_BATCH}
+    FOR UPDATE OF d SKIP LOCKED FOR SHARE OF s SKIP LOCKED)
+UPDATE deliveries AS d SET status = {WAITING_STATUS}, next_attempt_at = d.lease_until, lease_until = NULL
+FROM expired, subscriptions AS s
+WHERE d.id = expired.id AND s.id = d.subscription_id
+"""
+
+_CLAIM_DUE = """
+WITH picked AS MATERIALIZED (
+    SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1
+    ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+UPDATE deliveries AS d SET status = 'in_flight', lease_until = $2, attempts = d.attempts + 1,
+    updated_at = $1, claimed_gen = s.health_gen
+FROM picked, subscriptions AS s
+WHERE d.id = picked.id AND s.id = d.subscription_id
+RETURNING d.id
+"""
+
+# One probe per failing subscription whose backoff has passed, and none while one is in flight.
+_CLAIM_PROBES = """
+WITH due AS MATERIALIZED (
+    SELECT id, health_gen FROM subscriptions
+    WHERE failure_count > 0 AND is_active AND deleted_at IS NULL AND probe_at <= $1
+      AND (probe_delivery_id IS NULL OR probe_lease_until <= $1)
+    ORDER BY probe_at LIMIT $3 FOR NO KEY UPDATE SKIP LOCKED
+), picked AS MATERIALIZED (
+    SELECT due.id AS subscription_id, due.health_gen, held.id
+    FROM due CROSS JOIN LATERAL (
+        SELECT id FROM deliveries WHERE subscription_id = due.id AND status = 'held'
+        ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) AS held
+), claimed AS (
+    UPDATE deliveries AS d SET status = 'in_flight', lease_until = $2, attempts = d.attempts + 1,
+        updated_at = $1, claimed_gen = picked.health_gen
+    FROM picked WHERE d.id = picked.id
+    RETURNING d.id, d.subscription_id
+)
+UPDATE subscriptions AS s SET probe_delivery_id = claimed.id, probe_lease_until = $2
+FROM claimed WHERE s.id = claimed.subscription_id
+RETURNING claimed.id
+"""
+
+# A callback subscription signs with its customer's callback secret; during a rotation's grace
+# period the previous secret comes along so deliveries carry both signatures.
+_JOB_DETAILS = """
+SELECT d.id, d.event_id, d.subscription_id, s.url,
+       CASE WHEN s.kind = 'callback' THEN c.callback_secret ELSE s.secret END,
+       e.payload, d.attempts, e.created_at, d.claimed_gen, s.failure_count,
+       CASE WHEN s.kind = 'callback'
+            THEN CASE WHEN c.previous_callback_secret_until > $2 THEN c.previous_callback_secret END
+            ELSE CASE WHEN s.previous_secret_until > $2 THEN s.previous_secret END END,
+       s.kind, s.customer_id
+FROM deliveries AS d
+JOIN subscriptions AS s ON s.id = d.subscription_id
+JOIN customers AS c ON c.id = s.customer_id
+JOIN events AS e ON e.id = d.event_id
+WHERE d.id = ANY($1::text[])
+"""
+
+_INSERT_ATTEMPTS = """
+INSERT INTO attempts (delivery_id, attempt_no, started_at, duration_s, status_code, error,
+                      response_excerpt, succeeded)
+SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::float8[], $5::int[], $6::text[],
+                     $7::bytea[], $8::bool[])
+"""
+
+_END_PROBES = """
+UPDATE subscriptions AS s SET probe_delivery_id = NULL, probe_lease_until = NULL
+FROM unnest($1::text[], $2::text[]) AS r(subscription_id, delivery_id)
+WHERE s.id = r.subscription_id AND s.probe_delivery_id = r.delivery_id
+"""
+
+_RECOVER = """
+UPDATE subscriptions SET failure_count = 0, probe_at = NULL, probe_delivery_id = NULL,
+    probe_lease_until = NULL
+WHERE failure_count > 0 AND id = ANY($1::text[])
+RETURNING id
+"""
+
+_UNHOLD = (
+    "UPDATE deliveries SET status = 'pending' WHERE subscription_id = ANY($1::text[]) AND status = 'held'"
+)
+
+# Counted once across processes: only while the generation the attempt was claimed under holds.
+_COUNT_FAILURE = """
+UPDATE subscriptions SET failure_count = $2, health_gen = health_gen + 1, probe_at = $3,
+    probe_delivery_id = NULL, probe_lease_until = NULL
+WHERE id = $1 AND is_active AND (health_gen = $4 OR $5)
+"""
+
+_HOLD = "UPDATE deliveries SET status = 'held' WHERE subscription_id = $1 AND status = 'pending'"
+
+_DISABLE = """
+UPDATE subscriptions SET is_active = false, disabled_reason = $2, disabled_at = $3, updated_at = $3
+WHERE id = $1 AND is_active
+"""
+
+_PARK = "UPDATE deliveries SET status = 'parked' WHERE subscription_id = $1 AND status IN ('pending', 'held')"
+
+# The attempts guard keeps a worker whose lease expired from overwriting a newer claim.
+_FINISH = f"""
+UPDATE deliveries AS d SET status = CASE
+        WHEN r.succeeded THEN 'delivered'
+        WHEN r.next_at IS NULL THEN 'failed'
+        ELSE {WAITING_STATUS} END,
+    next_attempt_at = r.next_at, lease_until = NULL, last_status = r.status_code, last_error = r.error,
+    updated_at = $7, delivered_at = CASE WHEN r.succeeded THEN $7::timestamptz END
+FROM unnest($1::text[], $2::int[], $3::bool[], $4::timestamptz[], $5::int[], $6::text[])
+         AS r(id, attempt_no, succeeded, next_at, status_code, error),
+     subscriptions AS s
+WHERE d.id = r.id AND s.id = d.subscription_id AND d.status = 'in_flight' AND d.attempts = r.attempt_no
+"""
+
+
+async def claim(conn: Connection, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
+    """Expire dead leases, claim due deliveries of healthy subscriptions, then one probe for each
+    failing subscription whose backoff has passed."""
+    lease = now + timedelta(seconds=lease_s)
+    await conn.execute(_EXPIRE_LEASES, now)
+    ids: list[str] = [row[0] for row in await conn.fetch(_CLAIM_DUE, now, lease, limit)]
+    if len(ids) < limit:
+        ids += [row[0] for row in await conn.fetch(_CLAIM_PROBES, now, lease, limit - len(ids))]
+    if not ids:
+        return []
+    rows = {row[0]: row for row in await conn.fetch(_JOB_DETAILS, ids, now)}
+    return [_job(rows[i]) for i in ids]
+
+
+def _job(r: Any) -> DeliveryJob:
+    kind = SubscriptionKind(r[11])
+    return DeliveryJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], kind, r[12])
+
+
+async def record(conn: Connection, results: Sequence[AttemptResult], now: datetime) -> list[str]:
+    """Store attempts, apply each outcome to its subscription's health, then finish each delivery.
+    Returns the subscriptions this disabled."""
+    delivery_ids = [r.delivery_id for r in results]
+    # Where a delivery waits next, and a failure's count, depend on the subscription's state.
+    waits = [r.delivery_id for r in results if r.circuit is not None or r.next_attempt_at is not None]
+    await conn.execute(LOCK_SUBSCRIPTIONS, waits, delivery_ids)
+    await conn.execute(
+        _INSERT_ATTEMPTS,
+        delivery_ids,
+        [r.attempt_no for r in results],
+        [r.started_at for r in results],
+        [r.duration_s for r in results],
+        [r.status_code for r in results],
+        [r.error for r in results],
+        [r.response_excerpt for r in results],
+        [r.succeeded for r in results],
+    )
+    await conn.execute(_END_PROBES, [r.subscription_id for r in results], delivery_ids)
+    recovered = await conn.fetch(_RECOVER, list({r.subscription_id for r in results if r.succeeded}))
+    if recovered:
+        await conn.execute(_UNHOLD, [row[0] for row in recovered])
+    disabled = [
+        r.subscription_id
+        for r in results
+        if r.circuit is not None and await _count_failure(conn, r.circuit, now)
+    ]
+    await conn.execute(
+        _FINISH,
+        delivery_ids,
+        [r.attempt_no for r in results],
+        [r.succeeded for r in results],
+        [r.next_attempt_at for r in results],
+        [r.status_code for r in results],
+        [r.error for r in results],
+        now,
+    )
+    return disabled
+
+
+async def _count_failure(conn: Connection, change: CircuitChange, now: datetime) -> bool:
+    """Apply a counted failure; True if it disabled the subscription."""
+    status: str = await conn.execute(
+        _COUNT_FAILURE,
+        change.subscription_id,
+        change.failure_count,
+        change.probe_at,
+        change.generation,
+        change.force,
+    )
+    if not count_rows(status):
+        return False  # an attempt already in flight when another failure was counted
+    if change.disable is None:
+        await conn.execute(_HOLD, change.subscription_id)
+        return False
+    await conn.execute(_DISABLE, change.subscription_id, change.disable.value, now)
+    await conn.execute(_PARK, change.subscription_id)
+    return True
+
+
+async def enable(conn: Connection, customer_id: str, subscription_id: str, now: datetime) -> bool:
+    """Re-enable a subscription: reset its health and resume its parked and held deliveries."""
+    status: str = await conn.execute(
+        "UPDATE subscriptions SET is_active = true, failure_count = 0, health_gen = health_gen + 1,"
+        " probe_at = NULL, probe_delivery_id = NULL, probe_lease_until = NULL, disabled_reason = NULL,"
+        " disabled_at = NULL, updated_at = $1 WHERE id = $2 AND customer_id = $3 AND deleted_at IS NULL",
+        now,
+        subscription_id,
+        customer_id,
+    )
+    if not count_rows(status):
+        return False
+    await conn.execute(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = $1 WHERE subscription_id = $2"
+        " AND status IN ('parked', 'held')",
+        now,
+        subscription_id,
+    )
+    return True
+
+
+async def release(conn: Connection, delivery_ids: Sequence[str], now: datetime) -> int:
+    """Give claimed deliveries back with their attempt unspent; returns how many went back."""
+    ids = list(delivery_ids)
+    await conn.execute(LOCK_SUBSCRIPTIONS, ids, [])
+    status = await conn.execute(
+        f"UPDATE deliveries AS d SET status = {WAITING_STATUS}, attempts = d.attempts - 1,"
+        " lease_until = NULL, next_attempt_at = $2 FROM subscriptions AS s"
+        " WHERE s.id = d.subscription_id AND d.id = ANY($1::text[]) AND d.status = 'in_flight'",
+        ids,
+        now,
+    )
+    await conn.execute(
+        "UPDATE subscriptions SET probe_delivery_id = NULL, probe_lease_until = NULL"
+        " WHERE probe_delivery_id = ANY($1::text[])",
+        ids,
+    )
+    return count_rows(status)
+
+
+_DEDUPE_TABLES = (
+    ("call_callbacks", "customer_id, idempotency_key", "received_at"),
+    ("calls", "customer_id, carrier, call_id", "updated_at"),
+)
+
+
+async def prune(conn: Connection, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` finished deliveries older than the cutoff with their attempts, then
+    up to ``limit`` old events that no delivery refers to. Returns how many rows went."""
+    ids = [
+        row[0]
+        for row in await conn.fetch(
+            "SELECT id FROM deliveries WHERE status IN ('delivered', 'failed', 'canceled')"
+            " AND updated_at < $1 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            deliveries_before,
+            limit,
+        )
+    ]
+    gone = 0
+    if ids:
+        gone += count_rows(
+            await conn.execute("DELETE FROM attempts WHERE delivery_id = ANY($1::text[])", ids)
+        )
+        gone += count_rows(await conn.execute("DELETE FROM deliveries WHERE id = ANY($1::text[])", ids))
+    gone += count_rows(
+        await conn.execute(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events AS e WHERE e.created_at < $1"
+            " AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_id = e.id)"
+            " ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            events_before,
+            limit,
+        )
+    )
+    # Callback dedupe keys and idle calls go with the events' cutoff, which is never under 7 days.
+    for table, key, column in _DEDUPE_TABLES:
+        gone += count_rows(
+            await conn.execute(
+                f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {column} < $1"
+                " LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                events_before,
+                limit,
+            )
+        )
+    return gone

@@ -1,0 +1,165 @@
+"""PostgreSQL publishing: an event and its fan-out, and carrier callbacks moving a call on.
+
+Every function here runs inside a transaction. Fan-out reads each subscription's health under a
+``FOR SHARE`` lock (taken in id order), so it cannot create a pending delivery for a subscription
+whose failure another transaction is counting: it waits, then sees the subscription failing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from webhookd.exceptions import StoreError
+from webhookd.models import Event, NewEvent, PublishResult
+from webhookd.store.base import CallbackOutcome, CallbackReceipt, Decide
+from webhookd.store.postgres_db import Connection, count_rows
+
+NEW_DELIVERY_ID = "'dlv_' || translate(gen_random_uuid()::text, '-', '')"
+NEW_SUBSCRIPTION_ID = "'sub_' || upper(left(translate(gen_random_uuid()::text, '-', ''), 26))"
+
+_INSERT_EVENT = """
+INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, callback_url)
+VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+"""
+
+_EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url"
+
+_FAN_OUT = f"""
+INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
+                        next_attempt_at, created_at, updated_at)
+SELECT {NEW_DELIVERY_ID}, $1, s.id, s.customer_id,
+       CASE WHEN s.failure_count > 0 THEN 'held' ELSE 'pending' END, 0, $2, $3, $3
+FROM subscription_event_types AS t JOIN subscriptions AS s ON s.id = t.subscription_id
+WHERE t.customer_id = $4 AND t.event_type = $5 AND s.is_active AND s.deleted_at IS NULL
+ORDER BY s.id FOR SHARE OF s
+"""
+
+_FAN_OUT_ONE = f"""
+INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
+                        next_attempt_at, created_at, updated_at)
+SELECT {NEW_DELIVERY_ID}, $1, id, customer_id,
+       CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, $2, $3, $3
+FROM subscriptions WHERE id = $5 AND customer_id = $4 AND is_active AND deleted_at IS NULL
+FOR SHARE
+"""
+
+_CALLBACK_SUBSCRIPTION = f"""
+INSERT INTO subscriptions (id, customer_id, url, events_key, secret, is_active, created_at,
+                           updated_at, kind)
+VALUES ({NEW_SUBSCRIPTION_ID}, $1, $2, '', '\\x'::bytea, true, $3, $3, 'callback')
+ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING
+"""
+
+_FAN_OUT_CALLBACK = f"""
+INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
+                        next_attempt_at, created_at, updated_at)
+SELECT {NEW_DELIVERY_ID}, $1, id, customer_id,
+       CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, $2, $3, $3
+FROM subscriptions WHERE customer_id = $4 AND url = $5 AND events_key = '' AND kind = 'callback'
+  AND is_active AND deleted_at IS NULL
+FOR SHARE
+"""
+
+
+def event_from_row(row: Any) -> Event:
+    return Event(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+
+
+async def publish_event(conn: Connection, event: NewEvent, delay_s: float) -> PublishResult:
+    """Store the event and its deliveries; a repeated idempotency key stores nothing."""
+    payload = orjson.dumps(event.envelope())
+    e = event
+    inserted = await conn.execute(
+        _INSERT_EVENT, e.id, e.customer_id, e.type, e.idempotency_key, payload, e.created_at, e.callback_url
+    )
+    if not count_rows(inserted):
+        return PublishResult(await _existing_event(conn, event), created=False, deliveries=0)
+    due = event.created_at + timedelta(seconds=delay_s)
+    if event.only_subscription_id is None:
+        fanned = await conn.execute(_FAN_OUT, e.id, due, e.created_at, e.customer_id, e.type)
+    else:
+        fanned = await conn.execute(
+            _FAN_OUT_ONE, e.id, due, e.created_at, e.customer_id, e.only_subscription_id
+        )
+    deliveries = count_rows(fanned)
+    if event.callback_url is not None:
+        deliveries += await fan_out_callback(conn, event, event.callback_url, due)
+    stored = Event(e.id, e.customer_id, e.type, e.idempotency_key, payload, e.created_at, e.callback_url)
+    return PublishResult(stored, created=True, deliveries=deliveries)
+
+
+async def _existing_event(conn: Connection, event: NewEvent) -> Event:
+    row = await conn.fetchrow(
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE customer_id = $1 AND idempotency_key = $2",
+        event.customer_id,
+        event.idempotency_key,
+    )
+    if row is None:  # pruned between our insert and this read; vanishingly rare
+        raise StoreError("the event changed concurrently; retry the request")
+    return event_from_row(row)
+
+
+async def fan_out_callback(conn: Connection, event: NewEvent, url: str, due: datetime) -> int:
+    """A delivery to the event's ``callback_url``, through a hidden 'callback' subscription so it
+    gets the same retries, health tracking and log as any other."""
+    await conn.execute(_CALLBACK_SUBSCRIPTION, event.customer_id, url, event.created_at)
+    status = await conn.execute(_FAN_OUT_CALLBACK, event.id, due, event.created_at, event.customer_id, url)
+    return count_rows(status)
+
+
+async def record_callback(
+    conn: Connection, receipt: CallbackReceipt, decide: Decide, delay_s: float, received: datetime
+) -> CallbackOutcome:
+    """Dedupe the callback, advance its call's state, and publish what that emits: one transaction.
+
+    The call's row is inserted first if missing, so ``FOR UPDATE`` always has a row to lock: two
+    callbacks of one call, in any processes, take turns."""
+    r = receipt
+    fresh = await conn.execute(
+        "INSERT INTO call_callbacks (customer_id, idempotency_key, carrier, call_id, status_raw, received_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        *(r.customer_id, r.idempotency_key, r.carrier, r.call_id, r.status_raw, received),
+    )
+    if not count_rows(fresh):
+        return CallbackOutcome(duplicate=True)
+    event = await _advance_call(conn, (r.customer_id, r.carrier, r.call_id), decide, received)
+    if event is None:
+        return CallbackOutcome(duplicate=False)
+    published = await publish_event(conn, event, delay_s)
+    await conn.execute(
+        "UPDATE call_callbacks SET event_id = $1 WHERE customer_id = $2 AND idempotency_key = $3",
+        published.event.id,
+        r.customer_id,
+        r.idempotency_key,
+    )
+    return CallbackOutcome(duplicate=False, published=published)
+
+
+async def _advance_call(
+    conn: Connection, key: tuple[str, str, str], decide: Decide, received: datetime
+) -> NewEvent | None:
+    """Lock the call's row (inserted first if missing), run ``decide`` on its state, store the next
+    state, and return the event ``decide`` emitted."""
+    await conn.execute(
+        "INSERT INTO calls (customer_id, carrier, call_id, state, updated_at) VALUES ($1, $2, $3, NULL, $4)"
+        " ON CONFLICT DO NOTHING",
+        *key,
+        received,
+    )
+    stored: str | None = await conn.fetchval(
+        "SELECT state::text FROM calls WHERE customer_id = $1 AND carrier = $2 AND call_id = $3 FOR UPDATE",
+        *key,
+    )
+    state, event = decide(None if stored is None else orjson.loads(stored))
+    await conn.execute(
+        "INSERT INTO calls (customer_id, carrier, call_id, state, updated_at)"
+        " VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (customer_id, carrier, call_id)"
+        " DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+        *key,
+        orjson.dumps(state).decode(),
+        received,
+    )
+    return event

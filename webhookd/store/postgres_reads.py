@@ -1,0 +1,272 @@
+"""PostgreSQL reads: lookups, keyset-paged logs and the metrics scrape's counts, with row mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from webhookd.exceptions import StoreError
+from webhookd.models import (
+    ApiKey,
+    Attempt,
+    CallbackSecret,
+    Carrier,
+    Customer,
+    Delivery,
+    DeliveryStatus,
+    DisabledReason,
+    Event,
+    Scope,
+    Source,
+    Subscription,
+    SubscriptionKind,
+)
+from webhookd.store.base import (
+    DeliveryDetail,
+    OutboxStats,
+    Page,
+    PageRequest,
+    decode_cursor,
+    decode_log_cursor,
+    encode_cursor,
+    encode_log_cursor,
+    events_key,
+)
+from webhookd.store.postgres_db import Connection, on_connection
+from webhookd.store.postgres_publish import event_from_row
+
+T = TypeVar("T")
+LogItem = TypeVar("LogItem", Delivery, Event)
+# pg_try_advisory_xact_lock key of folding outbox_counts: "whkdfold".
+FOLD_LOCK = int.from_bytes(b"whkdfold", "big") - 2**63
+
+SUB_COLUMNS = (
+    "id, customer_id, url, events_key, description, secret, is_active, created_at, failure_count,"
+    " disabled_reason, disabled_at, previous_secret, previous_secret_until, kind"
+)
+DELIVERY_COLUMNS = (
+    "id, event_id, subscription_id, customer_id, status, attempts, next_attempt_at, created_at,"
+    " updated_at, last_status, last_error, delivered_at"
+)
+EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url"
+
+
+class PostgresReads:
+    """The read half of ``PostgresStore``: each method is one or two queries on a pooled connection."""
+
+    def __init__(self) -> None:
+        self._pool: Any = None
+
+    async def _run(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """``fn`` on a pooled connection, outside a transaction (reads, single statements)."""
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        return await on_connection(self._pool, fn)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        found: list[Any] = await self._run(lambda conn: conn.fetch(sql, *args))
+        return found
+
+    async def _fetchrow(self, sql: str, *args: Any) -> Any:
+        return await self._run(lambda conn: conn.fetchrow(sql, *args))
+
+    async def get_api_key(self, key_hash: str) -> ApiKey | None:
+        row = await self._fetchrow(
+            "SELECT id, customer_id, key_hash, scopes, name, created_at FROM api_keys WHERE key_hash = $1",
+            key_hash,
+        )
+        if row is None:
+            return None
+        return ApiKey(row[0], row[1], row[2], frozenset(Scope(s) for s in row[3]), row[4], row[5])
+
+    async def get_source(self, source_id: str) -> Source | None:
+        row = await self._fetchrow(
+            "SELECT id, customer_id, carrier, credentials, created_at FROM sources WHERE id = $1", source_id
+        )
+        return None if row is None else Source(row[0], row[1], Carrier(row[2]), row[3], row[4])
+
+    async def get_customer(self, customer_id: str) -> Customer | None:
+        row = await self._fetchrow("SELECT id, name, created_at FROM customers WHERE id = $1", customer_id)
+        return None if row is None else Customer(row[0], row[1], row[2])
+
+    async def get_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
+        row = await self._fetchrow(
+            f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = $1 AND customer_id = $2"
+            " AND kind = 'webhook' AND deleted_at IS NULL",
+            subscription_id,
+            customer_id,
+        )
+        return None if row is None else subscription_from_row(row)
+
+    async def _find_identical(self, subscription: Subscription) -> Subscription | None:
+        """The live subscription with this one's customer, url and set of events, if any."""
+        row = await self._fetchrow(
+            f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE customer_id = $1 AND url = $2"
+            " AND events_key = $3 AND deleted_at IS NULL",
+            subscription.customer_id,
+            subscription.url,
+            events_key(subscription.events),
+        )
+        return None if row is None else subscription_from_row(row)
+
+    async def list_subscriptions(self, customer_id: str, page: PageRequest) -> Page[Subscription]:
+        after = decode_cursor(page.cursor) if page.cursor else ""
+        offset = 0 if page.cursor else page.offset
+        found = await self._fetch(
+            f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE customer_id = $1 AND id > $2"
+            " AND kind = 'webhook' AND deleted_at IS NULL ORDER BY id LIMIT $3 OFFSET $4",
+            *(customer_id, after, page.limit + 1, offset),
+        )
+        items = [subscription_from_row(row) for row in found[: page.limit]]
+        next_cursor = encode_cursor(items[-1].id) if len(found) > page.limit else None
+        return Page(items, next_cursor)
+
+    async def list_deliveries(
+        self,
+        customer_id: str,
+        subscription_id: str,
+        page: PageRequest,
+        status: DeliveryStatus | None = None,
+    ) -> Page[Delivery]:
+        where, params = "customer_id = $1 AND subscription_id = $2", [customer_id, subscription_id]
+        if status is not None:
+            where, params = where + " AND status = $3", [*params, status.value]
+        found = await self._read_log(f"SELECT {DELIVERY_COLUMNS} FROM deliveries", where, params, page)
+        return _log_page([delivery_from_row(row) for row in found], page.limit)
+
+    async def get_delivery(self, customer_id: str, delivery_id: str) -> DeliveryDetail | None:
+        row = await self._fetchrow(
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1 AND customer_id = $2",
+            delivery_id,
+            customer_id,
+        )
+        if row is None:
+            return None
+        attempts = await self._fetch(
+            "SELECT attempt_no, started_at, duration_s, status_code, error, response_excerpt, succeeded"
+            " FROM attempts WHERE delivery_id = $1 ORDER BY id",
+            delivery_id,
+        )
+        return DeliveryDetail(
+            delivery_from_row(row),
+            [Attempt(a[0], a[1], a[2], a[3], a[4], a[5] or b"", a[6]) for a in attempts],
+        )
+
+    async def failed_delivery_ids(
+        self, customer_id: str, subscription_id: str, since: datetime, until: datetime, limit: int
+    ) -> list[str]:
+        found = await self._fetch(
+            "SELECT id FROM deliveries WHERE customer_id = $1 AND subscription_id = $2 AND status = 'failed'"
+            " AND created_at >= $3 AND created_at <= $4 ORDER BY created_at LIMIT $5",
+            *(customer_id, subscription_id, since, until, limit),
+        )
+        return [row[0] for row in found]
+
+    async def list_events(self, customer_id: str, page: PageRequest, type: str | None = None) -> Page[Event]:
+        where, params = "customer_id = $1", [customer_id]
+        if type is not None:
+            where, params = where + " AND type = $2", [*params, type]
+        found = await self._read_log(f"SELECT {EVENT_COLUMNS} FROM events", where, params, page)
+        return _log_page([event_from_row(row) for row in found], page.limit)
+
+    async def get_event(self, customer_id: str, event_id: str) -> Event | None:
+        row = await self._fetchrow(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1 AND customer_id = $2", event_id, customer_id
+        )
+        return None if row is None else event_from_row(row)
+
+    async def get_callback_secret(self, customer_id: str) -> CallbackSecret | None:
+        row = await self._fetchrow(
+            "SELECT callback_secret, previous_callback_secret, previous_callback_secret_until"
+            " FROM customers WHERE id = $1",
+            customer_id,
+        )
+        if row is None or row[0] is None:
+            return None
+        return CallbackSecret(row[0], row[1], row[2])
+
+    async def _read_log(self, select: str, where: str, params: list[Any], page: PageRequest) -> list[Any]:
+        """Newest first; keyset on (created_at, id) after a cursor, else ``offset``."""
+        if page.cursor:
+            created, item_id = decode_log_cursor(page.cursor)
+            n = len(params)
+            where += f" AND (created_at, id) < (${n + 1}, ${n + 2})"
+            params = [*params, datetime.fromtimestamp(created, UTC), item_id]
+        offset = 0 if page.cursor else page.offset
+        n = len(params)
+        return await self._fetch(
+            f"{select} WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ${n + 1} OFFSET ${n + 2}",
+            *params,
+            page.limit + 1,
+            offset,
+        )
+
+
+async def fold_outbox_counts(conn: Connection) -> None:
+    """Fold the appended count deltas into one row per status (one process at a time; the others
+    skip, as their deltas are folded all the same)."""
+    if await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", FOLD_LOCK):
+        await conn.execute(
+            "WITH gone AS (DELETE FROM outbox_counts RETURNING status, n)"
+            " INSERT INTO outbox_counts (status, n) SELECT status, sum(n) FROM gone GROUP BY status"
+        )
+
+
+async def outbox_stats(conn: Connection, now: datetime) -> OutboxStats:
+    counts = await conn.fetch("SELECT status, sum(n)::bigint FROM outbox_counts GROUP BY status")
+    oldest: datetime | None = await conn.fetchval(
+        "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'"
+    )  # the partial due index
+    states = await conn.fetch(
+        "SELECT CASE WHEN NOT is_active THEN 'disabled' WHEN failure_count > 0 THEN 'failing'"
+        " ELSE 'active' END, count(*) FROM subscriptions WHERE deleted_at IS NULL AND kind = 'webhook'"
+        " GROUP BY 1"
+    )
+    age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+    by_status = {status.value: 0 for status in DeliveryStatus} | {row[0]: row[1] for row in counts}
+    by_state = {"active": 0, "failing": 0, "disabled": 0} | {row[0]: row[1] for row in states}
+    return OutboxStats(by_status, age, by_state)
+
+
+def _log_page(items: list[LogItem], limit: int) -> Page[LogItem]:
+    """Trim the one extra row read to learn whether another page follows."""
+    last = items[limit - 1] if len(items) > limit else None
+    cursor = None if last is None else encode_log_cursor(last.created_at, last.id)
+    return Page(items[:limit], cursor)
+
+
+def subscription_from_row(row: Any) -> Subscription:
+    return Subscription(
+        id=row[0],
+        customer_id=row[1],
+        url=row[2],
+        events=tuple(row[3].split(",")),
+        description=row[4],
+        secret=row[5],
+        is_active=row[6],
+        created_at=row[7],
+        failure_count=row[8],
+        disabled_reason=None if row[9] is None else DisabledReason(row[9]),
+        disabled_at=row[10],
+        previous_secret=row[11],
+        previous_secret_until=row[12],
+        kind=SubscriptionKind(row[13]),
+    )
+
+
+def delivery_from_row(row: Any) -> Delivery:
+    return Delivery(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        DeliveryStatus(row[4]),
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+    )
