@@ -159,3 +159,24 @@ async def test_one_failing_write_in_a_batch_fails_alone(store: SqliteStore) -> N
     published = results[:10] + results[11:]
     assert all(not isinstance(r, BaseException) and r.deliveries == 1 for r in published)
     assert {j.event_id for j in await claim(store)} == {e.id for e in events}
+
+
+@pytest.mark.anyio
+async def test_the_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
+    """The writer never checkpoints inside a commit; a background task copies the WAL into the
+    database file, so the file takes in the new pages within a couple of seconds."""
+    from tests.contract.test_store_contract import make_event, subscribe
+
+    store = SqliteStore(tmp_path / "w.db")
+    await store.open()
+    try:
+        await subscribe(store)
+        await asyncio.gather(*[store.publish(make_event()) for _ in range(300)])
+        before = (tmp_path / "w.db").stat().st_size
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if (tmp_path / "w.db").stat().st_size > before:
+                break
+        assert (tmp_path / "w.db").stat().st_size > before
+    finally:
+        await store.close()

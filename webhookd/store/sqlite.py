@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -59,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
+CHECKPOINT_INTERVAL_S = 1.0
 _PRAGMAS = ("synchronous=FULL", "foreign_keys=ON", f"busy_timeout={BUSY_TIMEOUT_MS}")
 
 
@@ -77,6 +79,7 @@ class SqliteStore:
         self._path = Path(path)
         self._reader: aiosqlite.Connection | None = None
         self._writer: GroupCommitWriter | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
         self._listeners: list[WorkListener] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -96,11 +99,29 @@ class SqliteStore:
             await writer.stop()
             raise
         self._writer = writer
+        self._checkpointer = asyncio.create_task(
+            self._checkpoint_forever(), name="webhookd-sqlite-checkpoint"
+        )
+
+    async def _checkpoint_forever(self) -> None:
+        """Copy the WAL back into the database from the reader's thread, off the writer's path.
+
+        The writer's automatic checkpoint is off: it would run inside a commit every 1,000 pages and
+        stall every request waiting on that commit. A PASSIVE checkpoint never blocks the writer.
+        """
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+            try:
+                if self._reader is not None:
+                    await self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                logger.warning("WAL checkpoint failed: %s", exc, extra={"action": "store.checkpoint_error"})
 
     def _connect_writer(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint_forever
             for pragma in _PRAGMAS:
                 conn.execute(f"PRAGMA {pragma}")
         except sqlite3.Error as exc:
@@ -108,6 +129,10 @@ class SqliteStore:
         return conn
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await asyncio.gather(self._checkpointer, return_exceptions=True)
+            self._checkpointer = None
         if self._writer is not None:
             await self._writer.stop()
         if self._reader is not None:
