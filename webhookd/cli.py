@@ -207,13 +207,20 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
     from webhookd.app import build_worker, default_sender, run_delivery
+    from webhookd.metrics import Metrics
 
     store = store_from_settings(settings)
     box = SecretBox(master_key_from_settings(settings.master_key, settings.sqlite_path))
     await store.open()
     sender = default_sender(settings)
-    worker = build_worker(settings, store, sender, box)
+    metrics = Metrics()
+    if settings.worker_metrics_port:
+        # A worker has no API server: its delivery metrics get their own small HTTP endpoint.
+        start_http_server(settings.worker_metrics_port, addr=settings.host, registry=metrics.registry)
+    worker = build_worker(settings, store, sender, box, metrics)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)

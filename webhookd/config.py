@@ -191,6 +191,12 @@ class Settings:
         0.5,
         "how often an idle worker looks for due retries",
     )
+    worker_metrics_port: int = _setting(
+        "WEBHOOKD_WORKER_METRICS_PORT",
+        _parse_port,
+        0,
+        "port where `webhookd worker` serves /metrics (0: off; `serve` has /metrics on its API port)",
+    )
     shutdown_grace_s: float = _setting(
         "WEBHOOKD_SHUTDOWN_GRACE_S",
         _parse_positive_float,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -210,3 +211,45 @@ def test_grafana_provisioning_points_at_the_dashboards() -> None:
     path = provider["providers"][0]["options"]["path"]
     assert any(v.endswith(f":{path}:ro") for v in compose["services"]["grafana"]["volumes"])
     assert json.loads(DASHBOARD.read_text())["panels"]
+
+
+async def test_a_standalone_worker_serves_its_delivery_metrics(
+    node: tuple[dict[str, str], str, Path],
+) -> None:
+    env, base, log = node
+    metrics_port = free_port()
+    worker_env = {**env, "WEBHOOKD_WORKER_METRICS_PORT": str(metrics_port)}
+    async with (
+        running_receiver() as receiver,
+        aiohttp.ClientSession() as http,
+        webhookd_process(env, base, log, "serve", "--no-workers"),
+    ):
+        key = _cli(env, "keys", "create", "--customer", "acme", "--scopes", "manage_webhooks,publish_events")[
+            "key"
+        ]
+        async with http.post(
+            f"{base}/api/v1/webhook-subscriptions",
+            headers=auth(key),
+            json={"url": receiver.url, "events": ["call.completed"]},
+        ) as response:
+            assert response.status == 201
+        async with http.post(
+            f"{base}/api/v1/events", headers=auth(key), json={"type": "call.completed", "data": {}}
+        ) as response:
+            assert response.status == 202
+        with (log.parent / "worker.log").open("ab") as out:
+            worker = subprocess.Popen(webhookd_command("worker"), env=worker_env, stdout=out, stderr=out)
+        try:
+            await receiver.wait_for(lambda got: len(got) == 1)
+            async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+                text = await response.text()
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(worker.wait, 15)
+    samples = {
+        s.name: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if not s.labels or s.labels.get("outcome") == "success"
+    }
+    assert samples["webhookd_delivery_attempts_total"] == 1
