@@ -268,3 +268,13 @@ def decode_log_cursor(cursor: str) -> tuple[float, str]:
         return float(moment), item_id
     except ValueError:
         raise ValueError("cursor is not one this API returned") from None
+
+
+LogItem = TypeVar("LogItem", Delivery, Event)
+
+
+def log_page(items: list[LogItem], limit: int) -> Page[LogItem]:
+    """A newest-first log page from ``limit + 1`` rows: the extra row says another page follows."""
+    last = items[limit - 1] if len(items) > limit else None
+    cursor = None if last is None else encode_log_cursor(last.created_at, last.id)
+    return Page(items[:limit], cursor)

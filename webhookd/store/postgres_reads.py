@@ -30,8 +30,8 @@ from webhookd.store.base import (
     decode_cursor,
     decode_log_cursor,
     encode_cursor,
-    encode_log_cursor,
     events_key,
+    log_page,
 )
 from webhookd.store.postgres_db import Connection, on_connection
 from webhookd.store.postgres_publish import event_from_row
@@ -133,7 +133,7 @@ class PostgresReads:
         if status is not None:
             where, params = where + " AND status = $3", [*params, status.value]
         found = await self._read_log(f"SELECT {DELIVERY_COLUMNS} FROM deliveries", where, params, page)
-        return _log_page([delivery_from_row(row) for row in found], page.limit)
+        return log_page([delivery_from_row(row) for row in found], page.limit)
 
     async def get_delivery(self, customer_id: str, delivery_id: str) -> DeliveryDetail | None:
         row = await self._fetchrow(
@@ -168,7 +168,7 @@ class PostgresReads:
         if type is not None:
             where, params = where + " AND type = $2", [*params, type]
         found = await self._read_log(f"SELECT {EVENT_COLUMNS} FROM events", where, params, page)
-        return _log_page([event_from_row(row) for row in found], page.limit)
+        return log_page([event_from_row(row) for row in found], page.limit)
 
     async def get_event(self, customer_id: str, event_id: str) -> Event | None:
         row = await self._fetchrow(
@@ -227,13 +227,6 @@ async def outbox_stats(conn: Connection, now: datetime) -> OutboxStats:
     by_status = {status.value: 0 for status in DeliveryStatus} | {row[0]: row[1] for row in counts}
     by_state = {"active": 0, "failing": 0, "disabled": 0} | {row[0]: row[1] for row in states}
     return OutboxStats(by_status, age, by_state)
-
-
-def _log_page(items: list[LogItem], limit: int) -> Page[LogItem]:
-    """Trim the one extra row read to learn whether another page follows."""
-    last = items[limit - 1] if len(items) > limit else None
-    cursor = None if last is None else encode_log_cursor(last.created_at, last.id)
-    return Page(items[:limit], cursor)
 
 
 def subscription_from_row(row: Any) -> Subscription:

@@ -50,8 +50,8 @@ from webhookd.store.base import (
     decode_cursor,
     decode_log_cursor,
     encode_cursor,
-    encode_log_cursor,
     events_key,
+    log_page,
 )
 from webhookd.store.groupcommit import GroupCommitWriter, WriteOp
 from webhookd.store.migrate import migrate_sqlite
@@ -381,7 +381,7 @@ class SqliteStore:
         if status is not None:
             where, params = where + " AND status = ?", [*params, status.value]
         rows = await self._read_log(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries", where, params, page)
-        return _log_page([_delivery(row) for row in rows], page.limit)
+        return log_page([_delivery(row) for row in rows], page.limit)
 
     async def get_delivery(self, customer_id: str, delivery_id: str) -> DeliveryDetail | None:
         row = await self._read_one(
@@ -430,7 +430,7 @@ class SqliteStore:
         if type is not None:
             where, params = where + " AND type = ?", [*params, type]
         rows = await self._read_log(f"SELECT {_EVENT_COLUMNS} FROM events", where, params, page)
-        return _log_page([_event(row) for row in rows], page.limit)
+        return log_page([_event(row) for row in rows], page.limit)
 
     async def get_event(self, customer_id: str, event_id: str) -> Event | None:
         row = await self._read_one(
@@ -542,15 +542,6 @@ def _delivery(row: sqlite3.Row) -> Delivery:
 
 def _event(row: sqlite3.Row) -> Event:
     return Event(row[0], row[1], row[2], row[3], row[4], _moment(row[5]), row[6])
-
-
-def _log_page(items: list[T], limit: int) -> Page[T]:
-    """Trim the one extra row read to learn whether another page follows."""
-    more = len(items) > limit
-    items = items[:limit]
-    last = items[-1] if more else None
-    cursor = None if last is None else encode_log_cursor(last.created_at, last.id)  # type: ignore[attr-defined]
-    return Page(items, cursor)
 
 
 def _subscription(row: sqlite3.Row) -> Subscription:
