@@ -37,7 +37,6 @@ from webhookd.store.postgres_db import Connection, on_connection
 from webhookd.store.postgres_publish import event_from_row
 
 T = TypeVar("T")
-LogItem = TypeVar("LogItem", Delivery, Event)
 # pg_try_advisory_xact_lock key of folding outbox_counts: "whkdfold".
 FOLD_LOCK = int.from_bytes(b"whkdfold", "big") - 2**63
 
