@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -105,14 +105,11 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=500, headers={"X-Request-Id": request_id})
 
 
-def create_app(
-    settings: Settings,
-    *,
-    store: Store | None = None,
-    sender: Sender | None = None,
-    run_workers: bool = True,
-) -> Starlette:
-    """The webhookd ASGI app. ``store`` and ``sender`` default to what ``settings`` name."""
+Lifespan = Callable[[Starlette], contextlib.AbstractAsyncContextManager[dict[str, Any]]]
+
+
+def _lifespan(settings: Settings, store: Store | None, sender: Sender | None, run_workers: bool) -> Lifespan:
+    """Open the store, start delivery, share the services; undo it all in reverse on shutdown."""
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -122,37 +119,47 @@ def create_app(
         await the_store.open()
         the_sender = sender if sender is not None else default_sender(settings)
         worker = build_worker(settings, the_store, the_sender, box, metrics) if run_workers else None
-        worker_task = (
-            asyncio.create_task(run_delivery(settings, the_store, worker)) if worker is not None else None
-        )
+        delivery = asyncio.create_task(run_delivery(settings, the_store, worker)) if worker else None
         # The server calls this the moment SIGTERM arrives, before it drains HTTP connections.
         app.state.stop_delivery = worker.stop if worker is not None else None
         background = Background()
         try:
-            services = Services(
-                settings,
-                the_store,
-                box,
-                address_guard(settings),
-                KeyCache(the_store),
-                RateLimiter(settings.rate_limit_per_min),
-                background,
-                metrics,
-            )
-            yield {"services": services}
+            yield {
+                "services": Services(
+                    settings,
+                    the_store,
+                    box,
+                    address_guard(settings),
+                    KeyCache(the_store),
+                    RateLimiter(settings.rate_limit_per_min),
+                    background,
+                    metrics,
+                )
+            }
         finally:
             await background.close()
-            if worker is not None and worker_task is not None:
+            if worker is not None and delivery is not None:
                 worker.stop()
-                await worker_task
+                await delivery
             await the_sender.close()
             await the_store.close()
 
+    return lifespan
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    sender: Sender | None = None,
+    run_workers: bool = True,
+) -> Starlette:
+    """The webhookd ASGI app. ``store`` and ``sender`` default to what ``settings`` name."""
     return Starlette(
         # The hot paths first: the router tries routes in order.
         routes=[*ingest.routes(), *api.routes()],
         middleware=[Middleware(RequestContextMiddleware)],
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, store, sender, run_workers),
         exception_handlers={
             RequestError: _request_error,
             HTTPException: _http_error,
