@@ -212,7 +212,11 @@ async def webhookd_process(
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
+        try:
             await asyncio.to_thread(process.wait, 15)
+        except subprocess.TimeoutExpired:
+            process.kill()  # a hung shutdown must not leave a server behind the test run
+            await asyncio.to_thread(process.wait, 5)
 
 
 async def _wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:

@@ -10,10 +10,8 @@ parameters so GET-by-id operations reach real records, not only 404s).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -38,6 +36,7 @@ from tests.integration.harness import (
     running_receiver,
     subprocess_env,
     webhookd_command,
+    webhookd_process,
 )
 from webhookd import api
 
@@ -92,36 +91,6 @@ def _create_key(env: dict[str, str]) -> str:
     return key
 
 
-async def _wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            if process.poll() is not None:
-                raise RuntimeError(f"webhookd exited with {process.returncode}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{base}/healthz") as response:
-                    if response.status == 200:
-                        return
-            await anyio.sleep(0.05)
-    raise RuntimeError("webhookd did not become healthy")
-
-
-@contextlib.asynccontextmanager
-async def _webhookd(env: dict[str, str], base: str, log: Path) -> AsyncIterator[None]:
-    with log.open("ab") as out:
-        process = subprocess.Popen(webhookd_command("serve"), env=env, stdout=out, stderr=out)
-    try:
-        await _wait_healthy(base, process)
-        yield
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            await anyio.to_thread.run_sync(process.wait, 15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await anyio.to_thread.run_sync(process.wait, 5)
-
-
 async def _seed(base: str, key: str, receiver: Receiver) -> Seeded:
     """A subscription with a delivered event (so a delivery with an attempt log exists), and a second
     subscription for DELETE to spend."""
@@ -169,7 +138,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     )
     key = _create_key(env)
     log = tmp_path / "webhookd.log"
-    async with running_receiver() as receiver, _webhookd(env, base, log):
+    async with running_receiver() as receiver, webhookd_process(env, base, log):
         yield Live(base, key, env, db, log, await _seed(base, key, receiver))
 
 
