@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +55,7 @@ from webhookd.store.base import (
 )
 from webhookd.store.groupcommit import GroupCommitWriter, WriteOp
 from webhookd.store.migrate import migrate_sqlite
+from webhookd.store.sqlite_time import from_epoch, from_epoch_or_none, to_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +63,6 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_INTERVAL_S = 1.0
 _PRAGMAS = ("synchronous=FULL", "foreign_keys=ON", f"busy_timeout={BUSY_TIMEOUT_MS}")
-
-
-def _epoch(moment: datetime) -> float:
-    return moment.timestamp()
-
-
-def _moment(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
 
 
 class SqliteStore:
@@ -173,7 +166,7 @@ class SqliteStore:
     # -- tenants, keys and sources ---------------------------------------------------------------
 
     async def ensure_customer(self, customer_id: str, name: str | None = None) -> Customer:
-        now = _epoch(utcnow())
+        now = to_epoch(utcnow())
 
         def op(conn: sqlite3.Connection) -> Customer:
             row = conn.execute(
@@ -182,13 +175,13 @@ class SqliteStore:
                 " RETURNING id, name, created_at",
                 (customer_id, name, now),
             ).fetchone()
-            return Customer(row[0], row[1], _moment(row[2]))
+            return Customer(row[0], row[1], from_epoch(row[2]))
 
         return await self._write(op)
 
     async def create_api_key(self, key: ApiKey) -> None:
         scopes = ",".join(sorted(key.scopes))
-        params = (key.id, key.customer_id, key.key_hash, key.name, scopes, _epoch(key.created_at))
+        params = (key.id, key.customer_id, key.key_hash, key.name, scopes, to_epoch(key.created_at))
         await self._write(
             lambda conn: conn.execute(
                 "INSERT INTO api_keys (id, customer_id, key_hash, name, scopes, created_at) "
@@ -205,7 +198,7 @@ class SqliteStore:
         if row is None:
             return None
         scopes = frozenset(Scope(s) for s in row[3].split(",") if s)
-        return ApiKey(row[0], row[1], row[2], scopes, row[4], _moment(row[5]))
+        return ApiKey(row[0], row[1], row[2], scopes, row[4], from_epoch(row[5]))
 
     async def create_source(self, source: Source) -> None:
         params = (
@@ -213,7 +206,7 @@ class SqliteStore:
             source.customer_id,
             source.carrier.value,
             source.credentials,
-            _epoch(source.created_at),
+            to_epoch(source.created_at),
         )
         await self._write(
             lambda conn: conn.execute(
@@ -230,14 +223,14 @@ class SqliteStore:
         )
         if row is None:
             return None
-        return Source(row[0], row[1], Carrier(row[2]), row[3], _moment(row[4]))
+        return Source(row[0], row[1], Carrier(row[2]), row[3], from_epoch(row[4]))
 
     # -- subscriptions ---------------------------------------------------------------------------
 
     async def create_subscription(self, subscription: Subscription) -> SubscriptionCreate:
         sub = subscription
         key = events_key(sub.events)
-        now = _epoch(sub.created_at)
+        now = to_epoch(sub.created_at)
 
         def op(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
@@ -286,13 +279,13 @@ class SqliteStore:
             (),
         )
         due = None if oldest is None or oldest[0] is None else oldest[0]
-        age = 0.0 if due is None else max(0.0, _epoch(now) - due)
+        age = 0.0 if due is None else max(0.0, to_epoch(now) - due)
         by_state = {"active": 0, "failing": 0, "disabled": 0} | {row[0]: row[1] for row in states}
         return OutboxStats({row[0]: row[1] for row in counts}, age, by_state)
 
     async def get_customer(self, customer_id: str) -> Customer | None:
         row = await self._read_one("SELECT id, name, created_at FROM customers WHERE id = ?", (customer_id,))
-        return None if row is None else Customer(row[0], row[1], _moment(row[2]))
+        return None if row is None else Customer(row[0], row[1], from_epoch(row[2]))
 
     async def list_subscriptions(self, customer_id: str, page: PageRequest) -> Page[Subscription]:
         after = decode_cursor(page.cursor) if page.cursor else ""
@@ -329,7 +322,7 @@ class SqliteStore:
         return await self.get_subscription(customer_id, subscription_id)
 
     async def delete_subscription(self, customer_id: str, subscription_id: str) -> bool:
-        now = _epoch(utcnow())
+        now = to_epoch(utcnow())
 
         def op(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
@@ -360,7 +353,7 @@ class SqliteStore:
     async def record_callback(
         self, receipt: CallbackReceipt, decide: Decide, *, delay_s: float = 0.0
     ) -> CallbackOutcome:
-        received = _epoch(utcnow())
+        received = to_epoch(utcnow())
 
         def op(conn: sqlite3.Connection) -> CallbackOutcome:
             return outbox.record_callback(conn, receipt, decide, delay_s, received)
@@ -397,7 +390,7 @@ class SqliteStore:
         )
         return DeliveryDetail(
             _delivery(row),
-            [Attempt(a[0], _moment(a[1]), a[2], a[3], a[4], a[5] or b"", bool(a[6])) for a in attempts],
+            [Attempt(a[0], from_epoch(a[1]), a[2], a[3], a[4], a[5] or b"", bool(a[6])) for a in attempts],
         )
 
     async def retry_delivery(self, customer_id: str, delivery_id: str) -> Delivery | None:
@@ -414,7 +407,7 @@ class SqliteStore:
         rows = await self._read_all(
             "SELECT id FROM deliveries WHERE customer_id = ? AND subscription_id = ? AND status = 'failed'"
             " AND created_at >= ? AND created_at <= ? ORDER BY created_at LIMIT ?",
-            (customer_id, subscription_id, _epoch(since), _epoch(until), limit),
+            (customer_id, subscription_id, to_epoch(since), to_epoch(until), limit),
         )
         return [row[0] for row in rows]
 
@@ -446,7 +439,7 @@ class SqliteStore:
         )
         if row is None or row[0] is None:
             return None
-        return CallbackSecret(row[0], row[1], None if row[2] is None else _moment(row[2]))
+        return CallbackSecret(row[0], row[1], None if row[2] is None else from_epoch(row[2]))
 
     async def ensure_callback_secret(self, customer_id: str, secret: bytes) -> CallbackSecret:
         await self._write(lambda conn: manage.ensure_callback_secret(conn, customer_id, secret))
@@ -497,7 +490,7 @@ class SqliteStore:
             await self._write(lambda conn: outbox.release(conn, delivery_ids, now))
 
     async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
-        cutoffs = (_epoch(deliveries_before), _epoch(events_before))
+        cutoffs = (to_epoch(deliveries_before), to_epoch(events_before))
         return await self._write(lambda conn: outbox.prune(conn, *cutoffs, limit))
 
     async def enable_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
@@ -531,17 +524,17 @@ def _delivery(row: sqlite3.Row) -> Delivery:
         row[3],
         DeliveryStatus(row[4]),
         row[5],
-        manage.moment(row[6]),
-        _moment(row[7]),
-        manage.moment(row[8]),
+        from_epoch_or_none(row[6]),
+        from_epoch(row[7]),
+        from_epoch_or_none(row[8]),
         row[9],
         row[10],
-        manage.moment(row[11]),
+        from_epoch_or_none(row[11]),
     )
 
 
 def _event(row: sqlite3.Row) -> Event:
-    return Event(row[0], row[1], row[2], row[3], row[4], _moment(row[5]), row[6])
+    return Event(row[0], row[1], row[2], row[3], row[4], from_epoch(row[5]), row[6])
 
 
 def _subscription(row: sqlite3.Row) -> Subscription:
@@ -553,12 +546,12 @@ def _subscription(row: sqlite3.Row) -> Subscription:
         description=row[4],
         secret=row[5],
         is_active=bool(row[6]),
-        created_at=_moment(row[7]),
+        created_at=from_epoch(row[7]),
         failure_count=row[8],
         disabled_reason=None if row[9] is None else DisabledReason(row[9]),
-        disabled_at=None if row[10] is None else _moment(row[10]),
+        disabled_at=None if row[10] is None else from_epoch(row[10]),
         previous_secret=row[11],
-        previous_secret_until=None if row[12] is None else _moment(row[12]),
+        previous_secret_until=None if row[12] is None else from_epoch(row[12]),
         kind=SubscriptionKind(row[13]),
     )
 

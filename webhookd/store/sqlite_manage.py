@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from webhookd.exceptions import Conflict
 from webhookd.store.base import SubscriptionUpdate, events_key
+from webhookd.store.sqlite_time import to_epoch
 
 # Where a delivery waits, given its subscription's state (the same rule as the outbox's).
 WAITING_STATUS = """
@@ -18,10 +19,6 @@ WAITING_STATUS = """
              WHEN failure_count > 0 THEN 'held' ELSE 'pending' END
  FROM subscriptions WHERE id = deliveries.subscription_id)
 """
-
-
-def _epoch(moment: datetime) -> float:
-    return moment.timestamp()
 
 
 def update_subscription(
@@ -45,7 +42,7 @@ def update_subscription(
         conn.execute(
             "UPDATE subscriptions SET url = ?, events_key = ?, updated_at = ?,"
             " description = CASE WHEN ? THEN nullif(?, '') ELSE description END WHERE id = ?",
-            (url, key, _epoch(now), update.description is not None, update.description, subscription_id),
+            (url, key, to_epoch(now), update.description is not None, update.description, subscription_id),
         )
     except sqlite3.IntegrityError:
         raise Conflict("another subscription already has this url and set of events") from None
@@ -70,7 +67,7 @@ def rotate_subscription_secret(
     cursor = conn.execute(
         "UPDATE subscriptions SET previous_secret = secret, previous_secret_until = ?, secret = ?,"
         " updated_at = ? WHERE id = ? AND customer_id = ? AND kind = 'webhook' AND deleted_at IS NULL",
-        (_epoch(previous_until), secret, _epoch(now), subscription_id, customer_id),
+        (to_epoch(previous_until), secret, to_epoch(now), subscription_id, customer_id),
     )
     return cursor.rowcount > 0
 
@@ -91,7 +88,7 @@ def retry_delivery(conn: sqlite3.Connection, customer_id: str, delivery_id: str,
         raise Conflict("its subscription is deleted or disabled; enable it first")
     conn.execute(
         f"UPDATE deliveries SET status = {WAITING_STATUS}, next_attempt_at = ?, updated_at = ? WHERE id = ?",
-        (_epoch(now), _epoch(now), delivery_id),
+        (to_epoch(now), to_epoch(now), delivery_id),
     )
     return True
 
@@ -101,7 +98,7 @@ def requeue(conn: sqlite3.Connection, delivery_ids: Sequence[str], now: datetime
     cursor = conn.executemany(
         f"UPDATE deliveries SET status = {WAITING_STATUS}, next_attempt_at = ?, updated_at = ?"
         " WHERE id = ? AND status = 'failed'",
-        [(_epoch(now), _epoch(now), i) for i in delivery_ids],
+        [(to_epoch(now), to_epoch(now), i) for i in delivery_ids],
     )
     return cursor.rowcount
 
@@ -120,9 +117,5 @@ def rotate_callback_secret(
         "UPDATE customers SET previous_callback_secret = callback_secret,"
         " previous_callback_secret_until = CASE WHEN callback_secret IS NULL THEN NULL ELSE ? END,"
         " callback_secret = ? WHERE id = ?",
-        (_epoch(previous_until), secret, customer_id),
+        (to_epoch(previous_until), secret, customer_id),
     )
-
-
-def moment(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)

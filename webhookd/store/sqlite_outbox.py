@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import orjson
 
@@ -22,6 +22,7 @@ from webhookd.models import (
 )
 from webhookd.store.base import CallbackOutcome, CallbackReceipt, Decide
 from webhookd.store.sqlite_manage import WAITING_STATUS
+from webhookd.store.sqlite_time import from_epoch, to_epoch
 
 FAN_OUT = """
 INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
@@ -146,18 +147,10 @@ WHERE id = ? AND probe_delivery_id = ?
 """
 
 
-def _epoch(moment: datetime) -> float:
-    return moment.timestamp()
-
-
-def _moment(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
-
-
 def claim(conn: sqlite3.Connection, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
     """Expire dead leases, claim due deliveries of healthy subscriptions, then one probe for each
     failing subscription whose backoff has passed."""
-    at = _epoch(now)
+    at = to_epoch(now)
     params = {"lease": at + lease_s, "now": at, "limit": limit}
     conn.execute(_EXPIRE_LEASES, (at,))
     ids = [row[0] for row in conn.execute(_CLAIM_HEALTHY, params).fetchall()]
@@ -175,7 +168,7 @@ def claim(conn: sqlite3.Connection, limit: int, lease_s: float, now: datetime) -
             r[4],
             r[5],
             r[6],
-            _moment(r[7]),
+            from_epoch(r[7]),
             r[8],
             r[9],
             r[10],
@@ -203,14 +196,14 @@ def _claim_probes(conn: sqlite3.Connection, params: dict[str, float]) -> list[st
 def record(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: datetime) -> list[str]:
     """Store attempts, apply each outcome to its subscription's health, then finish each delivery.
     Returns the subscriptions this disabled."""
-    at = _epoch(now)
+    at = to_epoch(now)
     conn.executemany(
         _INSERT_ATTEMPT,
         [
             (
                 r.delivery_id,
                 r.attempt_no,
-                _epoch(r.started_at),
+                to_epoch(r.started_at),
                 r.duration_s,
                 r.status_code,
                 r.error,
@@ -230,7 +223,7 @@ def record(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: date
         [
             {
                 "succeeded": r.succeeded,
-                "next_at": None if r.next_attempt_at is None else _epoch(r.next_attempt_at),
+                "next_at": None if r.next_attempt_at is None else to_epoch(r.next_attempt_at),
                 "status": r.status_code,
                 "error": r.error,
                 "now": at,
@@ -258,7 +251,7 @@ def _count_failure(conn: sqlite3.Connection, change: CircuitChange, at: float) -
         _COUNT_FAILURE,
         {
             "count": change.failure_count,
-            "probe_at": _epoch(change.probe_at),
+            "probe_at": to_epoch(change.probe_at),
             "sub": change.subscription_id,
             "gen": change.generation,
             "force": change.force,
@@ -276,7 +269,7 @@ def _count_failure(conn: sqlite3.Connection, change: CircuitChange, at: float) -
 
 def enable(conn: sqlite3.Connection, customer_id: str, subscription_id: str, now: datetime) -> bool:
     """Re-enable a subscription: reset its health and resume its parked deliveries."""
-    at = _epoch(now)
+    at = to_epoch(now)
     cursor = conn.execute(
         "UPDATE subscriptions SET is_active = 1, failure_count = 0, health_gen = health_gen + 1,"
         " probe_at = NULL, probe_delivery_id = NULL, probe_lease_until = NULL, disabled_reason = NULL,"
@@ -296,7 +289,7 @@ def enable(conn: sqlite3.Connection, customer_id: str, subscription_id: str, now
 
 def release(conn: sqlite3.Connection, delivery_ids: Sequence[str], now: datetime) -> None:
     """Give claimed deliveries back with their attempt unspent."""
-    at = _epoch(now)
+    at = to_epoch(now)
     conn.executemany(
         f"UPDATE deliveries SET status = {WAITING_STATUS}, attempts = attempts - 1, lease_until = NULL,"
         " next_attempt_at = ? WHERE id = ? AND status = 'in_flight'",
@@ -356,7 +349,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, idempotency_key) DO NOTHI
 
 def publish_event(conn: sqlite3.Connection, event: NewEvent, delay_s: float) -> PublishResult:
     """Store the event and its deliveries; a repeated idempotency key stores nothing."""
-    payload, created = orjson.dumps(event.envelope()), _epoch(event.created_at)
+    payload, created = orjson.dumps(event.envelope()), to_epoch(event.created_at)
     inserted = conn.execute(
         _INSERT_EVENT,
         (
@@ -400,13 +393,13 @@ def _existing_event(conn: sqlite3.Connection, event: NewEvent) -> Event:
         " WHERE customer_id = ? AND idempotency_key = ?",
         (event.customer_id, event.idempotency_key),
     ).fetchone()
-    return Event(row[0], row[1], row[2], row[3], row[4], _moment(row[5]), row[6])
+    return Event(row[0], row[1], row[2], row[3], row[4], from_epoch(row[5]), row[6])
 
 
 def fan_out_callback(conn: sqlite3.Connection, event: NewEvent, due: float) -> int:
     """A delivery to the event's ``callback_url``, through a hidden 'callback' subscription so it
     gets the same retries, health tracking and log as any other."""
-    now = _epoch(event.created_at)
+    now = to_epoch(event.created_at)
     conn.execute(
         "INSERT INTO subscriptions (id, customer_id, url, events_key, secret, is_active, created_at,"
         " updated_at, kind) VALUES ('sub_' || upper(hex(randomblob(13))), ?, ?, '', x'', 1, ?, ?, 'callback')"
