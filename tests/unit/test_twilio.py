@@ -263,3 +263,10 @@ def test_body_sha256_variant_with_a_changed_body_fails() -> None:
 
     with pytest.raises(SignatureInvalid):
         verify(json_callback(signed.replace(b"completed", b"failed"), signed_body=signed))
+
+
+def test_a_source_without_its_auth_token_fails_the_signature_check_not_the_request() -> None:
+    body = b"CallSid=CA1&CallStatus=completed"
+    callback = RawCallback("https://hooks.example.test/x", {"x-twilio-signature": "sig"}, body, [])
+    with pytest.raises(SignatureInvalid, match="auth_token"):
+        TwilioAdapter().verify(callback, {}, datetime.now(UTC))

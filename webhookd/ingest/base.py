@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from webhookd.exceptions import SignatureInvalid
 from webhookd.ingest.normalize import NormalizedCall
 
 
@@ -18,6 +19,15 @@ class RawCallback:
     headers: Mapping[str, str]
     body: bytes
     query: Sequence[tuple[str, str]]
+
+
+def credential(credentials: Mapping[str, str], name: str, carrier: str) -> str:
+    """A source credential the signature check needs; a missing one fails the check (401) rather
+    than the request (500)."""
+    value = credentials.get(name)
+    if not isinstance(value, str) or not value:
+        raise SignatureInvalid(f"the {carrier} source has no {name} credential")
+    return value
 
 
 class CarrierAdapter(Protocol):

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from webhookd.exceptions import PayloadInvalid, SignatureInvalid
-from webhookd.ingest.base import RawCallback
+from webhookd.ingest.base import RawCallback, credential
 from webhookd.ingest.normalize import (
     NormalizedCall,
     e164,
@@ -192,9 +192,7 @@ class ElevenLabsAdapter:
     credential_names = CREDENTIAL_NAMES[Carrier.ELEVENLABS]
 
     def verify(self, callback: RawCallback, credentials: Mapping[str, str], now: datetime) -> None:
-        secret = credentials.get("webhook_secret")
-        if not isinstance(secret, str) or not secret:
-            raise SignatureInvalid("the source has no ElevenLabs webhook_secret")
+        secret = credential(credentials, "webhook_secret", "ElevenLabs")
         raw = header_value(callback.headers, SIGNATURE_HEADER)
         if not raw:
             raise SignatureInvalid("the ElevenLabs-Signature header is missing")

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlparse, urlunparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from webhookd.exceptions import PayloadInvalid, SignatureInvalid
-from webhookd.ingest.base import RawCallback
+from webhookd.ingest.base import RawCallback, credential
 from webhookd.ingest.normalize import NormalizedCall, e164
 from webhookd.ingest.twilio import url_variants
 from webhookd.models import CREDENTIAL_NAMES, Carrier
@@ -123,9 +123,7 @@ class PlivoAdapter:
     credential_names = CREDENTIAL_NAMES[Carrier.PLIVO]
 
     def verify(self, callback: RawCallback, credentials: Mapping[str, str], now: datetime) -> None:
-        token = credentials.get("auth_token")
-        if not token:
-            raise SignatureInvalid("the source has no auth_token")
+        token = credential(credentials, "auth_token", "Plivo")
         offered, nonce = _offered_signatures(callback.headers), header(callback.headers, NONCE_HEADER)
         if not offered or not nonce:
             raise SignatureInvalid("the X-Plivo-Signature-V3 or X-Plivo-Signature-V3-Nonce header is missing")

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from webhookd.exceptions import PayloadInvalid, SignatureInvalid
-from webhookd.ingest.base import RawCallback
+from webhookd.ingest.base import RawCallback, credential
 from webhookd.ingest.normalize import (
     NormalizedCall,
     e164,
@@ -151,9 +151,7 @@ class RetellAdapter:
     credential_names = CREDENTIAL_NAMES[Carrier.RETELL]
 
     def verify(self, callback: RawCallback, credentials: Mapping[str, str], now: datetime) -> None:
-        api_key = credentials.get("api_key")
-        if not isinstance(api_key, str) or not api_key:
-            raise SignatureInvalid("the source has no Retell api_key")
+        api_key = credential(credentials, "api_key", "Retell")
         raw = header_value(callback.headers, SIGNATURE_HEADER)
         if not raw:
             raise SignatureInvalid("the x-retell-signature header is missing")

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from webhookd.exceptions import PayloadInvalid, SignatureInvalid
-from webhookd.ingest.base import RawCallback
+from webhookd.ingest.base import RawCallback, credential
 from webhookd.ingest.normalize import NormalizedCall, answered_by, e164, parse_int, parse_time
 from webhookd.models import CREDENTIAL_NAMES, Carrier
 
@@ -85,7 +85,7 @@ class TwilioAdapter:
             params: list[tuple[str, str]] = []
         else:
             params = decode_form(callback.body)
-        token = credentials["auth_token"]
+        token = credential(credentials, "auth_token", "Twilio")
         matches = [
             hmac.compare_digest(compute_signature(token, url, params), signature)
             for url in url_variants(callback.url)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from webhookd.exceptions import PayloadInvalid, SignatureInvalid
-from webhookd.ingest.base import RawCallback
+from webhookd.ingest.base import RawCallback, credential
 from webhookd.ingest.normalize import (
     NormalizedCall,
     e164,
@@ -154,9 +154,7 @@ class VapiAdapter:
     credential_names = CREDENTIAL_NAMES[Carrier.VAPI]
 
     def verify(self, callback: RawCallback, credentials: Mapping[str, str], now: datetime) -> None:
-        secret = credentials.get("secret")
-        if not isinstance(secret, str) or not secret:
-            raise SignatureInvalid("the source has no Vapi secret")
+        secret = credential(credentials, "secret", "Vapi")
         signature = header_value(callback.headers, SIGNATURE_HEADER)
         legacy = header_value(callback.headers, SECRET_HEADER)
         if legacy is not None and _same(legacy, secret):

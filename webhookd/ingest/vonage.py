@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from webhookd.exceptions import PayloadInvalid, SignatureInvalid
-from webhookd.ingest.base import RawCallback
+from webhookd.ingest.base import RawCallback, credential
 from webhookd.ingest.normalize import NormalizedCall, answered_by, e164, parse_time
 from webhookd.models import CREDENTIAL_NAMES, Carrier
 
@@ -157,9 +157,7 @@ class VonageAdapter:
     credential_names = CREDENTIAL_NAMES[Carrier.VONAGE]
 
     def verify(self, callback: RawCallback, credentials: Mapping[str, str], now: datetime) -> None:
-        secret = credentials.get("signature_secret")
-        if not secret:
-            raise SignatureInvalid("the source has no signature_secret")
+        secret = credential(credentials, "signature_secret", "Vonage")
         claims = decode_hs256(bearer_token(callback.headers), secret)
         _check_payload_hash(claims, callback.body)
         _check_times(claims, now)
