@@ -8,7 +8,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,8 +163,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object, or a 400 that says what is wrong with it."""
+async def read_json_object(request: Request, limit: int, allowed: Collection[str]) -> dict[str, Any]:
+    """The body as a JSON object with only ``allowed`` fields, or a 400 that says what is wrong."""
     body = await read_body(request, limit)
     if not body:
         raise ApiError("the request body is empty; send a JSON object", code="invalid_json")
@@ -174,4 +174,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         raise ApiError(f"the body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(parsed, dict):
         raise ApiError("the body must be a JSON object", code="invalid_json")
+    extra = sorted(set(parsed) - set(allowed))
+    if extra:
+        raise ApiError(f"unknown fields {extra}; allowed: {sorted(allowed)}", code="invalid_field")
     return parsed
