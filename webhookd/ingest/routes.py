@@ -140,8 +140,10 @@ async def _ingest(request: Request, svc: Services) -> tuple[Response, str]:
     )
     adapter.verify(callback, _credentials(svc, source), utcnow())
     events, duplicates = [], 0
-    for update in adapter.parse(callback):
-        callback_url = await _callback_url(svc, update.metadata.get(CALLBACK_PARAM))
+    updates = adapter.parse(callback)
+    # One request's updates share its signed query, so its callback URL is checked once.
+    callback_url = await _callback_url(svc, updates[0].metadata.get(CALLBACK_PARAM)) if updates else None
+    for update in updates:
         receipt = CallbackReceipt(
             source.customer_id,
             source.carrier.value,
