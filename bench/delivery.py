@@ -34,7 +34,7 @@ def timing(started_at: float, found: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _publish_backlog(cfg: BenchConfig, wh: provision.Webhookd, hook_url: str) -> dict[str, Any]:
+async def publish_backlog(cfg: BenchConfig, wh: provision.Webhookd, hook_url: str) -> dict[str, Any]:
     key = provision.create_key(wh)
     async with provision.serving(wh, workers=False, log_name="delivery-serve"):
         await provision.create_subscription(wh, key, hook_url)
@@ -59,7 +59,7 @@ async def _publish_backlog(cfg: BenchConfig, wh: provision.Webhookd, hook_url: s
 async def _webhookd(cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
     wh = provision.new_webhookd(workdir)
     async with receiving.running_receiver(workdir, "delivery-receiver-webhookd") as receiver:
-        publish = await _publish_backlog(cfg, wh, receiver.hook_url)
+        publish = await publish_backlog(cfg, wh, receiver.hook_url)
         rx_meter = procs.CpuMeter(receiver.proc)
         started_at = time.time()
         worker = provision.start_worker(wh, cfg.concurrency)

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench import procs, provision, receiving
 from bench.config import BenchConfig
-from bench.delivery import _publish_backlog, drain_timeout_s, timing
+from bench.delivery import drain_timeout_s, publish_backlog, timing
 
 DSN = os.environ.get("WEBHOOKD_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 WORKER_COUNTS = (1, 2)
@@ -40,7 +40,7 @@ async def _drain(cfg: BenchConfig, workdir: Path, workers: int) -> dict[str, Any
         # asyncpg passes unknown URL parameters to the server as settings: the run's own schema.
         wh = provision.new_webhookd(workdir, WEBHOOKD_DATABASE_URL=f"{DSN}?search_path={schema}")
         async with receiving.running_receiver(workdir, f"pg-receiver-{workers}") as receiver:
-            publish = await _publish_backlog(cfg, wh, receiver.hook_url)
+            publish = await publish_backlog(cfg, wh, receiver.hook_url)
             started_at = time.time()
             env = {**wh.env, "WEBHOOKD_WORKER_CONCURRENCY": str(cfg.concurrency)}
             cmd = procs.python_module("webhookd", "worker")
