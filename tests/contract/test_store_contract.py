@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -293,6 +294,25 @@ async def test_publish_fans_out_to_each_matching_subscription_of_the_customer(st
     assert (result.created, result.deliveries, result.event.id) == (True, 2, event.id)
     jobs = await claim(store)
     assert {job.subscription_id for job in jobs} == {a.id, b.id}
+
+
+async def test_delivery_ids_are_ulid_shaped_and_ordered_by_their_events_creation(store: Store) -> None:
+    await subscribe(store, url="https://hooks.example.com/a")
+    await subscribe(store, url="https://hooks.example.com/b")
+    now = utcnow()
+    later_event = NewEvent(ACME, COMPLETED, {}, created_at=now + timedelta(milliseconds=5))
+    earlier_event = NewEvent(ACME, COMPLETED, {}, created_at=now)
+    await store.publish(later_event)  # published first, created last
+    await store.publish(earlier_event)
+
+    jobs = await claim(store, later(1))
+
+    assert all(re.fullmatch(r"dlv_[0-9A-HJKMNP-TV-Z]{26}", job.delivery_id) for job in jobs), jobs
+    by_event = {
+        e.id: sorted(j.delivery_id for j in jobs if j.event_id == e.id) for e in (earlier_event, later_event)
+    }
+    assert len(by_event[earlier_event.id]) == len(by_event[later_event.id]) == 2
+    assert max(by_event[earlier_event.id]) < min(by_event[later_event.id])
 
 
 async def test_claimed_job_carries_what_the_worker_needs(store: Store) -> None:

@@ -271,7 +271,7 @@ class MemoryStore:
         due = event.created_at + timedelta(seconds=delay_s)
         for sub in targets:
             row = _DeliveryRow(
-                "dlv_" + secrets.token_hex(12),
+                event.delivery_id_prefix + secrets.token_hex(8).upper(),
                 stored.id,
                 sub.id,
                 DeliveryStatus.PENDING,

@@ -27,7 +27,7 @@ from webhookd.store.sqlite_time import from_epoch, to_epoch
 FAN_OUT = """
 INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
                         next_attempt_at, created_at, updated_at)
-SELECT 'dlv_' || lower(hex(randomblob(12))), :event_id, s.id, s.customer_id,
+SELECT :dlv_prefix || hex(randomblob(8)), :event_id, s.id, s.customer_id,
        CASE WHEN s.failure_count > 0 THEN 'held' ELSE 'pending' END, 0, :due, :now, :now
 FROM subscription_event_types AS t JOIN subscriptions AS s ON s.id = t.subscription_id
 WHERE t.customer_id = :customer_id AND t.event_type = :type
@@ -37,7 +37,7 @@ WHERE t.customer_id = :customer_id AND t.event_type = :type
 FAN_OUT_ONE = """
 INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
                         next_attempt_at, created_at, updated_at)
-SELECT 'dlv_' || lower(hex(randomblob(12))), :event_id, id, customer_id,
+SELECT :dlv_prefix || hex(randomblob(8)), :event_id, id, customer_id,
        CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, :due, :now, :now
 FROM subscriptions WHERE id = :sub AND customer_id = :customer_id AND is_active = 1 AND deleted_at IS NULL
 """
@@ -365,6 +365,7 @@ def publish_event(conn: sqlite3.Connection, event: NewEvent, delay_s: float) -> 
     if not inserted:
         return PublishResult(_existing_event(conn, event), created=False, deliveries=0)
     params = {
+        "dlv_prefix": event.delivery_id_prefix,
         "event_id": event.id,
         "customer_id": event.customer_id,
         "type": event.type,
@@ -409,11 +410,11 @@ def fan_out_callback(conn: sqlite3.Connection, event: NewEvent, due: float) -> i
     cursor = conn.execute(
         "INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,"
         " next_attempt_at, created_at, updated_at)"
-        " SELECT 'dlv_' || lower(hex(randomblob(12))), ?, id, customer_id,"
+        " SELECT ? || hex(randomblob(8)), ?, id, customer_id,"
         " CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, ?, ?, ?"
         " FROM subscriptions WHERE customer_id = ? AND url = ? AND events_key = '' AND kind = 'callback'"
         " AND is_active = 1 AND deleted_at IS NULL",
-        (event.id, due, now, now, event.customer_id, event.callback_url),
+        (event.delivery_id_prefix, event.id, due, now, now, event.customer_id, event.callback_url),
     )
     return cursor.rowcount
 
