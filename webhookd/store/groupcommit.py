@@ -1,19 +1,23 @@
 """Group commit: many writers, one SQLite transaction and one fsync per batch.
 
-The writer owns one ``sqlite3`` connection on one dedicated thread. A batch of operations runs
-there as a single synchronous call, so a transaction costs one thread hand-off instead of one
-per statement (measured: about ten per publish through aiosqlite's per-call hops).
+The writer owns one ``sqlite3`` connection on one dedicated thread, and that thread drives
+itself: it takes whatever writes are queued, runs them as one transaction, commits, hands the
+results back to the event loop in one callback, and goes straight on to the next batch. The
+event loop only enqueues and is woken with results, so the next commit never waits for a busy
+loop to get round to starting it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from webhookd.exceptions import StoreError
 
@@ -25,10 +29,47 @@ WriteOp = Callable[[sqlite3.Connection], T]
 MAX_BATCH_OPS = 512
 
 
+@dataclass(frozen=True, slots=True)
+class Combined:
+    """A write that can run together with others of its kind.
+
+    When a batch holds several in a row with the same ``run_many``, the writer makes one call,
+    ``run_many(conn, items)``, which does all their work in a few statements and returns one
+    result per item, in order. Alone (or retried alone), it is ``run_many(conn, [item])``.
+    Each statement releases and retakes the GIL, so fewer statements per batch leave more of
+    the interpreter to the request handlers.
+    """
+
+    run_many: Callable[[sqlite3.Connection, list[Any]], list[Any]]
+    item: Any
+
+    def __call__(self, conn: sqlite3.Connection) -> Any:
+        (result,) = self.run_many(conn, [self.item])
+        return result
+
+
 @dataclass(slots=True)
-class _Pending:
+class _Request:
     op: WriteOp[Any]
+    batched: bool
+    """A write to group with others in a transaction; otherwise it runs alone, as it is."""
     future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What a caller's future is to be resolved with, on the event loop."""
+
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: BaseException | None = None
+
+
+class _Stop:
+    """Queued by ``stop()``: finish what is ahead of it, then end the thread."""
+
+
+_STOP = _Stop()
 
 
 class GroupCommitWriter:
@@ -42,79 +83,144 @@ class GroupCommitWriter:
     def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
         self._connect = connect
         self._conn: sqlite3.Connection | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhookd-sqlite-writer")
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._requests: queue.SimpleQueue[_Request | _Stop] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._closing = False
 
     async def start(self) -> None:
-        self._conn = await self.call(lambda _: self._connect())
-        self._task = asyncio.create_task(self._run(), name="webhookd-sqlite-writer")
+        """Start the thread, which opens the connection; the connection's errors raise here."""
+        self._loop = asyncio.get_running_loop()
+        self._stopped = self._loop.create_future()
+        opened: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(
+            target=self._serve, args=(opened,), name="webhookd-sqlite-writer", daemon=True
+        )
+        self._thread.start()
+        try:
+            await opened
+        except BaseException:
+            await self.stop()
+            raise
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer thread outside any batch (setup and migrations)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, lambda: fn(self._conn))  # type: ignore[arg-type]
-
-    async def stop(self) -> None:
-        await self._queue.join()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
-        self._thread.shutdown(wait=True)
-
-    async def submit(self, op: WriteOp[T]) -> T:
-        if self._task is None or self._task.done():
-            raise StoreError("the SQLite writer is not running")
-        pending = _Pending(op)
-        self._queue.put_nowait(pending)
-        result: T = await pending.future
+        result: T = await self._enqueue(_Request(fn, batched=False))
         return result
 
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH_OPS and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._commit_batch(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+    async def submit(self, op: WriteOp[T]) -> T:
+        """Run ``op`` in the next group transaction; return its result once that committed."""
+        result: T = await self._enqueue(_Request(op, batched=True))
+        return result
 
-    async def _commit_batch(self, batch: list[_Pending]) -> None:
+    async def _enqueue(self, request: _Request) -> Any:
+        if self._thread is None or self._closing or (self._stopped is not None and self._stopped.done()):
+            raise StoreError("the SQLite writer is not running")
+        self._requests.put(request)
+        return await request.future
+
+    async def stop(self) -> None:
+        """Finish every write queued so far, close the connection and end the thread."""
+        if self._thread is None or self._stopped is None:
+            return
+        if not self._closing:
+            self._closing = True
+            self._requests.put(_STOP)
+        await asyncio.shield(self._stopped)
+        self._thread.join()
+        self._thread = None
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _serve(self, opened: asyncio.Future[None]) -> None:
         try:
-            results = await self.call(lambda conn: _transaction(conn, [item.op for item in batch]))
+            self._conn = self._connect()
+        except BaseException as exc:
+            self._deliver_to(opened, exc)
+            self._close()
+            return
+        self._deliver_to(opened, None)
+        carried: _Request | _Stop | None = None
+        try:
+            while True:
+                first = carried if carried is not None else self._requests.get()
+                if isinstance(first, _Stop):
+                    return
+                batch, carried = self._gather(first)
+                self._deliver(self._run(self._conn, batch))
+                if isinstance(carried, _Stop):
+                    return
+        finally:
+            self._close()
+
+    def _gather(self, first: _Request) -> tuple[list[_Request], _Request | _Stop | None]:
+        """``first`` and the batched writes queued behind it; also the request that ended the
+        batch early (a lone call, or the stop), to run next."""
+        batch = [first]
+        while first.batched and len(batch) < MAX_BATCH_OPS:
+            try:
+                following = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(following, _Stop) or not following.batched:
+                return batch, following
+            batch.append(following)
+        return batch, None
+
+    def _run(self, conn: sqlite3.Connection, batch: list[_Request]) -> list[_Outcome]:
+        if not batch[0].batched:
+            return [_attempt(conn, batch[0], in_transaction=False)]
+        try:
+            results = _transaction(conn, [request.op for request in batch])
         except Exception as exc:
             if len(batch) == 1:
-                _resolve(batch[0], exception=exc)
-                return
+                return [_Outcome(batch[0].future, error=exc)]
             logger.warning(
                 "group commit of %d writes failed; retrying one by one",
                 len(batch),
                 extra={"action": "store.batch_retry"},
             )
-            for item in batch:
-                await self._commit_alone(item)
-            return
-        for item, result in zip(batch, results, strict=True):
-            _resolve(item, result)
+            return [_attempt(conn, request, in_transaction=True) for request in batch]
+        return [_Outcome(request.future, result) for request, result in zip(batch, results, strict=True)]
 
-    async def _commit_alone(self, item: _Pending) -> None:
+    def _deliver(self, outcomes: list[_Outcome]) -> None:
+        self._call_on_loop(_settle, outcomes)
+
+    def _deliver_to(self, future: asyncio.Future[None], error: BaseException | None) -> None:
+        self._call_on_loop(_settle, [_Outcome(future, error=error)])
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        stopped = self._stopped
+        assert stopped is not None
+        self._call_on_loop(_settle, [_Outcome(stopped)])
+
+    def _call_on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._loop is not None
         try:
-            (result,) = await self.call(lambda conn: _transaction(conn, [item.op]))
-        except Exception as exc:
-            _resolve(item, exception=exc)
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+def _attempt(conn: sqlite3.Connection, request: _Request, *, in_transaction: bool) -> _Outcome:
+    try:
+        if in_transaction:
+            (result,) = _transaction(conn, [request.op])
         else:
-            _resolve(item, result)
+            result = request.op(conn)
+    except Exception as exc:
+        return _Outcome(request.future, error=exc)
+    return _Outcome(request.future, result)
 
 
 def _transaction(conn: sqlite3.Connection, ops: list[WriteOp[Any]]) -> list[Any]:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        results = [op(conn) for op in ops]
+        results = _run_in_order(conn, ops)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -123,10 +229,30 @@ def _transaction(conn: sqlite3.Connection, ops: list[WriteOp[Any]]) -> list[Any]
     return results
 
 
-def _resolve(item: _Pending, result: Any = None, exception: BaseException | None = None) -> None:
-    if item.future.done():  # the caller was cancelled; the write still happened (or not) as a whole
-        return
-    if exception is not None:
-        item.future.set_exception(exception)
-    else:
-        item.future.set_result(result)
+def _run_in_order(conn: sqlite3.Connection, ops: list[WriteOp[Any]]) -> list[Any]:
+    """Each op's result, in order; a run of :class:`Combined` ops of one kind makes one call."""
+    results: list[Any] = []
+    for _, run in itertools.groupby(ops, key=lambda op: op.run_many if isinstance(op, Combined) else op):
+        group = list(run)
+        first = group[0]
+        if isinstance(first, Combined) and len(group) > 1:
+            combined = first.run_many(conn, [cast(Combined, op).item for op in group])
+            if len(combined) != len(group):
+                raise StoreError(f"{len(group)} combined writes gave {len(combined)} results")
+            results.extend(combined)
+        else:
+            results.extend(op(conn) for op in group)
+    return results
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """On the event loop: resolve each caller's future (a cancelled caller's write still happened,
+    or not, as a whole)."""
+    for outcome in outcomes:
+        future = outcome.future
+        if future.done():
+            continue
+        if outcome.error is not None:
+            future.set_exception(outcome.error)
+        else:
+            future.set_result(outcome.result)

@@ -1,0 +1,164 @@
+"""The group-commit writer on a real SQLite file: batching, combined writes, failure isolation, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from webhookd.exceptions import StoreError
+from webhookd.store.groupcommit import Combined, GroupCommitWriter
+
+pytestmark = pytest.mark.anyio
+
+
+def connect_to(path: Path) -> Callable[[], sqlite3.Connection]:
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (v INTEGER NOT NULL UNIQUE)")
+        return conn
+
+    return connect
+
+
+@pytest.fixture
+async def writer(tmp_path: Path) -> AsyncIterator[GroupCommitWriter]:
+    started = GroupCommitWriter(connect_to(tmp_path / "g.db"))
+    await started.start()
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
+class Recorder:
+    """A ``run_many`` that inserts its items and remembers how it was called."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    def __call__(self, conn: sqlite3.Connection, items: list[int]) -> list[int]:
+        self.calls.append(list(items))
+        conn.executemany("INSERT INTO t (v) VALUES (?)", [(v,) for v in items])
+        return [v * 10 for v in items]
+
+
+def insert(value: int) -> Callable[[sqlite3.Connection], int]:
+    def op(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
+        return value
+
+    return op
+
+
+def stored(path: Path) -> list[int]:
+    with sqlite3.connect(path) as conn:
+        return [row[0] for row in conn.execute("SELECT v FROM t ORDER BY v")]
+
+
+async def hold_writer(writer: GroupCommitWriter) -> tuple[threading.Event, asyncio.Task[None]]:
+    """Keep the writer thread busy until the returned event is set, so later writes queue up."""
+    release, busy = threading.Event(), threading.Event()
+
+    def block(conn: sqlite3.Connection) -> None:
+        busy.set()
+        release.wait(10)
+
+    task = asyncio.create_task(writer.call(block))
+    while not busy.is_set():
+        await asyncio.sleep(0.001)
+    return release, task
+
+
+async def test_writes_queued_together_share_one_call_of_run_many(writer: GroupCommitWriter) -> None:
+    recorder = Recorder()
+    release, blocker = await hold_writer(writer)
+    pending = [asyncio.ensure_future(writer.submit(Combined(recorder, n))) for n in range(1, 31)]
+    await asyncio.sleep(0.05)  # every submit is queued behind the blocker
+    release.set()
+
+    results = await asyncio.gather(*pending)
+    await blocker
+
+    assert results == [n * 10 for n in range(1, 31)]
+    assert recorder.calls == [list(range(1, 31))]
+
+
+async def test_a_plain_write_between_combined_ones_keeps_its_place(
+    writer: GroupCommitWriter, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    release, blocker = await hold_writer(writer)
+    ops: list[Callable[[sqlite3.Connection], int]] = [
+        Combined(recorder, 1),
+        Combined(recorder, 2),
+        insert(3),
+        Combined(recorder, 4),
+    ]
+    pending = [asyncio.ensure_future(writer.submit(op)) for op in ops]
+    await asyncio.sleep(0.05)
+    release.set()
+
+    assert await asyncio.gather(*pending) == [10, 20, 3, 40]
+    await blocker
+    assert recorder.calls == [[1, 2], [4]]
+    assert stored(tmp_path / "g.db") == [1, 2, 3, 4]
+
+
+async def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(
+    writer: GroupCommitWriter, tmp_path: Path
+) -> None:
+    await writer.submit(insert(5))
+    recorder = Recorder()
+    release, blocker = await hold_writer(writer)
+    pending = [asyncio.ensure_future(writer.submit(Combined(recorder, n))) for n in (4, 5, 6)]
+    await asyncio.sleep(0.05)
+    release.set()
+
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    await blocker
+
+    assert results[0] == 40 and results[2] == 60
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert recorder.calls[0] == [4, 5, 6]  # the batch, rolled back, then each alone
+    assert recorder.calls[1:] == [[4], [5], [6]]
+    assert stored(tmp_path / "g.db") == [4, 5, 6]
+
+
+async def test_a_batch_commits_before_any_caller_hears_of_it(
+    writer: GroupCommitWriter, tmp_path: Path
+) -> None:
+    values = await asyncio.gather(*(writer.submit(insert(n)) for n in range(50)))
+
+    assert sorted(values) == list(range(50))
+    assert stored(tmp_path / "g.db") == list(range(50))  # read on another connection
+
+
+async def test_stop_finishes_what_was_queued_then_refuses_more(tmp_path: Path) -> None:
+    writer = GroupCommitWriter(connect_to(tmp_path / "g.db"))
+    await writer.start()
+    pending = [asyncio.ensure_future(writer.submit(insert(n))) for n in range(20)]
+    await asyncio.sleep(0)  # let every submit enqueue
+
+    await writer.stop()
+
+    assert sorted(await asyncio.gather(*pending)) == list(range(20))
+    with pytest.raises(StoreError, match="not running"):
+        await writer.submit(insert(99))
+
+
+async def test_a_connection_that_cannot_open_fails_start(tmp_path: Path) -> None:
+    def refuse() -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    writer = GroupCommitWriter(refuse)
+
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        await writer.start()
+    with pytest.raises(StoreError, match="not running"):
+        await writer.submit(insert(1))
