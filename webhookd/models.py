@@ -32,16 +32,6 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{_crockford(value, 26)}"
 
 
-def time_id_prefix(prefix: str, moment: datetime) -> str:
-    """``prefix_`` + the 10-character millisecond time that starts a :func:`new_id` made at ``moment``.
-
-    The stores complete it in SQL with 16 random uppercase hex digits (hex is a subset of the
-    Crockford alphabet), so ids made many to a statement keep ``new_id``'s shape and time order:
-    a B-tree index on them grows at its right edge instead of dirtying a random page per row.
-    """
-    return f"{prefix}_{_crockford(int(moment.timestamp() * 1000), 10)}"
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -188,11 +178,6 @@ class NewEvent:
     """Also deliver this event here, signed with the customer's callback secret (SPEC §10)."""
     only_subscription_id: str | None = None
     """Deliver to this subscription alone, whatever its event types (``webhook.test``)."""
-
-    @property
-    def delivery_id_prefix(self) -> str:
-        """How the ids of this event's deliveries start (the stores add the random part)."""
-        return time_id_prefix("dlv", self.created_at)
 
     def envelope(self) -> dict[str, Any]:
         """The JSON body receivers get (SPEC §4)."""

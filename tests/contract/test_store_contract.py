@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Sequence
@@ -296,23 +297,64 @@ async def test_publish_fans_out_to_each_matching_subscription_of_the_customer(st
     assert {job.subscription_id for job in jobs} == {a.id, b.id}
 
 
-async def test_delivery_ids_are_ulid_shaped_and_ordered_by_their_events_creation(store: Store) -> None:
+async def test_delivery_ids_are_ulid_shaped_and_sort_by_their_events_time(store: Store) -> None:
     await subscribe(store, url="https://hooks.example.com/a")
     await subscribe(store, url="https://hooks.example.com/b")
-    now = utcnow()
-    later_event = NewEvent(ACME, COMPLETED, {}, created_at=now + timedelta(milliseconds=5))
-    earlier_event = NewEvent(ACME, COMPLETED, {}, created_at=now)
-    await store.publish(later_event)  # published first, created last
+    earlier_event = make_event()
+    await asyncio.sleep(0.003)  # the next id's millisecond time is later
+    later_event = make_event()
+    await store.publish(later_event)  # published first, made last
     await store.publish(earlier_event)
 
-    jobs = await claim(store, later(1))
+    jobs = await claim(store)
 
-    assert all(re.fullmatch(r"dlv_[0-9A-HJKMNP-TV-Z]{26}", job.delivery_id) for job in jobs), jobs
-    by_event = {
-        e.id: sorted(j.delivery_id for j in jobs if j.event_id == e.id) for e in (earlier_event, later_event)
-    }
-    assert len(by_event[earlier_event.id]) == len(by_event[later_event.id]) == 2
-    assert max(by_event[earlier_event.id]) < min(by_event[later_event.id])
+    assert len(jobs) == 4
+    for job in jobs:
+        assert re.fullmatch(r"dlv_[0-9A-HJKMNP-TV-Z]{26}", job.delivery_id), job
+        assert job.delivery_id[4:14] == job.event_id[4:14], job
+    earlier = sorted(j.delivery_id for j in jobs if j.event_id == earlier_event.id)
+    later = sorted(j.delivery_id for j in jobs if j.event_id == later_event.id)
+    assert len(set(earlier + later)) == 4
+    assert earlier[-1] < later[0]
+
+
+async def test_concurrent_publishes_of_every_kind_each_get_their_own_fan_out(store: Store) -> None:
+    """Publishes that may share one write batch (plain, idempotent, with a callback_url, for
+    types nobody wants, for another customer) each fan out exactly as they would alone."""
+    acme_a = await subscribe(store, url="https://hooks.example.com/a")
+    acme_b = await subscribe(store, url="https://hooks.example.com/b")
+    other = await subscribe(store, OTHER, url="https://hooks.example.com/o")
+    await store.ensure_callback_secret(ACME, b"fake-ciphertext:callback")  # as the API does first
+    plain = [make_event() for _ in range(30)]
+    unwanted = [make_event(event_type="call.ringing") for _ in range(5)]
+    others = [make_event(OTHER) for _ in range(10)]
+    keyed = [make_event(idempotency_key="same") for _ in range(3)]
+    with_callback = NewEvent(ACME, COMPLETED, {}, callback_url="https://app.example.com/cb")
+    events = [*plain, *unwanted, *others, *keyed, with_callback]
+    order = sorted(range(len(events)), key=lambda i: (i * 7919) % len(events))  # interleaved
+
+    results = await asyncio.gather(*(store.publish(events[i]) for i in order))
+
+    by_id = {events[i].id: result for i, result in zip(order, results, strict=True)}
+    assert all(by_id[e.id].deliveries == 2 and by_id[e.id].created for e in plain)
+    assert all(by_id[e.id].deliveries == 0 and by_id[e.id].created for e in unwanted)
+    assert all(by_id[e.id].deliveries == 1 for e in others)
+    assert by_id[with_callback.id].deliveries == 3
+    keyed_results = [by_id[e.id] for e in keyed]
+    assert sorted(r.created for r in keyed_results) == [False, False, True]
+    original = next(r.event.id for r in keyed_results if r.created)
+    assert {r.event.id for r in keyed_results} == {original}
+    assert all(by_id[e.id].event.payload == orjson.dumps(e.envelope()) for e in plain + others)
+
+    jobs = await claim(store, limit=1000)
+    expected = {(e.id, s.id) for e in plain for s in (acme_a, acme_b)}
+    expected |= {(e.id, other.id) for e in others}
+    expected |= {(original, acme_a.id), (original, acme_b.id)}
+    expected |= {(with_callback.id, acme_a.id), (with_callback.id, acme_b.id)}
+    callback_jobs = [j for j in jobs if j.url == "https://app.example.com/cb"]
+    assert len(callback_jobs) == 1 and callback_jobs[0].event_id == with_callback.id
+    assert {(j.event_id, j.subscription_id) for j in jobs if j not in callback_jobs} == expected
+    assert len(jobs) == len(expected) + 1
 
 
 async def test_claimed_job_carries_what_the_worker_needs(store: Store) -> None:

@@ -271,7 +271,7 @@ class MemoryStore:
         due = event.created_at + timedelta(seconds=delay_s)
         for sub in targets:
             row = _DeliveryRow(
-                event.delivery_id_prefix + secrets.token_hex(8).upper(),
+                f"dlv_{stored.id[4:14]}{secrets.token_hex(8).upper()}",  # as the SQL stores make them
                 stored.id,
                 sub.id,
                 DeliveryStatus.PENDING,

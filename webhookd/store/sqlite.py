@@ -35,6 +35,7 @@ from webhookd.models import (
 )
 from webhookd.store import sqlite_manage as manage
 from webhookd.store import sqlite_outbox as outbox
+from webhookd.store import sqlite_publish as publishing
 from webhookd.store.base import (
     CallbackOutcome,
     CallbackReceipt,
@@ -53,7 +54,7 @@ from webhookd.store.base import (
     events_key,
     log_page,
 )
-from webhookd.store.groupcommit import GroupCommitWriter, WriteOp
+from webhookd.store.groupcommit import Combined, GroupCommitWriter, WriteOp
 from webhookd.store.migrate import migrate_sqlite
 from webhookd.store.sqlite_time import from_epoch, from_epoch_or_none, to_epoch
 
@@ -345,7 +346,7 @@ class SqliteStore:
     # -- events and deliveries -------------------------------------------------------------------
 
     async def publish(self, event: NewEvent, *, delay_s: float = 0.0) -> PublishResult:
-        result = await self._write(lambda conn: outbox.publish_event(conn, event, delay_s))
+        result: PublishResult = await self._write(Combined(publishing.publish_events, (event, delay_s)))
         if result.deliveries:
             self._notify_work()
         return result
@@ -356,7 +357,7 @@ class SqliteStore:
         received = to_epoch(utcnow())
 
         def op(conn: sqlite3.Connection) -> CallbackOutcome:
-            return outbox.record_callback(conn, receipt, decide, delay_s, received)
+            return publishing.record_callback(conn, receipt, decide, delay_s, received)
 
         outcome = await self._write(op)
         if outcome.published is not None and outcome.published.deliveries:

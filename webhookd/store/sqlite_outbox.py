@@ -9,38 +9,14 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-import orjson
-
 from webhookd.models import (
     AttemptResult,
     CircuitChange,
     DeliveryJob,
-    Event,
-    NewEvent,
-    PublishResult,
     SubscriptionKind,
 )
-from webhookd.store.base import CallbackOutcome, CallbackReceipt, Decide
 from webhookd.store.sqlite_manage import WAITING_STATUS
 from webhookd.store.sqlite_time import from_epoch, to_epoch
-
-FAN_OUT = """
-INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
-                        next_attempt_at, created_at, updated_at)
-SELECT :dlv_prefix || hex(randomblob(8)), :event_id, s.id, s.customer_id,
-       CASE WHEN s.failure_count > 0 THEN 'held' ELSE 'pending' END, 0, :due, :now, :now
-FROM subscription_event_types AS t JOIN subscriptions AS s ON s.id = t.subscription_id
-WHERE t.customer_id = :customer_id AND t.event_type = :type
-  AND s.is_active = 1 AND s.deleted_at IS NULL
-"""
-
-FAN_OUT_ONE = """
-INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
-                        next_attempt_at, created_at, updated_at)
-SELECT :dlv_prefix || hex(randomblob(8)), :event_id, id, customer_id,
-       CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, :due, :now, :now
-FROM subscriptions WHERE id = :sub AND customer_id = :customer_id AND is_active = 1 AND deleted_at IS NULL
-"""
 
 # A delivery whose worker died goes back to wait: pending, or held if its subscription is failing.
 _EXPIRE_LEASES = """
@@ -337,115 +313,3 @@ def prune(conn: sqlite3.Connection, deliveries_before: float, events_before: flo
             (events_before, limit),
         ).rowcount
     return gone
-
-
-# -- publishing --------------------------------------------------------------------------------
-
-_INSERT_EVENT = """
-INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, callback_url)
-VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, idempotency_key) DO NOTHING
-"""
-
-
-def publish_event(conn: sqlite3.Connection, event: NewEvent, delay_s: float) -> PublishResult:
-    """Store the event and its deliveries; a repeated idempotency key stores nothing."""
-    payload, created = orjson.dumps(event.envelope()), to_epoch(event.created_at)
-    inserted = conn.execute(
-        _INSERT_EVENT,
-        (
-            event.id,
-            event.customer_id,
-            event.type,
-            event.idempotency_key,
-            payload,
-            created,
-            event.callback_url,
-        ),
-    ).rowcount
-    if not inserted:
-        return PublishResult(_existing_event(conn, event), created=False, deliveries=0)
-    params = {
-        "dlv_prefix": event.delivery_id_prefix,
-        "event_id": event.id,
-        "customer_id": event.customer_id,
-        "type": event.type,
-        "due": created + delay_s,
-        "now": created,
-        "sub": event.only_subscription_id,
-    }
-    deliveries = conn.execute(FAN_OUT if event.only_subscription_id is None else FAN_OUT_ONE, params).rowcount
-    if event.callback_url is not None:
-        deliveries += fan_out_callback(conn, event, created + delay_s)
-    stored = Event(
-        event.id,
-        event.customer_id,
-        event.type,
-        event.idempotency_key,
-        payload,
-        event.created_at,
-        event.callback_url,
-    )
-    return PublishResult(stored, created=True, deliveries=deliveries)
-
-
-def _existing_event(conn: sqlite3.Connection, event: NewEvent) -> Event:
-    row = conn.execute(
-        "SELECT id, customer_id, type, idempotency_key, payload, created_at, callback_url FROM events"
-        " WHERE customer_id = ? AND idempotency_key = ?",
-        (event.customer_id, event.idempotency_key),
-    ).fetchone()
-    return Event(row[0], row[1], row[2], row[3], row[4], from_epoch(row[5]), row[6])
-
-
-def fan_out_callback(conn: sqlite3.Connection, event: NewEvent, due: float) -> int:
-    """A delivery to the event's ``callback_url``, through a hidden 'callback' subscription so it
-    gets the same retries, health tracking and log as any other."""
-    now = to_epoch(event.created_at)
-    conn.execute(
-        "INSERT INTO subscriptions (id, customer_id, url, events_key, secret, is_active, created_at,"
-        " updated_at, kind) VALUES ('sub_' || upper(hex(randomblob(13))), ?, ?, '', x'', 1, ?, ?, 'callback')"
-        " ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING",
-        (event.customer_id, event.callback_url, now, now),
-    )
-    cursor = conn.execute(
-        "INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,"
-        " next_attempt_at, created_at, updated_at)"
-        " SELECT ? || hex(randomblob(8)), ?, id, customer_id,"
-        " CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, ?, ?, ?"
-        " FROM subscriptions WHERE customer_id = ? AND url = ? AND events_key = '' AND kind = 'callback'"
-        " AND is_active = 1 AND deleted_at IS NULL",
-        (event.delivery_id_prefix, event.id, due, now, now, event.customer_id, event.callback_url),
-    )
-    return cursor.rowcount
-
-
-def record_callback(
-    conn: sqlite3.Connection, receipt: CallbackReceipt, decide: Decide, delay_s: float, received: float
-) -> CallbackOutcome:
-    """Dedupe the callback, advance its call's state, and publish what that emits: one transaction."""
-    r = receipt
-    fresh = conn.execute(
-        "INSERT INTO call_callbacks (customer_id, idempotency_key, carrier, call_id, status_raw, received_at)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        (r.customer_id, r.idempotency_key, r.carrier, r.call_id, r.status_raw, received),
-    ).rowcount
-    if not fresh:
-        return CallbackOutcome(duplicate=True)
-    key = (r.customer_id, r.carrier, r.call_id)
-    row = conn.execute(
-        "SELECT state FROM calls WHERE customer_id = ? AND carrier = ? AND call_id = ?", key
-    ).fetchone()
-    state, event = decide(None if row is None else orjson.loads(row[0]))
-    conn.execute(
-        "INSERT INTO calls (customer_id, carrier, call_id, state, updated_at) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-        (*key, orjson.dumps(state), received),
-    )
-    if event is None:
-        return CallbackOutcome(duplicate=False)
-    published = publish_event(conn, event, delay_s)
-    conn.execute(
-        "UPDATE call_callbacks SET event_id = ? WHERE customer_id = ? AND idempotency_key = ?",
-        (published.event.id, r.customer_id, r.idempotency_key),
-    )
-    return CallbackOutcome(duplicate=False, published=published)
