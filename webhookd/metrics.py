@@ -68,11 +68,13 @@ class Metrics:
         # Export the known series from the start at 0, so rules and panels see them before the first event.
         for reason in DisabledReason:
             self.auto_disables.labels(reason.value)
+        self._events_by_type = {name: self.events.labels(name) for name in (*EVENT_TYPES, "other")}
 
     def count_event(self, result: PublishResult) -> None:
         """Count a newly stored event; free-form platform types share one label to bound cardinality."""
         if result.created:
-            self.events.labels(result.event.type if result.event.type in EVENT_TYPES else "other").inc()
+            by_type = self._events_by_type
+            by_type.get(result.event.type, by_type["other"]).inc()
 
     def render(self, stats: OutboxStats) -> bytes:
         """The exposition text, with the outbox gauges set from ``stats`` just before."""

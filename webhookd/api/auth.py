@@ -7,7 +7,7 @@ from starlette.requests import Request
 from webhookd.crypto import API_KEY_PREFIX, hash_api_key
 from webhookd.exceptions import ApiError
 from webhookd.models import ApiKey, Scope
-from webhookd.web import services
+from webhookd.web import request_state, services
 
 
 async def authenticate(request: Request, scope: Scope | None, *, rate_limited: bool = True) -> ApiKey:
@@ -17,18 +17,18 @@ async def authenticate(request: Request, scope: Scope | None, *, rate_limited: b
 
     The key is found by its SHA-256, so no secret is ever compared byte by byte.
     """
-    request.state.rate_limit = services(request).limiter.full  # until the key is known
+    svc, state = services(request), request_state(request)
+    state["rate_limit"] = svc.limiter.full  # until the key is known
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith(API_KEY_PREFIX):
         raise ApiError("send an API key as 'Authorization: Bearer whd_...'", status=401, code="unauthorized")
-    key = await services(request).keys.get(hash_api_key(token))
+    key = await svc.keys.get(hash_api_key(token))
     if key is None:
         raise ApiError("the API key is not valid", status=401, code="unauthorized")
-    limiter = services(request).limiter
-    decision = limiter.take(key.id) if rate_limited else limiter.peek(key.id)
-    request.state.rate_limit = decision
+    decision = svc.limiter.take(key.id) if rate_limited else svc.limiter.peek(key.id)
+    state["rate_limit"] = decision
     if not decision.allowed:
         raise ApiError(
             f"rate limit of {decision.limit} requests a minute reached; retry in {decision.retry_after_s}s",
@@ -38,5 +38,4 @@ async def authenticate(request: Request, scope: Scope | None, *, rate_limited: b
         )
     if scope is not None and scope not in key.scopes and Scope.ADMIN not in key.scopes:
         raise ApiError(f"this key lacks the {scope.value} scope", status=403, code="forbidden")
-    request.state.api_key = key
     return key

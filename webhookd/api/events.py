@@ -13,7 +13,7 @@ from webhookd.api.callbacks import callback_secret
 from webhookd.api.openapi import PAGE_PARAMS, operation
 from webhookd.api.pagination import page_request
 from webhookd.api.subscriptions import check_destination, valid_url
-from webhookd.api.views import event_json
+from webhookd.api.views import event_body, event_json
 from webhookd.exceptions import ApiError
 from webhookd.models import EVENT_TYPES, ApiKey, NewEvent, Scope
 from webhookd.web import JSONResponse, read_json_object, services
@@ -89,7 +89,8 @@ async def publish_event(request: Request) -> Response:
         await callback_secret(svc, event.customer_id)  # made on first use
     result = await svc.store.publish(event, delay_s=svc.settings.retry_schedule_s[0])
     svc.metrics.count_event(result)
-    return JSONResponse(event_json(result.event), status_code=202 if result.created else 200)
+    status = 202 if result.created else 200
+    return Response(event_body(result.event), status_code=status, media_type="application/json")
 
 
 @operation(
@@ -115,7 +116,7 @@ async def get_event(request: Request) -> Response:
     event = await services(request).store.get_event(key.customer_id, request.path_params["event_id"])
     if event is None:
         raise ApiError("no such event", status=404, code="not_found")
-    return JSONResponse(event_json(event))
+    return Response(event_body(event), media_type="application/json")
 
 
 @operation(summary="The event-type catalog", scope=None, responses={200: "EventTypes"}, tag="events")

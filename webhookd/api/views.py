@@ -40,6 +40,13 @@ def event_json(event: Event) -> dict[str, Any]:
     return body
 
 
+def event_body(event: Event) -> bytes:
+    """``event_json(event)`` serialized: the two fields spliced onto the stored payload (a JSON
+    object), which saves parsing and serializing it again on every publish."""
+    extra = orjson.dumps({"idempotency_key": event.idempotency_key, "callback_url": event.callback_url})
+    return event.payload[:-1] + b"," + extra[1:]
+
+
 def delivery_json(delivery: Delivery) -> dict[str, Any]:
     return {
         "id": delivery.id,
