@@ -180,3 +180,33 @@ async def test_the_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None
         assert (tmp_path / "w.db").stat().st_size > before
     finally:
         await store.close()
+
+
+def wal_restarts(db_path: Path) -> int:
+    """The WAL header's checkpoint sequence number: it goes up each time the WAL restarts."""
+    header = (db_path.parent / (db_path.name + "-wal")).read_bytes()[:16]
+    return int.from_bytes(header[12:16], "big")
+
+
+async def test_the_wal_restarts_although_writes_never_pause(store: SqliteStore, db_path: Path) -> None:
+    """Without the writer's share of the checkpoint, steady writes keep SQLite from ever restarting
+    the WAL, and its file grows without bound."""
+    await subscribe(store)
+    await store.publish(make_event())
+    before = wal_restarts(db_path)
+    stop = asyncio.Event()
+
+    async def keep_publishing() -> None:
+        while not stop.is_set():
+            await store.publish(make_event())
+
+    publishers = [asyncio.create_task(keep_publishing()) for _ in range(8)]
+    try:
+        for _ in range(4):
+            await asyncio.sleep(0.05)
+            await store.checkpoint()
+    finally:
+        stop.set()
+        await asyncio.gather(*publishers)
+
+    assert wal_restarts(db_path) >= before + 3

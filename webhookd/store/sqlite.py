@@ -98,18 +98,33 @@ class SqliteStore:
         )
 
     async def _checkpoint_forever(self) -> None:
-        """Copy the WAL back into the database from the reader's thread, off the writer's path.
-
-        The writer's automatic checkpoint is off: it would run inside a commit every 1,000 pages and
-        stall every request waiting on that commit. A PASSIVE checkpoint never blocks the writer.
-        """
+        """Checkpoint the WAL every ``CHECKPOINT_INTERVAL_S``; see :meth:`checkpoint`."""
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL_S)
             try:
-                if self._reader is not None:
-                    await self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                await self.checkpoint()
             except sqlite3.Error as exc:
                 logger.warning("WAL checkpoint failed: %s", exc, extra={"action": "store.checkpoint_error"})
+
+    async def checkpoint(self) -> tuple[int, int]:
+        """Copy the WAL back into the database, mostly off the writer's path, and let it restart.
+
+        The writer's automatic checkpoint is off: it would run inside a commit every 1,000 pages and
+        stall every request waiting on that commit. So the reader's thread copies the bulk (PASSIVE
+        never blocks the writer), then the writer copies the few frames committed meanwhile, between
+        two batches. The second step matters: SQLite restarts the WAL from its beginning only when a
+        write transaction begins with every frame copied, and under steady writes the writer has
+        always appended more by then, so without it the WAL file grows without bound (measured: 126
+        MB in 10 s of the latency benchmark, against an 8 MB database).
+
+        Returns the WAL's frame count after each step.
+        """
+        if self._reader is None or self._writer is None:
+            raise StoreError("the store is not open")
+        async with self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)") as cursor:
+            bulk = await cursor.fetchone()
+        rest = await self._writer.call(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        return (bulk[1] if bulk else 0), rest[1]
 
     def _connect_writer(self) -> sqlite3.Connection:
         try:
