@@ -162,3 +162,86 @@ async def test_a_connection_that_cannot_open_fails_start(tmp_path: Path) -> None
         await writer.start()
     with pytest.raises(StoreError, match="not running"):
         await writer.submit(insert(1))
+
+
+class Abort(BaseException):
+    """Not an Exception: what no write should raise, and what must still not hang anyone."""
+
+
+async def test_a_write_raising_a_base_exception_fails_every_waiting_caller(tmp_path: Path) -> None:
+    writer = GroupCommitWriter(connect_to(tmp_path / "g.db"))
+    await writer.start()
+
+    def abort(conn: sqlite3.Connection) -> None:
+        raise Abort("boom")
+
+    release, blocker = await hold_writer(writer)
+    pending = [asyncio.ensure_future(writer.submit(op)) for op in (insert(1), abort, insert(3))]
+    await asyncio.sleep(0.05)
+    release.set()
+    await blocker
+
+    results = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 5)
+    assert all(isinstance(r, StoreError) and "stopped" in str(r) for r in results), results
+    with pytest.raises(StoreError, match="not running"):
+        await writer.submit(insert(4))
+    await asyncio.wait_for(writer.stop(), 5)
+
+
+async def test_stop_may_be_called_twice_at_once(writer: GroupCommitWriter) -> None:
+    assert await asyncio.gather(writer.stop(), writer.stop()) == [None, None]
+
+
+async def test_a_write_queued_while_the_connection_fails_to_open_is_answered(tmp_path: Path) -> None:
+    opening = threading.Event()
+
+    def slow_refusal() -> sqlite3.Connection:
+        opening.set()
+        threading.Event().wait(0.2)
+        raise sqlite3.OperationalError("unable to open database file")
+
+    writer = GroupCommitWriter(slow_refusal)
+    starting = asyncio.ensure_future(writer.start())
+    while not opening.is_set():
+        await asyncio.sleep(0.001)
+    queued = asyncio.ensure_future(writer.submit(insert(1)))
+
+    with pytest.raises(sqlite3.OperationalError):
+        await starting
+    with pytest.raises(StoreError, match="could not open"):
+        await asyncio.wait_for(queued, 5)
+
+
+async def test_a_call_raising_stop_iteration_reaches_its_caller(writer: GroupCommitWriter) -> None:
+    def exhausted(conn: sqlite3.Connection) -> None:
+        next(iter(()))
+
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        await asyncio.wait_for(writer.call(exhausted), 5)
+    assert await writer.submit(insert(1)) == 1  # and the writer carries on
+
+
+async def test_a_lock_held_elsewhere_fails_the_batch_without_retrying_each_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "g.db"
+
+    def impatient() -> sqlite3.Connection:
+        conn = connect_to(path)()
+        conn.execute("PRAGMA busy_timeout=50")
+        return conn
+
+    writer = GroupCommitWriter(impatient)
+    await writer.start()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        results = await asyncio.gather(*(writer.submit(insert(n)) for n in range(5)), return_exceptions=True)
+        other.execute("ROLLBACK")
+
+        assert all(isinstance(r, sqlite3.OperationalError) and "locked" in str(r) for r in results), results
+        assert "retrying one by one" not in caplog.text
+        assert await writer.submit(insert(9)) == 9
+    finally:
+        other.close()
+        await writer.stop()

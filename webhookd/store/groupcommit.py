@@ -88,6 +88,11 @@ class GroupCommitWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._closing = False
+        # Set by the thread when it can take no more writes; checked and set under the lock, so a
+        # write is either refused at once or queued where the thread will answer it.
+        self._gate = threading.Lock()
+        self._dead = False
+        self._in_flight: list[_Request] = []
 
     async def start(self) -> None:
         """Start the thread, which opens the connection; the connection's errors raise here."""
@@ -115,20 +120,23 @@ class GroupCommitWriter:
         return result
 
     async def _enqueue(self, request: _Request) -> Any:
-        if self._thread is None or self._closing or (self._stopped is not None and self._stopped.done()):
-            raise StoreError("the SQLite writer is not running")
-        self._requests.put(request)
+        with self._gate:
+            if self._thread is None or self._closing or self._dead:
+                raise StoreError("the SQLite writer is not running")
+            self._requests.put(request)
         return await request.future
 
     async def stop(self) -> None:
         """Finish every write queued so far, close the connection and end the thread."""
-        if self._thread is None or self._stopped is None:
+        thread, stopped = self._thread, self._stopped
+        if thread is None or stopped is None:
             return
-        if not self._closing:
-            self._closing = True
-            self._requests.put(_STOP)
-        await asyncio.shield(self._stopped)
-        self._thread.join()
+        with self._gate:
+            if not self._closing:
+                self._closing = True
+                self._requests.put(_STOP)
+        await asyncio.shield(stopped)
+        thread.join()
         self._thread = None
 
     # -- the writer thread ---------------------------------------------------------------------
@@ -138,21 +146,43 @@ class GroupCommitWriter:
             self._conn = self._connect()
         except BaseException as exc:
             self._deliver_to(opened, exc)
-            self._close()
+            self._shut(StoreError(f"the SQLite writer could not open its connection: {exc}"))
             return
         self._deliver_to(opened, None)
-        carried: _Request | _Stop | None = None
         try:
+            self._serve_batches(self._conn)
+        except BaseException as exc:  # not from a write's own errors: those are its caller's
+            logger.error("the SQLite writer stopped: %r", exc, extra={"action": "store.writer_error"})
+            self._shut(StoreError(f"the SQLite writer stopped: {exc!r}"))
+        else:
+            self._shut(StoreError("the SQLite writer is not running"))
+
+    def _serve_batches(self, conn: sqlite3.Connection) -> None:
+        carried: _Request | _Stop | None = None
+        while True:
+            first = carried if carried is not None else self._requests.get()
+            if isinstance(first, _Stop):
+                return
+            self._in_flight, carried = self._gather(first)
+            self._deliver(self._run(conn, self._in_flight))
+            self._in_flight = []
+            if isinstance(carried, _Stop):
+                return
+
+    def _shut(self, error: StoreError) -> None:
+        """Refuse new writes, answer every one still waiting with ``error``, and close."""
+        with self._gate:
+            self._dead = True
+            waiting = self._in_flight
             while True:
-                first = carried if carried is not None else self._requests.get()
-                if isinstance(first, _Stop):
-                    return
-                batch, carried = self._gather(first)
-                self._deliver(self._run(self._conn, batch))
-                if isinstance(carried, _Stop):
-                    return
-        finally:
-            self._close()
+                try:
+                    request = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(request, _Request):
+                    waiting.append(request)
+        self._deliver([_Outcome(request.future, error=error) for request in waiting])
+        self._close()
 
     def _gather(self, first: _Request) -> tuple[list[_Request], _Request | _Stop | None]:
         """``first`` and the batched writes queued behind it; also the request that ended the
@@ -174,8 +204,8 @@ class GroupCommitWriter:
         try:
             results = _transaction(conn, [request.op for request in batch])
         except Exception as exc:
-            if len(batch) == 1:
-                return [_Outcome(batch[0].future, error=exc)]
+            if len(batch) == 1 or _is_busy(exc):  # a lock held elsewhere fails every write alike
+                return [_Outcome(request.future, error=exc) for request in batch]
             logger.warning(
                 "group commit of %d writes failed; retrying one by one",
                 len(batch),
@@ -213,8 +243,15 @@ def _attempt(conn: sqlite3.Connection, request: _Request, *, in_transaction: boo
         else:
             result = request.op(conn)
     except Exception as exc:
+        if conn.in_transaction:  # a setup call that failed half way must not leave one open
+            conn.execute("ROLLBACK")
         return _Outcome(request.future, error=exc)
     return _Outcome(request.future, result)
+
+
+def _is_busy(exc: Exception) -> bool:
+    busy = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) in busy
 
 
 def _transaction(conn: sqlite3.Connection, ops: list[WriteOp[Any]]) -> list[Any]:
@@ -252,7 +289,10 @@ def _settle(outcomes: list[_Outcome]) -> None:
         future = outcome.future
         if future.done():
             continue
-        if outcome.error is not None:
-            future.set_exception(outcome.error)
+        error = outcome.error
+        if isinstance(error, StopIteration):  # a future refuses one
+            error = RuntimeError(f"a write raised {error!r}")
+        if error is not None:
+            future.set_exception(error)
         else:
             future.set_result(outcome.result)

@@ -103,7 +103,7 @@ class SqliteStore:
             await asyncio.sleep(CHECKPOINT_INTERVAL_S)
             try:
                 await self.checkpoint()
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, StoreError) as exc:
                 logger.warning("WAL checkpoint failed: %s", exc, extra={"action": "store.checkpoint_error"})
 
     async def checkpoint(self) -> tuple[int, int]:
