@@ -115,6 +115,12 @@ async def test_connections_use_wal_and_synchronous_full(store: SqliteStore) -> N
     assert await store_pragmas(store, "journal_mode", "synchronous") == [("wal", 2), ("wal", 2)]
 
 
+async def test_statement_journals_and_temporary_tables_stay_in_memory(store: SqliteStore) -> None:
+    """With files, a statement journal that spills (a multi-row insert in a group transaction)
+    costs a temporary file created and unlinked on the commit path."""
+    assert await store_pragmas(store, "temp_store") == [(2,), (2,)]
+
+
 async def test_concurrent_publishes_each_commit_with_their_deliveries(store: SqliteStore) -> None:
     first = await subscribe(store, url="https://hooks.example.com/a")
     second = await subscribe(store, url="https://hooks.example.com/b")
