@@ -85,11 +85,7 @@ def publish_events(conn: sqlite3.Connection, requests: list[tuple[NewEvent, floa
     results: dict[int, PublishResult] = {}
     plain: dict[float, list[tuple[int, NewEvent]]] = {}
     for index, (event, delay_s) in enumerate(requests):
-        if (
-            event.idempotency_key is None
-            and event.callback_url is None
-            and event.only_subscription_id is None
-        ):
+        if _is_plain(event):
             plain.setdefault(delay_s, []).append((index, event))
         else:
             results[index] = publish_event(conn, event, delay_s)
