@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bench import payloads, signing
+from webhookd.cli import loop_factory
 
 FORWARD_CONNECTIONS = 64
 FORWARD_TIMEOUT_S = 15.0
@@ -91,7 +92,7 @@ def create_app(forwarder: Forwarder | None) -> Starlette:
 
 async def serve(port: int, forward: str | None, max_seconds: float) -> None:
     app = create_app(Forwarder(forward) if forward else None)
-    # The same uvicorn settings as ``webhookd serve`` (webhookd/cli.py): one process, asyncio.run.
+    # The same uvicorn settings as ``webhookd serve`` (webhookd/cli.py): one process, and below, its loop.
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -115,7 +116,8 @@ def main() -> None:
     parser.add_argument("--forward", metavar="URL", help="relay every event, signed, to this URL")
     parser.add_argument("--max-seconds", type=float, default=900.0, help="stop by itself after this long")
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.forward, args.max_seconds))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:  # uvloop, as webhookd serve runs
+        runner.run(serve(args.port, args.forward, args.max_seconds))
 
 
 if __name__ == "__main__":

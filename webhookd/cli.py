@@ -232,7 +232,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed (it comes with uvicorn[standard]): a faster event loop."""
     try:
         import uvloop
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
         configure_logging(settings.log_format)
         command: Command = args.run
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(command(settings, args))
     except WebhookdError as exc:
         print(f"webhookd: {exc}", file=sys.stderr)
