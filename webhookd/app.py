@@ -30,6 +30,7 @@ from webhookd.ratelimit import RateLimiter
 from webhookd.store import Store, store_from_settings
 from webhookd.web import (
     Background,
+    HotRoute,
     JSONResponse,
     KeyCache,
     RequestContextMiddleware,
@@ -158,7 +159,10 @@ def create_app(
     return Starlette(
         # The hot paths first: the router tries routes in order.
         routes=[*ingest.routes(), *api.routes()],
-        middleware=[Middleware(RequestContextMiddleware)],
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(HotRoute, method="POST", path=api.PUBLISH_PATH, endpoint=api.events.publish_event),
+        ],
         lifespan=_lifespan(settings, store, sender, run_workers),
         exception_handlers={
             RequestError: _request_error,

@@ -8,7 +8,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,8 @@ class Background:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Request ids are labels, not secrets: a seeded generator avoids a getrandom() syscall per request.
 _ids = random.Random(os.urandom(32))
@@ -91,6 +93,30 @@ class RequestContextMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class HotRoute:
+    """One busy route served ahead of the router: ``method path`` goes straight to ``endpoint``.
+
+    Starlette's exception middleware, router and per-request wrappers cost about as much as the
+    publish handler itself, and ``POST /api/v1/events`` takes the platform's whole event stream.
+    The route stays registered in the router as well (the OpenAPI document is built from there);
+    this only gets to it first. ``endpoint``'s refusals (:class:`RequestError`) are answered here
+    as the exception middleware would; anything else goes on to the server-error handler.
+    """
+
+    def __init__(self, app: ASGIApp, *, method: str, path: str, endpoint: Endpoint) -> None:
+        self.app, self.method, self.path, self.endpoint = app, method, path, endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != self.method:
+            await self.app(scope, receive, send)
+            return
+        try:
+            response = await self.endpoint(Request(scope, receive, send))
+        except RequestError as exc:
+            response = error_response(exc)
+        await response(scope, receive, send)
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str:

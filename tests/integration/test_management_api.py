@@ -286,6 +286,30 @@ async def test_rate_limit_headers_are_on_authenticated_refusals_too(tmp_path: Pa
     assert bad.headers["X-RateLimit-Limit"] == "60"
 
 
+async def test_publish_answers_carry_the_same_headers_as_every_route(tmp_path: Path) -> None:
+    """POST /events is served ahead of the router (webhookd.web.HotRoute): its answers, and the
+    routes beside it, look exactly like the rest of the API's."""
+    async with serving(tmp_path) as api:
+        key = await api.key("acme", ALL_SCOPES)
+        accepted = await api.call(
+            "POST", "/api/v1/events", key, json={"type": "call.completed"}, headers={"X-Request-Id": "rq-1"}
+        )
+        refused = await api.call("POST", "/api/v1/events", key, json={"type": "Call Completed!"})
+        anonymous = await api.call("POST", "/api/v1/events", json={"type": "call.completed"})
+        listed = await api.call("GET", "/api/v1/events", key)
+        wrong_method = await api.call("PUT", "/api/v1/events", key, json={})
+    assert accepted.status == 202 and accepted.body["type"] == "call.completed"
+    assert accepted.headers["X-Request-Id"] == "rq-1"
+    assert accepted.headers["Content-Type"] == "application/json"
+    assert accepted.headers["X-RateLimit-Limit"] == "60"
+    assert_error(refused, 400, "invalid_event_type")
+    assert refused.headers["X-Request-Id"] and refused.headers["X-RateLimit-Limit"] == "60"
+    assert_error(anonymous, 401, "unauthorized")
+    assert anonymous.headers["X-Request-Id"]
+    assert listed.status == 200 and [e["id"] for e in listed.body["data"]] == [accepted.body["id"]]
+    assert_error(wrong_method, 405, "method_not_allowed")
+
+
 async def test_past_the_rate_limit_is_429_with_retry_after(tmp_path: Path) -> None:
     async with serving(tmp_path, WEBHOOKD_RATE_LIMIT_PER_MIN="3") as api:
         key = await api.key("acme", ALL_SCOPES)
