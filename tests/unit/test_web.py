@@ -1,5 +1,6 @@
-"""``HotRoute``: one route served ahead of Starlette's router, inside a real Starlette app, driven
-through its ASGI interface (the integration tests drive the real server's publish route)."""
+"""``HotRoute`` (one route served ahead of Starlette's router, inside a real Starlette app, driven
+through its ASGI interface; the integration tests drive the real server's publish route) and
+``read_body`` on bodies that arrive in parts."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from webhookd.exceptions import ApiError, RequestError
-from webhookd.web import HotRoute, error_response
+from webhookd.exceptions import ApiError, PayloadTooLarge, RequestError
+from webhookd.web import HotRoute, error_response, read_body
 
 pytestmark = pytest.mark.anyio
 
@@ -151,3 +152,45 @@ async def test_lifespan_passes_through() -> None:
 
     await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def request_with(messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]] | None = None) -> Request:
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": headers or []}
+    queue = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    return Request(scope, receive)
+
+
+def part(body: bytes, more: bool) -> dict[str, Any]:
+    return {"type": "http.request", "body": body, "more_body": more}
+
+
+async def test_read_body_joins_a_body_sent_in_parts() -> None:
+    request = request_with([part(b"ab", True), part(b"", True), part(b"cd", False)])
+    assert await read_body(request, limit=4) == b"abcd"
+
+
+async def test_read_body_of_one_message_and_of_none() -> None:
+    assert await read_body(request_with([part(b"whole", False)]), limit=5) == b"whole"
+    assert await read_body(request_with([{"type": "http.request"}]), limit=5) == b""
+
+
+async def test_read_body_refuses_a_body_that_grows_past_the_limit() -> None:
+    request = request_with([part(b"abc", True), part(b"de", True), part(b"never read", False)])
+    with pytest.raises(PayloadTooLarge, match="over the limit of 4 bytes"):
+        await read_body(request, limit=4)
+
+
+async def test_read_body_refuses_a_declared_length_past_the_limit_before_reading() -> None:
+    request = request_with([], headers=[(b"content-length", b"5")])  # receive() would fail
+    with pytest.raises(PayloadTooLarge, match="the body is 5 bytes; the limit is 4"):
+        await read_body(request, limit=4)
+
+
+async def test_read_body_raises_when_the_client_goes_away() -> None:
+    request = request_with([part(b"ab", True), {"type": "http.disconnect"}])
+    with pytest.raises(ClientDisconnect):
+        await read_body(request, limit=10)
