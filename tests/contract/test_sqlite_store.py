@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.contract.test_store_contract import ACME, claim, make_event, subscribe
-from webhookd.models import ApiKey, Scope, new_id, utcnow
+from tests.contract.test_store_contract import ACME, COMPLETED, OTHER, claim, make_event, subscribe
+from webhookd.models import ApiKey, PublishResult, Scope, new_id, utcnow
+from webhookd.store import sqlite_publish
 from webhookd.store.migrate import migrate_sqlite, migration_files
 from webhookd.store.sqlite import SqliteStore
 
@@ -135,6 +136,37 @@ async def test_concurrent_publishes_each_commit_with_their_deliveries(store: Sql
     assert {(j.event_id, j.subscription_id) for j in jobs} == {
         (e.id, s.id) for e in events for s in (first, second)
     }
+
+
+async def test_one_write_batch_of_mixed_plain_publishes_counts_each_group_apart(store: SqliteStore) -> None:
+    """``publish_events`` in one transaction (as the writer runs a batch): plain events of several
+    customers, types and delays, interleaved, each get their own group's fan-out and count."""
+    acme = [await subscribe(store, url=f"https://hooks.example.com/{n}") for n in range(3)]
+    other = await subscribe(store, OTHER, url="https://hooks.example.com/o")
+    ringing = await subscribe(store, url="https://hooks.example.com/r", events=("call.ringing",))
+    kinds = [(ACME, COMPLETED, 1.0), (OTHER, COMPLETED, 1.0), (ACME, "call.ringing", 1.0)]
+    kinds += [(ACME, "call.failed", 1.0), (ACME, COMPLETED, 5.0)]
+    batch = [(make_event(customer, kind), delay) for customer, kind, delay in kinds * 30]
+    assert store._writer is not None  # private: one batch, exactly as the writer would run it
+
+    def in_one_transaction(conn: sqlite3.Connection) -> list[PublishResult]:
+        conn.execute("BEGIN IMMEDIATE")
+        published = sqlite_publish.publish_events(conn, batch)
+        conn.execute("COMMIT")
+        return published
+
+    results = await store._writer.call(in_one_transaction)
+
+    wanted = {(ACME, COMPLETED): acme, (OTHER, COMPLETED): [other], (ACME, "call.ringing"): [ringing]}
+    expected = {(e.id, s.id) for e, _ in batch for s in wanted.get((e.customer_id, e.type), [])}
+    assert [r.event.id for r in results] == [e.id for e, _ in batch]
+    assert [r.deliveries for r in results] == [len(wanted.get((e.customer_id, e.type), [])) for e, _ in batch]
+    due = "SELECT event_id, subscription_id, next_attempt_at - created_at FROM deliveries"
+    rows = await store._writer.call(lambda conn: conn.execute(due).fetchall())
+    assert {(event_id, sub_id) for event_id, sub_id, _ in rows} == expected
+    assert len(rows) == len(expected)
+    delays = {e.id: delay for e, delay in batch}
+    assert all(abs(due_in - delays[event_id]) < 1e-6 for event_id, _, due_in in rows)
 
 
 async def test_concurrent_repeats_of_one_idempotency_key_store_one_event(store: SqliteStore) -> None:
