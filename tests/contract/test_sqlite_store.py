@@ -180,6 +180,42 @@ async def test_concurrent_repeats_of_one_idempotency_key_store_one_event(store: 
     assert len(await claim(store)) == 1
 
 
+async def test_a_v4_database_upgrades_to_an_idempotency_index_of_keyed_events_only(db_path: Path) -> None:
+    """Migration 5 rebuilds the idempotency index as a partial one: events stored before it keep
+    their keys' protection, and events without a key no longer take index entries."""
+    with closing(sqlite3.connect(db_path)) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at)")
+        for version, name, sql in migration_files("sqlite"):
+            if version <= 4:
+                conn.executescript(f"{sql}\nINSERT INTO schema_migrations VALUES ({version}, '{name}', 0);")
+        conn.execute("INSERT INTO customers (id, created_at) VALUES (?, 0)", (ACME,))
+        for n, key in enumerate(["k1", None, None, "k2"]):
+            conn.execute(
+                "INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at)"
+                " VALUES (?, ?, 'call.completed', ?, x'7b7d', 0)",
+                (f"evt_old{n}", ACME, key),
+            )
+        conn.commit()
+    upgraded = SqliteStore(db_path)
+    await upgraded.open()
+    try:
+        again = await upgraded.publish(make_event(idempotency_key="k1"))
+        fresh = await upgraded.publish(make_event(idempotency_key="k3"))
+        plain = await upgraded.publish(make_event())
+    finally:
+        await upgraded.close()
+    assert (again.created, again.event.id) == (False, "evt_old0")
+    assert fresh.created and plain.created
+    assert applied_migrations(db_path)[-1][:2] == (5, "0005_partial_idempotency_index.sql")
+    with closing(sqlite3.connect(db_path)) as conn:
+        indexed = conn.execute(
+            "SELECT count(*) FROM events INDEXED BY events_idempotency WHERE idempotency_key IS NOT NULL"
+        ).fetchone()[0]
+        cells = conn.execute("SELECT sum(ncell) FROM dbstat WHERE name = 'events_idempotency'").fetchone()[0]
+    assert indexed == 3  # k1, k2, k3
+    assert cells == 3  # and nothing for the three events without a key
+
+
 async def test_one_failing_write_in_a_batch_fails_alone(store: SqliteStore) -> None:
     await subscribe(store)
     key_hash = hashlib.sha256(b"whd_dup").hexdigest()

@@ -64,7 +64,8 @@ WHERE e.seq BETWEEN :first AND :last AND {_LIVE}
 
 _INSERT_EVENT = """
 INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, callback_url)
-VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 """
 
 ROWS_PER_INSERT = 100
