@@ -100,6 +100,7 @@ async def serve(port: int, forward: str | None, max_seconds: float) -> None:
         log_config=None,
         lifespan="on",
         server_header=False,
+        proxy_headers=False,
         access_log=False,
     )
     server = uvicorn.Server(config)

@@ -199,6 +199,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,
         lifespan="on",
         server_header=False,
+        proxy_headers=False,  # nothing here reads the client address or scheme
         access_log=False,
     )
     server = Server(config)
