@@ -16,7 +16,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from webhookd.exceptions import StoreError
@@ -53,7 +53,7 @@ class _Request:
     op: WriteOp[Any]
     batched: bool
     """A write to group with others in a transaction; otherwise it runs alone, as it is."""
-    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[Any]
 
 
 @dataclass(slots=True)
@@ -111,20 +111,23 @@ class GroupCommitWriter:
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer thread outside any batch (setup and migrations)."""
-        result: T = await self._enqueue(_Request(fn, batched=False))
+        result: T = await self._enqueue(fn, batched=False)
         return result
 
-    async def submit(self, op: WriteOp[T]) -> T:
-        """Run ``op`` in the next group transaction; return its result once that committed."""
-        result: T = await self._enqueue(_Request(op, batched=True))
-        return result
+    def submit(self, op: WriteOp[T]) -> asyncio.Future[T]:
+        """Queue ``op`` for the next group transaction; the future resolves once that committed.
 
-    async def _enqueue(self, request: _Request) -> Any:
+        A plain future rather than a coroutine: every publish comes through here, and each
+        coroutine level costs the event loop once on the way in and again on every resume."""
+        return self._enqueue(op, batched=True)
+
+    def _enqueue(self, op: WriteOp[Any], *, batched: bool) -> asyncio.Future[Any]:
         with self._gate:
-            if self._thread is None or self._closing or self._dead:
+            if self._loop is None or self._thread is None or self._closing or self._dead:
                 raise StoreError("the SQLite writer is not running")
+            request = _Request(op, batched, self._loop.create_future())
             self._requests.put(request)
-        return await request.future
+        return request.future
 
     async def stop(self) -> None:
         """Finish every write queued so far, close the connection and end the thread."""

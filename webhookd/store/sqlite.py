@@ -164,10 +164,11 @@ class SqliteStore:
         for listener in self._listeners:
             listener()
 
-    async def _write(self, op: WriteOp[T]) -> T:
+    def _write(self, op: WriteOp[T]) -> asyncio.Future[T]:
+        """``op``'s result, once its group transaction committed (a future: see ``submit``)."""
         if self._writer is None:
             raise StoreError("the store is not open")
-        return await self._writer.submit(op)
+        return self._writer.submit(op)
 
     async def _read_one(self, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
         if self._reader is None:
