@@ -35,11 +35,8 @@ class RateLimiter:
         self._per_second = per_minute / 60
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
-
-    @property
-    def full(self) -> Decision:
+        self.full = Decision(True, per_minute, per_minute, 0)
         """What a caller with no key yet is shown: a full bucket."""
-        return Decision(True, self._per_minute, self._per_minute, 0)
 
     def peek(self, key_id: str) -> Decision:
         """``key_id``'s bucket as it stands, spending nothing (for calls that are not limited)."""

@@ -226,7 +226,7 @@ async def read_json_object(request: Request, limit: int, allowed: Collection[str
         raise ApiError(f"the body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(parsed, dict):
         raise ApiError("the body must be a JSON object", code="invalid_json")
-    extra = sorted(set(parsed) - set(allowed))
+    extra = parsed.keys() - allowed
     if extra:
-        raise ApiError(f"unknown fields {extra}; allowed: {sorted(allowed)}", code="invalid_field")
+        raise ApiError(f"unknown fields {sorted(extra)}; allowed: {sorted(allowed)}", code="invalid_field")
     return parsed
