@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import orjson
@@ -16,6 +17,7 @@ from webhookd.models import (
     AttemptResult,
     Carrier,
     DeliveryJob,
+    DeliveryStatus,
     NewEvent,
     Scope,
     Source,
@@ -523,6 +525,43 @@ async def test_stale_retry_does_not_release_a_reclaimed_delivery_early(store: St
     assert await claim(store, retry_at + timedelta(seconds=1)) == []
     await store.record_attempts([outcome(current, succeeded=True)])
     assert await claim(store, later(86400 * 7)) == []
+
+
+async def test_one_record_call_of_many_mixed_outcomes_finishes_each_delivery_as_its_own(store: Store) -> None:
+    """A worker reports a whole batch at once (more results than one statement takes, in the SQL
+    stores): each delivery ends as its own outcome says, and a stale result changes nothing."""
+    await subscribe(store)
+    for _ in range(240):
+        await store.publish(make_event())
+    start = utcnow()
+    jobs = await claim(store, start, limit=240)
+    stale = jobs[-1]
+    retry_at = start + timedelta(seconds=600)
+    results = []
+    for n, job in enumerate(jobs[:-1]):
+        kind = n % 3  # delivered, to retry at retry_at, failed for good
+        results.append(outcome(job, succeeded=kind == 0, next_attempt_at=retry_at if kind == 1 else None))
+    results.append(replace(outcome(stale, succeeded=True), attempt_no=stale.attempt_no + 1))
+
+    await store.record_attempts(results)
+
+    details = [await store.get_delivery(ACME, job.delivery_id) for job in jobs]
+    assert all(d is not None for d in details)
+    statuses = [d.delivery.status for d in details if d is not None]
+    expected = [
+        (DeliveryStatus.DELIVERED, DeliveryStatus.PENDING, DeliveryStatus.FAILED)[n % 3] for n in range(239)
+    ]
+    assert statuses[:-1] == expected
+    assert statuses[-1] is DeliveryStatus.IN_FLIGHT  # its claim was attempt 1; the result said 2
+    for detail, result in zip(details, results, strict=True):
+        assert detail is not None
+        assert [(a.attempt_no, a.status_code) for a in detail.attempts] == [
+            (result.attempt_no, result.status_code)
+        ]
+        if result.next_attempt_at is not None and detail.delivery.status is DeliveryStatus.PENDING:
+            assert detail.delivery.next_attempt_at is not None
+            assert abs((detail.delivery.next_attempt_at - retry_at).total_seconds()) < 0.01
+    assert len(await claim(store, retry_at, limit=500)) == 80 + 1  # and the stale one's lease ran out
 
 
 # -- release and delete ------------------------------------------------------------------------

@@ -6,7 +6,7 @@ Every function here runs inside a transaction of the group-commit writer.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from webhookd.models import (
@@ -71,24 +71,25 @@ JOIN events AS e ON e.id = d.event_id
 WHERE d.id IN ({marks})
 """
 
-_INSERT_ATTEMPT = """
-INSERT INTO attempts (delivery_id, attempt_no, started_at, duration_s, status_code, error,
-                      response_excerpt, succeeded)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-"""
+_ATTEMPT_COLUMNS = (
+    "delivery_id, attempt_no, started_at, duration_s, status_code, error, response_excerpt, succeeded"
+)
 
 # The attempts guard keeps a worker whose lease expired from overwriting a newer claim.
-_FINISH_DELIVERY = """
+_FINISH_DELIVERIES = f"""
+WITH r(id, attempt_no, succeeded, next_at, status_code, error) AS (VALUES {{rows}})
 UPDATE deliveries SET status = CASE
-        WHEN :succeeded THEN 'delivered'
-        WHEN :next_at IS NULL THEN 'failed'
-        ELSE (SELECT CASE WHEN deleted_at IS NOT NULL THEN 'canceled' WHEN is_active = 0 THEN 'parked'
-                          WHEN failure_count > 0 THEN 'held' ELSE 'pending' END
-              FROM subscriptions WHERE id = subscription_id) END,
-    next_attempt_at = :next_at, lease_until = NULL, last_status = :status, last_error = :error,
-    updated_at = :now, delivered_at = CASE WHEN :succeeded THEN :now END
-WHERE id = :id AND status = 'in_flight' AND attempts = :attempt_no
+        WHEN r.succeeded THEN 'delivered'
+        WHEN r.next_at IS NULL THEN 'failed'
+        ELSE {WAITING_STATUS} END,
+    next_attempt_at = r.next_at, lease_until = NULL, last_status = r.status_code, last_error = r.error,
+    updated_at = ?, delivered_at = CASE WHEN r.succeeded THEN ? END
+FROM r
+WHERE deliveries.id = r.id AND deliveries.status = 'in_flight' AND deliveries.attempts = r.attempt_no
 """
+
+RESULTS_PER_STATEMENT = 100
+"""Attempt results per statement in ``record``: at most 800 parameters."""
 
 _RECOVER = """
 UPDATE subscriptions SET failure_count = 0, probe_at = NULL, probe_delivery_id = NULL,
@@ -117,9 +118,10 @@ UPDATE deliveries SET status = 'parked'
 WHERE subscription_id = ? AND status IN ('pending', 'held')
 """
 
-_END_PROBE = """
+# A probe's delivery belongs to its subscription, so the two id lists pair up by themselves.
+_END_PROBES = """
 UPDATE subscriptions SET probe_delivery_id = NULL, probe_lease_until = NULL
-WHERE id = ? AND probe_delivery_id = ?
+WHERE id IN ({subs}) AND probe_delivery_id IN ({deliveries})
 """
 
 
@@ -171,45 +173,73 @@ def _claim_probes(conn: sqlite3.Connection, params: dict[str, float]) -> list[st
 
 def record(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: datetime) -> list[str]:
     """Store attempts, apply each outcome to its subscription's health, then finish each delivery.
-    Returns the subscriptions this disabled."""
+    Returns the subscriptions this disabled.
+
+    A few statements per batch, not three per result: each statement is a GIL hand-off on the
+    writer thread, which the worker's event loop is busy contending for."""
     at = to_epoch(now)
-    conn.executemany(
-        _INSERT_ATTEMPT,
-        [
-            (
-                r.delivery_id,
-                r.attempt_no,
-                to_epoch(r.started_at),
-                r.duration_s,
-                r.status_code,
-                r.error,
-                r.response_excerpt,
-                int(r.succeeded),
-            )
-            for r in results
-        ],
-    )
-    conn.executemany(_END_PROBE, [(r.subscription_id, r.delivery_id) for r in results])
+    for chunk in _chunks(results, RESULTS_PER_STATEMENT):
+        _insert_attempts(conn, chunk)
+        _end_probes(conn, chunk)
     _recover(conn, {r.subscription_id for r in results if r.succeeded})
     disabled = [
         r.subscription_id for r in results if r.circuit is not None and _count_failure(conn, r.circuit, at)
     ]
-    conn.executemany(
-        _FINISH_DELIVERY,
-        [
-            {
-                "succeeded": r.succeeded,
-                "next_at": None if r.next_attempt_at is None else to_epoch(r.next_attempt_at),
-                "status": r.status_code,
-                "error": r.error,
-                "now": at,
-                "id": r.delivery_id,
-                "attempt_no": r.attempt_no,
-            }
-            for r in results
-        ],
-    )
+    for chunk in _chunks(results, RESULTS_PER_STATEMENT):
+        _finish_deliveries(conn, chunk, at)
     return disabled
+
+
+def _chunks(results: Sequence[AttemptResult], size: int) -> Iterator[Sequence[AttemptResult]]:
+    for start in range(0, len(results), size):
+        yield results[start : start + size]
+
+
+def _insert_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult]) -> None:
+    rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(results))
+    params = [
+        value
+        for r in results
+        for value in (
+            r.delivery_id,
+            r.attempt_no,
+            to_epoch(r.started_at),
+            r.duration_s,
+            r.status_code,
+            r.error,
+            r.response_excerpt,
+            int(r.succeeded),
+        )
+    ]
+    conn.execute(f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES {rows}", params)
+
+
+def _end_probes(conn: sqlite3.Connection, results: Sequence[AttemptResult]) -> None:
+    """An attempt that was its subscription's probe ends the probe, whatever its outcome."""
+    subs = {r.subscription_id for r in results}
+    sql = _END_PROBES.format(subs=_marks(len(subs)), deliveries=_marks(len(results)))
+    conn.execute(sql, [*subs, *(r.delivery_id for r in results)])
+
+
+def _finish_deliveries(conn: sqlite3.Connection, results: Sequence[AttemptResult], at: float) -> None:
+    rows = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(results))
+    params: list[object] = [
+        value
+        for r in results
+        for value in (
+            r.delivery_id,
+            r.attempt_no,
+            int(r.succeeded),
+            None if r.next_attempt_at is None else to_epoch(r.next_attempt_at),
+            r.status_code,
+            r.error,
+        )
+    ]
+    conn.execute(_FINISH_DELIVERIES.format(rows=rows), [*params, at, at])
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
 
 
 def _recover(conn: sqlite3.Connection, subscription_ids: set[str]) -> None:
