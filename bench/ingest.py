@@ -1,8 +1,17 @@
-"""(a) Ingest: POST /api/v1/events closed-loop at 64 connections, webhookd vs a bare starlette app."""
+"""(a) Ingest: POST /api/v1/events closed-loop at 64 connections, webhookd vs a bare starlette app.
+
+Both servers run for the whole benchmark and take turns: ``ROUNDS`` rounds, each a warm-up
+and then a measured stretch on webhookd followed by the same on raw. A machine whose speed drifts
+over a minute (shared hosts do) then weighs on both alike, instead of on whichever ran second.
+The figures are the rounds' sums; each round's own rates are kept in the JSON.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +23,7 @@ from bench.config import INGEST_TARGET_RATIO, BenchConfig
 
 BODY_RING = 1000
 MAX_REQUESTS = 10_000_000
+ROUNDS = 3
 
 
 def _bodies() -> load.BodyFor:
@@ -21,69 +31,106 @@ def _bodies() -> load.BodyFor:
     return lambda seq: ring[seq % BODY_RING]
 
 
+@dataclass
+class Target:
+    """One server under test and what its measured stretches added up to."""
+
+    label: str
+    url: str
+    headers: dict[str, str]
+    server: procs.Proc
+    result: load.LoadResult = field(default_factory=load.LoadResult)
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+    rounds: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = self.result.elapsed_s
+        return {
+            **self.result.summary(),
+            "server_cpu_share": round(self.server_cpu_s / elapsed, 3) if elapsed else None,
+            "client_cpu_share": round(self.client_cpu_s / elapsed, 3) if elapsed else None,
+            "rounds_rate_per_s": [round(rate, 1) for rate in self.rounds],
+        }
+
+
 async def _run_for(
-    session: aiohttp.ClientSession, cfg: BenchConfig, url: str, headers: dict[str, str], duration_s: float
+    session: aiohttp.ClientSession, cfg: BenchConfig, target: Target, seconds: float
 ) -> load.LoadResult:
     return await load.closed_loop(
         session,
-        url,
-        headers,
+        target.url,
+        target.headers,
         _bodies(),
         concurrency=cfg.concurrency,
-        duration_s=duration_s,
+        duration_s=seconds,
         max_requests=MAX_REQUESTS,
     )
 
 
-async def measure(
-    cfg: BenchConfig, label: str, url: str, headers: dict[str, str], server: procs.Proc
-) -> dict[str, Any]:
-    """A warm-up run (discarded), then the measured run, on one pooled session."""
-    async with load.client_session(cfg.concurrency) as session:
-        await _run_for(session, cfg, url, headers, cfg.ingest_warmup_s)
-        meter, client_cpu0 = procs.CpuMeter(server), time.process_time()
-        result = await _run_for(session, cfg, url, headers, cfg.ingest_duration_s)
-        cpu_share = meter.share()
-        client_share = round((time.process_time() - client_cpu0) / result.elapsed_s, 3)
-    s = {**result.summary(), "server_cpu_share": cpu_share, "client_cpu_share": client_share}
+async def _round(session: aiohttp.ClientSession, cfg: BenchConfig, target: Target) -> None:
+    """A warm-up (discarded), then one measured stretch added to ``target``."""
+    await _run_for(session, cfg, target, cfg.ingest_warmup_s)
+    server_cpu0, client_cpu0 = procs.cpu_seconds(target.server), time.process_time()
+    part = await _run_for(session, cfg, target, cfg.ingest_duration_s / ROUNDS)
+    server_cpu1 = procs.cpu_seconds(target.server)
+    if server_cpu0 is not None and server_cpu1 is not None:
+        target.server_cpu_s += server_cpu1 - server_cpu0
+    target.client_cpu_s += time.process_time() - client_cpu0
+    merged = target.result
+    merged.ok += part.ok
+    merged.errors.update(part.errors)
+    merged.latencies_s.extend(part.latencies_s)
+    merged.elapsed_s += part.elapsed_s
+    target.rounds.append(part.rate)
     procs.log(
-        f"ingest: {label} {result.elapsed_s:.1f}s {result.ok} ok {result.rate:.0f} req/s"
-        f" p50 {s['p50_ms']}ms p99 {s['p99_ms']}ms errors {result.error_count}"
-        f" cpu share: server {cpu_share} client {client_share}"
+        f"ingest: {target.label} round {len(target.rounds)}: {part.rate:.0f} req/s, {part.error_count} errors"
     )
-    return s
 
 
-async def _webhookd(cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
-    wh = provision.new_webhookd(workdir)
+@contextlib.asynccontextmanager
+async def _servers(workdir: Path) -> AsyncIterator[tuple[Target, Target]]:
+    wh = provision.new_webhookd(workdir / "webhookd")
     key = provision.create_key(wh)
-    async with provision.serving(wh, workers=False, log_name="ingest-webhookd") as server:
-        await provision.create_subscription(wh, key, "http://127.0.0.1:9/")
-        url = f"{wh.base_url}/api/v1/events"
-        result = await measure(cfg, "webhookd", url, provision.auth_headers(key), server)
-    db = workdir / "bench.db"
-    stored = {"events": dbcheck.row_count(db, "events"), "deliveries": dbcheck.row_count(db, "deliveries")}
-    return {**result, "stored_after_warmup_and_run": stored}
-
-
-async def _raw(cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
     port = procs.free_port()
-    base = f"http://{procs.HOST}:{port}"
-    cmd = procs.python_module("bench.raw_app", "--port", str(port))
-    async with procs.running("ingest-raw", cmd, procs.base_env(), workdir / "ingest-raw.log", base) as server:
-        headers = {"Content-Type": "application/json"}
-        return await measure(cfg, "raw", f"{base}/api/v1/events", headers, server)
+    raw_base = f"http://{procs.HOST}:{port}"
+    raw_cmd = procs.python_module("bench.raw_app", "--port", str(port))
+    raw_log = workdir / "raw" / "ingest-raw.log"
+    async with (
+        provision.serving(wh, workers=False, log_name="ingest-webhookd") as webhookd_proc,
+        procs.running("ingest-raw", raw_cmd, procs.base_env(), raw_log, raw_base) as raw_proc,
+    ):
+        await provision.create_subscription(wh, key, "http://127.0.0.1:9/")
+        yield (
+            Target("webhookd", f"{wh.base_url}/api/v1/events", provision.auth_headers(key), webhookd_proc),
+            Target("raw", f"{raw_base}/api/v1/events", {"Content-Type": "application/json"}, raw_proc),
+        )
 
 
 async def run(cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
     (workdir / "webhookd").mkdir()
     (workdir / "raw").mkdir()
-    webhookd = await _webhookd(cfg, workdir / "webhookd")
-    raw = await _raw(cfg, workdir / "raw")
+    async with _servers(workdir) as targets, load.client_session(cfg.concurrency) as session:
+        for _ in range(ROUNDS):
+            for target in targets:
+                await _round(session, cfg, target)
+    webhookd, raw = (target.summary() for target in targets)
+    db = workdir / "webhookd" / "bench.db"
+    webhookd["stored_after_warmup_and_run"] = {
+        "events": dbcheck.row_count(db, "events"),
+        "deliveries": dbcheck.row_count(db, "deliveries"),
+    }
+    for label, s in (("webhookd", webhookd), ("raw", raw)):
+        procs.log(
+            f"ingest: {label} {s['elapsed_s']:.1f}s {s['ok']} ok {s['rate_per_s']:.0f} req/s"
+            f" p50 {s['p50_ms']}ms p99 {s['p99_ms']}ms errors {s['errors']}"
+            f" cpu share: server {s['server_cpu_share']} client {s['client_cpu_share']}"
+        )
     ratio = webhookd["rate_per_s"] / raw["rate_per_s"] if raw["rate_per_s"] else 0.0
     return {
         "duration_s": cfg.ingest_duration_s,
         "warmup_s": cfg.ingest_warmup_s,
+        "rounds": ROUNDS,
         "concurrency": cfg.concurrency,
         "webhookd": webhookd,
         "raw": raw,

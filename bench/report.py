@@ -60,7 +60,7 @@ def _counts(a: int, b: int) -> str:
 
 def ingest_rows(r: dict[str, Any]) -> list[Row]:
     wh, raw = r["webhookd"], r["raw"]
-    title = f"throughput req/s ({r['concurrency']} conns, {r['duration_s']:g}s)"
+    title = f"throughput req/s ({r['concurrency']} conns, {r['duration_s']:g}s in {r['rounds']} turns)"
     target, verdict = f">= {r['target_ratio']}", _verdict(r["meets_target"])
     return [
         _row(
