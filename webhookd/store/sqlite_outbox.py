@@ -6,7 +6,7 @@ Every function here runs inside a transaction of the group-commit writer.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 
 from webhookd.models import (
@@ -196,22 +196,22 @@ def _chunks(results: Sequence[AttemptResult], size: int) -> Iterator[Sequence[At
 
 
 def _insert_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult]) -> None:
-    rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(results))
-    params = [
-        value
-        for r in results
-        for value in (
-            r.delivery_id,
-            r.attempt_no,
-            to_epoch(r.started_at),
-            r.duration_s,
-            r.status_code,
-            r.error,
-            r.response_excerpt,
-            int(r.succeeded),
-        )
-    ]
+    rows, params = _values(results, _attempt_row)
     conn.execute(f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES {rows}", params)
+
+
+def _attempt_row(r: AttemptResult) -> tuple[object, ...]:
+    started = to_epoch(r.started_at)
+    return (
+        r.delivery_id,
+        r.attempt_no,
+        started,
+        r.duration_s,
+        r.status_code,
+        r.error,
+        r.response_excerpt,
+        r.succeeded,
+    )
 
 
 def _end_probes(conn: sqlite3.Connection, results: Sequence[AttemptResult]) -> None:
@@ -222,20 +222,22 @@ def _end_probes(conn: sqlite3.Connection, results: Sequence[AttemptResult]) -> N
 
 
 def _finish_deliveries(conn: sqlite3.Connection, results: Sequence[AttemptResult], at: float) -> None:
-    rows = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(results))
-    params: list[object] = [
-        value
-        for r in results
-        for value in (
-            r.delivery_id,
-            r.attempt_no,
-            int(r.succeeded),
-            None if r.next_attempt_at is None else to_epoch(r.next_attempt_at),
-            r.status_code,
-            r.error,
-        )
-    ]
+    rows, params = _values(results, _finish_row)
     conn.execute(_FINISH_DELIVERIES.format(rows=rows), [*params, at, at])
+
+
+def _finish_row(r: AttemptResult) -> tuple[object, ...]:
+    next_at = None if r.next_attempt_at is None else to_epoch(r.next_attempt_at)
+    return (r.delivery_id, r.attempt_no, r.succeeded, next_at, r.status_code, r.error)
+
+
+def _values(
+    results: Sequence[AttemptResult], row: Callable[[AttemptResult], tuple[object, ...]]
+) -> tuple[str, list[object]]:
+    """``results`` as the rows of a VALUES list: its placeholders, and their parameters in order."""
+    rows = [row(r) for r in results]
+    marks = "(" + ", ".join("?" * len(rows[0])) + ")"
+    return ", ".join([marks] * len(rows)), [value for values in rows for value in values]
 
 
 def _marks(count: int) -> str:
