@@ -241,15 +241,26 @@ async def test_a_standalone_worker_serves_its_delivery_metrics(
             worker = subprocess.Popen(webhookd_command("worker"), env=worker_env, stdout=out, stderr=out)
         try:
             await receiver.wait_for(lambda got: len(got) == 1)
-            async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
-                text = await response.text()
+            # The receiver can see the POST before the worker has counted its answer: poll.
+            samples = await _successes_once_counted(http, f"http://127.0.0.1:{metrics_port}/metrics")
         finally:
             worker.send_signal(signal.SIGTERM)
             await asyncio.to_thread(worker.wait, 15)
-    samples = {
-        s.name: s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if not s.labels or s.labels.get("outcome") == "success"
-    }
     assert samples["webhookd_delivery_attempts_total"] == 1
+
+
+async def _successes_once_counted(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    """The worker's unlabelled and ``outcome="success"`` samples, once it has counted an attempt."""
+    async with asyncio.timeout(10):
+        while True:
+            async with http.get(url) as response:
+                text = await response.text()
+            samples = {
+                s.name: s.value
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+                if not s.labels or s.labels.get("outcome") == "success"
+            }
+            if samples.get("webhookd_delivery_attempts_total", 0) >= 1:
+                return samples
+            await asyncio.sleep(0.05)
