@@ -109,7 +109,12 @@ class HotRoute:
         self.app, self.method, self.path, self.endpoint = app, method, path, endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != self.method:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != self.path
+            or scope["method"] != self.method
+            or scope.get("root_path")  # mounted under a prefix: the router knows how to strip it
+        ):
             await self.app(scope, receive, send)
             return
         try:

@@ -62,7 +62,9 @@ def build() -> Starlette:
 Answer = tuple[int, dict[str, str], bytes]
 
 
-async def drive(app: Starlette, method: str, path: str, body: bytes, sent: list[dict[str, Any]]) -> None:
+async def drive(
+    app: Starlette, method: str, path: str, body: bytes, sent: list[dict[str, Any]], root_path: str = ""
+) -> None:
     """One HTTP request through ``app``; what it sends is appended to ``sent``."""
     scope: dict[str, Any] = {
         "type": "http",
@@ -72,7 +74,7 @@ async def drive(app: Starlette, method: str, path: str, body: bytes, sent: list[
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "root_path": "",
+        "root_path": root_path,
         "query_string": b"",
         "headers": [(b"host", b"test"), (b"content-length", str(len(body)).encode())],
         "client": ("127.0.0.1", 5000),
@@ -117,6 +119,17 @@ async def test_other_methods_and_paths_go_to_the_router(method: str, path: str) 
     status, _, body = await call(build(), method, path, b"x")
     assert status == 200
     assert body == f"router:{method}:{path}".encode()
+
+
+async def test_under_a_root_path_the_router_decides() -> None:
+    """With ``root_path`` set the router matches the path without it; the hot route steps aside
+    rather than match a path the router would not (``/events`` under root ``/events`` is ``/``)."""
+    sent: list[dict[str, Any]] = []
+    await drive(build(), "POST", "/events", b"x", sent, root_path="/events")
+    assert answer(sent)[0] == 404
+    sent.clear()
+    await drive(build(), "POST", "/api/events", b"x", sent, root_path="/api")
+    assert answer(sent)[0::2] == (200, b"router:POST:/api/events")
 
 
 async def test_a_method_neither_serves_is_the_router_s_405() -> None:
