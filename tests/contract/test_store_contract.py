@@ -564,6 +564,23 @@ async def test_one_record_call_of_many_mixed_outcomes_finishes_each_delivery_as_
     assert len(await claim(store, retry_at, limit=500)) == 80 + 1  # and the stale one's lease ran out
 
 
+async def test_two_results_for_one_claim_in_one_call_finish_it_as_the_first_says(store: Store) -> None:
+    """As if finished one by one: the first result stands and the attempts guard refuses the
+    second (set-based finishes would otherwise pick either)."""
+    await subscribe(store)
+    await store.publish(make_event())
+    job = await claim_one(store)
+
+    await store.record_attempts(
+        [outcome(job, succeeded=True), outcome(job, succeeded=False, next_attempt_at=later(60))]
+    )
+
+    detail = await store.get_delivery(ACME, job.delivery_id)
+    assert detail is not None
+    assert detail.delivery.status is DeliveryStatus.DELIVERED
+    assert await claim(store, later(86400 * 7)) == []
+
+
 # -- release and delete ------------------------------------------------------------------------
 
 

@@ -235,6 +235,20 @@ class Store(Protocol):
         """Call ``listener`` (no arguments, on the event loop) whenever new work is committed."""
 
 
+def first_result_per_claim(results: Sequence[AttemptResult]) -> list[AttemptResult]:
+    """One result for each (delivery, attempt number), the first. Finishing results one by one
+    keeps the first anyway (the attempts guard refuses the rest); a set-based finish, which joins
+    every row at once, must be told."""
+    seen: set[tuple[str, int]] = set()
+    kept = []
+    for result in results:
+        claim = (result.delivery_id, result.attempt_no)
+        if claim not in seen:
+            seen.add(claim)
+            kept.append(result)
+    return kept
+
+
 def events_key(events: Sequence[str]) -> str:
     """The canonical form of a set of event types: order and repeats do not matter."""
     return ",".join(sorted(set(events)))

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind
+from webhookd.store.base import first_result_per_claim
 from webhookd.store.postgres_db import Connection, count_rows
 
 WAITING_STATUS = """CASE WHEN s.deleted_at IS NOT NULL THEN 'canceled' WHEN NOT s.is_active THEN 'parked'
@@ -201,14 +202,15 @@ async def record(conn: Connection, results: Sequence[AttemptResult], now: dateti
         for r in results
         if r.circuit is not None and await _count_failure(conn, r.circuit, now)
     ]
+    finishing = first_result_per_claim(results)
     await conn.execute(
         _FINISH,
-        delivery_ids,
-        [r.attempt_no for r in results],
-        [r.succeeded for r in results],
-        [r.next_attempt_at for r in results],
-        [r.status_code for r in results],
-        [r.error for r in results],
+        [r.delivery_id for r in finishing],
+        [r.attempt_no for r in finishing],
+        [r.succeeded for r in finishing],
+        [r.next_attempt_at for r in finishing],
+        [r.status_code for r in finishing],
+        [r.error for r in finishing],
         now,
     )
     return disabled

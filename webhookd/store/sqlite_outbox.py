@@ -15,6 +15,7 @@ from webhookd.models import (
     DeliveryJob,
     SubscriptionKind,
 )
+from webhookd.store.base import first_result_per_claim
 from webhookd.store.sqlite_manage import WAITING_STATUS
 from webhookd.store.sqlite_time import from_epoch, to_epoch
 
@@ -185,7 +186,7 @@ def record(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: date
     disabled = [
         r.subscription_id for r in results if r.circuit is not None and _count_failure(conn, r.circuit, at)
     ]
-    for chunk in _chunks(results, RESULTS_PER_STATEMENT):
+    for chunk in _chunks(first_result_per_claim(results), RESULTS_PER_STATEMENT):
         _finish_deliveries(conn, chunk, at)
     return disabled
 
