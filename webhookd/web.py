@@ -199,7 +199,8 @@ def error_response(error: RequestError) -> JSONResponse:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing with 413 as soon as it exceeds ``limit`` bytes."""
+    """The request body, refusing with 413 as soon as it exceeds ``limit`` bytes. It takes the
+    body's messages from ``receive``, so read a request's body once, here."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
