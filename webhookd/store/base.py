@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -233,6 +233,12 @@ class Store(Protocol):
 
     def add_work_listener(self, listener: WorkListener) -> None:
         """Call ``listener`` (no arguments, on the event loop) whenever new work is committed."""
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most ``size``: one multi-row statement each."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def first_result_per_claim(results: Sequence[AttemptResult]) -> list[AttemptResult]:

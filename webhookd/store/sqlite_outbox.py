@@ -6,7 +6,7 @@ Every function here runs inside a transaction of the group-commit writer.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from webhookd.models import (
@@ -15,7 +15,7 @@ from webhookd.models import (
     DeliveryJob,
     SubscriptionKind,
 )
-from webhookd.store.base import first_result_per_claim
+from webhookd.store.base import chunks, first_result_per_claim
 from webhookd.store.sqlite_manage import WAITING_STATUS
 from webhookd.store.sqlite_time import from_epoch, to_epoch
 
@@ -179,21 +179,16 @@ def record(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: date
     A few statements per batch, not three per result: each statement is a GIL hand-off on the
     writer thread, which the worker's event loop is busy contending for."""
     at = to_epoch(now)
-    for chunk in _chunks(results, RESULTS_PER_STATEMENT):
+    for chunk in chunks(results, RESULTS_PER_STATEMENT):
         _insert_attempts(conn, chunk)
         _end_probes(conn, chunk)
     _recover(conn, {r.subscription_id for r in results if r.succeeded})
     disabled = [
         r.subscription_id for r in results if r.circuit is not None and _count_failure(conn, r.circuit, at)
     ]
-    for chunk in _chunks(first_result_per_claim(results), RESULTS_PER_STATEMENT):
+    for chunk in chunks(first_result_per_claim(results), RESULTS_PER_STATEMENT):
         _finish_deliveries(conn, chunk, at)
     return disabled
-
-
-def _chunks(results: Sequence[AttemptResult], size: int) -> Iterator[Sequence[AttemptResult]]:
-    for start in range(0, len(results), size):
-        yield results[start : start + size]
 
 
 def _insert_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult]) -> None:

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Iterator, Sequence
-from typing import TypeVar
 
 import orjson
 
 from webhookd.exceptions import StoreError
 from webhookd.models import Event, NewEvent, PublishResult
-from webhookd.store.base import CallbackOutcome, CallbackReceipt, Decide
+from webhookd.store.base import CallbackOutcome, CallbackReceipt, Decide, chunks
 from webhookd.store.sqlite_time import from_epoch, to_epoch
-
-T = TypeVar("T")
 
 # A delivery's id is its event's: 'dlv_', the event id's millisecond time, and 16 random hex digits
 # (hex is a subset of the Crockford alphabet). Ids in time order grow the id index at its right
@@ -87,7 +83,7 @@ def publish_events(conn: sqlite3.Connection, requests: list[tuple[NewEvent, floa
         else:
             results[index] = publish_event(conn, event, delay_s)
     for (_, _, delay_s), indexed in plain.items():
-        for chunk in _chunks(indexed, ROWS_PER_INSERT):
+        for chunk in chunks(indexed, ROWS_PER_INSERT):
             published = _publish_plain(conn, [event for _, event in chunk], delay_s)
             results.update(zip((index for index, _ in chunk), published, strict=True))
     return [results[index] for index in range(len(requests))]
@@ -126,11 +122,6 @@ def _publish_plain(conn: sqlite3.Connection, events: list[NewEvent], delay_s: fl
 def _insert_plain(rows: int) -> str:
     values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
     return f"INSERT INTO events (id, customer_id, type, payload, created_at) VALUES {values}"
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def publish_event(conn: sqlite3.Connection, event: NewEvent, delay_s: float) -> PublishResult:
