@@ -137,7 +137,7 @@ def claim(conn: sqlite3.Connection, limit: int, lease_s: float, now: datetime) -
         ids += _claim_probes(conn, {**params, "limit": limit - len(ids)})
     if not ids:
         return []
-    rows = conn.execute(_JOB_DETAILS.format(marks=",".join("?" * len(ids))), [at, at, *ids]).fetchall()
+    rows = conn.execute(_JOB_DETAILS.format(marks=_marks(len(ids))), [at, at, *ids]).fetchall()
     return [
         DeliveryJob(
             r[0],
@@ -244,7 +244,7 @@ def _recover(conn: sqlite3.Connection, subscription_ids: set[str]) -> None:
     """Any success resets its subscription's failure count and releases what it held."""
     if not subscription_ids:
         return
-    marks = ",".join("?" * len(subscription_ids))
+    marks = _marks(len(subscription_ids))
     recovered = conn.execute(_RECOVER.format(marks=marks), list(subscription_ids)).fetchall()
     conn.executemany(_UNHOLD, recovered)
 
@@ -323,7 +323,7 @@ def prune(conn: sqlite3.Connection, deliveries_before: float, events_before: flo
             (deliveries_before, limit),
         )
     ]
-    marks = ",".join("?" * len(ids))
+    marks = _marks(len(ids))
     gone = 0
     if ids:
         gone += conn.execute(f"DELETE FROM attempts WHERE delivery_id IN ({marks})", ids).rowcount
