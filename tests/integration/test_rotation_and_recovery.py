@@ -142,12 +142,20 @@ async def test_rotated_callback_secret_signs_alongside_the_old_one(
     assert verifies(new["secret"], delivered.body, delivered.headers)
 
 
-async def test_callback_url_to_a_private_address_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/cb",
+        "http://[::127.0.0.1]:9/cb",
+        "http://[::169.254.169.254]/cb",
+        "http://[::ffff:0:127.0.0.1]:9/cb",
+        "http://[64:ff9b:1::7f00:1]:9/cb",
+    ],
+)
+async def test_callback_url_to_a_private_address_is_refused(tmp_path: Path, url: str) -> None:
     async for client in _client(tmp_path, WEBHOOKD_ALLOW_PRIVATE_DESTINATIONS="false"):
         status, body, _ = await client.call(
-            "POST",
-            "/api/v1/events",
-            {"type": "call.completed", "data": {}, "callback_url": "http://127.0.0.1:9/cb"},
+            "POST", "/api/v1/events", {"type": "call.completed", "data": {}, "callback_url": url}
         )
         assert (status, body["error"]["code"]) == (400, "destination_blocked")
         assert query(client.db, "SELECT count(*) FROM events") == [(0,)]

@@ -23,6 +23,14 @@ from webhookd.models import Scope
 
 pytestmark = pytest.mark.anyio
 
+# IPv6 forms that carry an internal IPv4 address to a host stack or a NAT64/SIIT translator.
+IPV6_FORMS_OF_IPV4 = [
+    "http://[::127.0.0.1]/hook",
+    "http://[::169.254.169.254]/latest",
+    "http://[::ffff:0:127.0.0.1]/hook",
+    "http://[64:ff9b:1::7f00:1]/hook",
+]
+
 
 @pytest.mark.parametrize(
     "url",
@@ -32,6 +40,7 @@ pytestmark = pytest.mark.anyio
         "http://0x7f000001/hook",
         "http://[::1]/hook",
         "http://10.0.0.5/hook",
+        *IPV6_FORMS_OF_IPV4,
     ],
 )
 async def test_private_destinations_are_refused_at_create(tmp_path: Path, url: str) -> None:

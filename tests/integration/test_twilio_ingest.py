@@ -193,6 +193,37 @@ async def test_signed_callback_url_parameter_delivers_to_that_url(tmp_path: Path
     assert event["data"]["metadata"]["callback_url"] == receiver.url + "/call-42"
 
 
+@pytest.mark.parametrize(
+    "callback_url",
+    [
+        "http://[::1",  # malformed: urlsplit raises
+        "http://[::127.0.0.1]:{port}/hook",
+        "http://[::ffff:0:127.0.0.1]:{port}/hook",
+        "http://[64:ff9b:1::7f00:1]:{port}/hook",
+        "http://[::169.254.169.254]/latest",
+    ],
+)
+async def test_signed_callback_url_that_is_malformed_or_blocked_is_dropped(
+    tmp_path: Path, callback_url: str
+) -> None:
+    """The callback is still stored and answered 200; only its callback URL is ignored."""
+    db, _, source_id = await _setup(tmp_path)
+    settings = server_settings(db, WEBHOOKD_ALLOW_PRIVATE_DESTINATIONS="false")
+    async with (
+        running_receiver() as receiver,
+        running_server(settings) as base,
+        aiohttp.ClientSession() as http,
+    ):
+        target = callback_url.format(port=receiver.url.split(":")[2].split("/")[0])
+        url = f"{base}/ingest/twilio/{source_id}?{urlencode({'callback_url': target})}"
+        body = (FIXTURES / "04_completed.form").read_bytes()
+        async with http.post(URL(url, encoded=True), data=body, headers=signed(url, body)) as response:
+            assert response.status == 200
+            assert len((await response.json())["events"]) == 1
+    assert count_rows(db, "deliveries") == 0
+    assert receiver.requests == []
+
+
 async def test_out_of_order_callbacks_deliver_only_forward_moves(tmp_path: Path) -> None:
     db, key, source_id = await _setup(tmp_path)
     async with (

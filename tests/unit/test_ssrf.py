@@ -1,4 +1,4 @@
-"""The SSRF guard's address table (SPEC §5)."""
+"""The SSRF guard's address table."""
 
 from __future__ import annotations
 
@@ -40,10 +40,43 @@ BLOCKED = [
     "64:ff9b::7f00:1",
     "2002:7f00:1::1",  # NAT64 and 6to4 wrapping loopback
 ]
-ALLOWED = ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "::ffff:8.8.8.8"]
+# IPv6 forms that embed or translate an IPv4 address: each is judged by the address it carries.
+BLOCKED_IPV6_CARRYING_IPV4 = [
+    "::127.0.0.1",  # IPv4-compatible, ::/96
+    "::169.254.169.254",
+    "::10.0.0.1",
+    "::ffff:0:127.0.0.1",  # SIIT, ::ffff:0:0/96
+    "::ffff:0:169.254.169.254",
+    "64:ff9b::a9fe:a9fe",  # well-known NAT64 onto the metadata address
+    "2002:a9fe:a9fe::1",  # 6to4
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo whose client is 127.0.0.1
+]
+# IPv6 ranges IANA marks as not globally reachable, which Python 3.11's is_global lets through.
+BLOCKED_IPV6_NOT_GLOBAL = [
+    "64:ff9b:1::7f00:1",  # local-use NAT64, 64:ff9b:1::/48
+    "64:ff9b:1:ffff::1",
+    "100::1",  # discard-only
+    "100:0:0:1::1",  # dummy prefix
+    "2001:db8::1",
+    "3fff::1",  # documentation, 3fff::/20
+    "5f00::1",  # SRv6 SIDs
+    "fec0::1",  # site-local
+    "2001:2::1",  # benchmarking
+]
+ALLOWED = [
+    "8.8.8.8",
+    "1.1.1.1",
+    "93.184.216.34",
+    "2606:4700:4700::1111",
+    "::ffff:8.8.8.8",
+    "::8.8.8.8",
+    "::ffff:0:8.8.8.8",
+    "64:ff9b::808:808",
+    "2002:808:808::1",
+]
 
 
-@pytest.mark.parametrize("address", BLOCKED)
+@pytest.mark.parametrize("address", BLOCKED + BLOCKED_IPV6_CARRYING_IPV4 + BLOCKED_IPV6_NOT_GLOBAL)
 def test_blocked(address: str) -> None:
     assert not AddressGuard().allows(ipaddress.ip_address(address))
 

@@ -1,4 +1,4 @@
-"""The SSRF guard: which addresses webhookd may deliver to (SPEC §5)."""
+"""The SSRF guard: which addresses webhookd may deliver to."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from webhookd.exceptions import DestinationBlocked
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Not always caught by ``is_global`` on every Python version, so named outright.
-_ALWAYS_BLOCKED = tuple(
-    ipaddress.ip_network(n)
+# Python's ``is_global`` lags IANA's special-purpose registries (and differs between patch releases),
+# so every range that is not globally reachable is named outright.
+_BLOCKED_V4 = tuple(
+    ipaddress.IPv4Network(n)
     for n in (
         "0.0.0.0/8",
         "10.0.0.0/8",
@@ -25,18 +26,43 @@ _ALWAYS_BLOCKED = tuple(
         "169.254.0.0/16",
         "172.16.0.0/12",
         "192.0.0.0/24",
+        "192.0.2.0/24",
         "192.168.0.0/16",
         "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
         "224.0.0.0/4",
         "240.0.0.0/4",
-        "::/128",
-        "::1/128",
-        "fc00::/7",
-        "fe80::/10",
-        "ff00::/8",
     )
 )
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_BLOCKED_V6 = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "::/128",  # unspecified
+        "::1/128",  # loopback
+        "64:ff9b:1::/48",  # local-use IPv4/IPv6 translation: reaches whatever the operator's NAT64 does
+        "100::/63",  # discard-only and dummy prefixes
+        "2001::/23",  # IETF protocol assignments (Teredo is handled by its embedded address first)
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation
+        "5f00::/16",  # SRv6 segment identifiers
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated, still routed by some stacks)
+        "ff00::/8",  # multicast
+    )
+)
+# Ranges whose low 32 bits are an IPv4 address that a host stack or a translator will reach.
+_EMBEDS_V4_LOW32 = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "::/96",  # IPv4-compatible (deprecated, still accepted by some stacks)
+        "::ffff:0:0/96",  # IPv4-mapped
+        "::ffff:0:0:0/96",  # SIIT (IPv4-translated)
+        "64:ff9b::/96",  # well-known NAT64 prefix
+    )
+)
+_TEREDO = ipaddress.IPv6Network("2001::/32")
 
 
 def literal_address(host: str) -> IPAddress | None:
@@ -53,12 +79,17 @@ def literal_address(host: str) -> IPAddress | None:
         return None
 
 
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address in _NAT64:
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries or translates to, for the ranges that do so."""
+    if address in (_BLOCKED_V6[0], _BLOCKED_V6[1]):
+        return None  # :: and ::1 sit inside ::/96 but are IPv6's own unspecified and loopback
+    if any(address in net for net in _EMBEDS_V4_LOW32):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return address.sixtofour or (address.teredo[1] if address.teredo else None)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _TEREDO and address.teredo is not None:
+        return address.teredo[1]
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +103,12 @@ class AddressGuard:
     def allows(self, address: IPAddress) -> bool:
         if self.allow_private or any(address in net for net in self.allowed):
             return True
-        if isinstance(address, ipaddress.IPv6Address):
-            embedded = _embedded_ipv4(address)
-            if embedded is not None:
-                return self.allows(embedded)
-        if any(address in net for net in _ALWAYS_BLOCKED if net.version == address.version):
-            return False
-        return address.is_global
+        if isinstance(address, ipaddress.IPv4Address):
+            return not any(address in net for net in _BLOCKED_V4) and address.is_global
+        embedded = embedded_ipv4(address)
+        if embedded is not None:
+            return self.allows(embedded)
+        return not any(address in net for net in _BLOCKED_V6) and address.is_global
 
     def check_address(self, host: str, address: IPAddress) -> None:
         if not self.allows(address):

@@ -52,8 +52,8 @@ async def _callback_url(svc: Services, raw: str | None) -> str | None:
     from the platform; one that the SSRF guard refuses is logged and dropped, not fatal."""
     if not raw:
         return None
-    parts = urlsplit(raw)
     try:
+        parts = urlsplit(raw)  # raises ValueError on a malformed host such as "http://[::1"
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise DestinationBlocked("not an absolute http(s) URL")
         await svc.guard.check_url(raw)
