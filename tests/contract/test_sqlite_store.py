@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import sqlite3
-from collections.abc import AsyncIterator
+import stat
+from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -284,3 +286,44 @@ async def test_the_wal_restarts_although_writes_never_pause(store: SqliteStore, 
         await asyncio.gather(*publishers)
 
     assert wal_restarts(db_path) >= before + 3
+
+
+def _modes(db_path: Path) -> dict[str, int]:
+    names = [db_path.name, f"{db_path.name}-wal", f"{db_path.name}-shm"]
+    return {name: stat.S_IMODE((db_path.parent / name).stat().st_mode) for name in names}
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """The common default umask, under which files are created world-readable (0644)."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.usefixtures("loose_umask")
+async def test_a_new_database_and_its_wal_files_are_private(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        await store.publish(make_event())  # the WAL and shared-memory files now exist
+        assert _modes(db_path) == dict.fromkeys(_modes(db_path), 0o600)
+    finally:
+        await store.close()
+
+
+@pytest.mark.usefixtures("loose_umask")
+async def test_an_existing_world_readable_database_is_made_private(db_path: Path) -> None:
+    with closing(sqlite3.connect(db_path)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t (x)")
+    db_path.chmod(0o644)
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        await store.publish(make_event())
+        assert _modes(db_path) == dict.fromkeys(_modes(db_path), 0o600)
+    finally:
+        await store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -69,6 +70,18 @@ CHECKPOINT_INTERVAL_S = 1.0
 _PRAGMAS = ("synchronous=FULL", "foreign_keys=ON", f"busy_timeout={BUSY_TIMEOUT_MS}", "temp_store=MEMORY")
 
 
+def make_private(path: Path) -> None:
+    """Create the database file 0600 if it is new, and make it and its WAL and shared-memory files
+    0600 if they exist: they hold event payloads. SQLite gives the ``-wal`` and ``-shm`` files it
+    creates the database file's mode, so a private database keeps them private whatever the umask."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        try:
+            os.chmod(path.with_name(name), 0o600)
+        except FileNotFoundError:
+            pass
+
+
 class SqliteStore:
     """The embedded default store. One file, no setup, durable on return."""
 
@@ -131,12 +144,13 @@ class SqliteStore:
 
     def _connect_writer(self) -> sqlite3.Connection:
         try:
+            make_private(self._path)
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint_forever
             for pragma in _PRAGMAS:
                 conn.execute(f"PRAGMA {pragma}")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite database {self._path}: {exc}") from exc
         return conn
 
