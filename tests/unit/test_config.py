@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +138,40 @@ def test_master_key_is_not_in_repr() -> None:
     assert settings.master_key == MASTER_KEY
     assert MASTER_KEY not in repr(settings)
     assert "port=8080" in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("lease_s", "timeout_s"),
+    [("3", "30"), ("30", "15"), ("29", "15"), ("1", "0.5")],
+)
+def test_a_lease_that_an_attempt_can_outlive_is_refused_naming_both_variables(
+    lease_s: str, timeout_s: str
+) -> None:
+    env = {"WEBHOOKD_LEASE_S": lease_s, "WEBHOOKD_DELIVERY_TIMEOUT_S": timeout_s}
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(env)
+    assert "WEBHOOKD_LEASE_S" in str(refused.value)
+    assert "WEBHOOKD_DELIVERY_TIMEOUT_S" in str(refused.value)
+
+
+@pytest.mark.parametrize(("lease_s", "timeout_s"), [("60", "15"), ("31", "15"), ("1", "0.45")])
+def test_a_lease_that_outlasts_two_attempts_is_accepted(lease_s: str, timeout_s: str) -> None:
+    settings = Settings.from_env({"WEBHOOKD_LEASE_S": lease_s, "WEBHOOKD_DELIVERY_TIMEOUT_S": timeout_s})
+    assert (settings.lease_s, settings.delivery_timeout_s) == (float(lease_s), float(timeout_s))
+
+
+def test_the_cli_refuses_a_dangerous_lease_before_serving(tmp_path: Path) -> None:
+    """The whole path a user takes: the command exits 2 with the message, and creates nothing."""
+    env = {
+        **os.environ,
+        "WEBHOOKD_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+        "WEBHOOKD_PORT": "0",
+        "WEBHOOKD_LEASE_S": "3",
+        "WEBHOOKD_DELIVERY_TIMEOUT_S": "30",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "webhookd", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "WEBHOOKD_LEASE_S=3 is too short for WEBHOOKD_DELIVERY_TIMEOUT_S=30" in done.stderr
+    assert list(tmp_path.iterdir()) == []

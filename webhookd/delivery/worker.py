@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 CLAIM_BATCH = 100
 CLAIM_AHEAD = 2
-"""Claimed-but-not-started jobs kept ready, as a multiple of the concurrency."""
+"""Claimed-but-not-started jobs kept ready, as a multiple of the concurrency. A ready job waits at most
+one attempt for a slot; the lease check in ``webhookd.config`` (``LEASE_COVERS_ATTEMPTS``) counts on it."""
 KEY_CACHE_SIZE = 10_000
 
 
