@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from webhookd import api, ingest
 from webhookd.config import Settings
@@ -84,12 +85,23 @@ async def _request_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method the request's path accepts. Each route here serves one method, and Starlette's
+    405 names only the first route whose path matched."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(request.url.path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(
-        ApiError(str(exc.detail), status=exc.status_code, code=code, headers=dict(exc.headers or {}))
-    )
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return error_response(ApiError(str(exc.detail), status=exc.status_code, code=code, headers=headers))
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

@@ -308,6 +308,24 @@ async def test_publish_answers_carry_the_same_headers_as_every_route(tmp_path: P
     assert anonymous.headers["X-Request-Id"]
     assert listed.status == 200 and [e["id"] for e in listed.body["data"]] == [accepted.body["id"]]
     assert_error(wrong_method, 405, "method_not_allowed")
+    assert wrong_method.headers["Allow"] == "GET, HEAD, POST"
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/api/v1/webhook-subscriptions", "GET, HEAD, POST"),
+        ("/api/v1/webhook-subscriptions/sub_x", "DELETE, GET, HEAD, PATCH"),
+        ("/api/v1/callback-secret", "GET, HEAD, POST"),
+        ("/api/v1/webhook-subscriptions/sub_x/enable", "POST"),
+    ],
+)
+async def test_a_405_allows_every_method_of_its_path(shared_api: Api, path: str, allowed: str) -> None:
+    """Several routes share a path, one method each: the Allow header names them all."""
+    for method in ("OPTIONS", "PUT"):
+        answer = await shared_api.call(method, path)
+        assert_error(answer, 405, "method_not_allowed")
+        assert answer.headers["Allow"] == allowed
 
 
 async def test_past_the_rate_limit_is_429_with_retry_after(tmp_path: Path) -> None:
