@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import delivery, ingest, latency, postgres, procs, report
+from bench import delivery, ingest, latency, paging, postgres, procs, report
 from bench.config import BenchConfig
 
 BENCHMARKS: dict[str, Callable[[BenchConfig, Path], Awaitable[dict[str, Any]]]] = {
@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig, Path], Awaitable[dict[str, Any]]]] 
     "delivery": delivery.run,
     "latency": latency.run,
     "postgres": postgres.run,
+    "paging": paging.run,
 }
 DEFAULT_OUT = procs.REPO_ROOT / "bench" / "results"
 BUSY_LOADAVG = 0.5
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Benchmark webhookd against raw baselines measured in the same run: (a) ingest "
         "throughput, (b) backlog delivery, (c) end-to-end latency, (d) PostgreSQL delivery with 1 and "
-        "2 worker processes. All traffic stays on 127.0.0.1.",
+        "2 worker processes, (e) one customer's publishes while another runs deep page= listings. All "
+        "traffic stays on 127.0.0.1.",
     )
     parser.add_argument("--quick", action="store_true", help="shorter run: 3 s loads, 5,000-event backlog")
     parser.add_argument(

@@ -20,9 +20,12 @@ class BenchConfig:
     latency_rate: float
     tmp_parent: Path | None
     concurrency: int = CONCURRENCY
+    paging_duration_s: float = 10.0
 
     @classmethod
     def standard(cls, quick: bool, tmp_parent: Path | None) -> BenchConfig:
         if quick:
-            return cls(3.0, 0.5, 5_000, 3.0, 1000.0, tmp_parent)
+            # paging: each stretch outlasts the 5 s API-key cache even in a quick run, so customer
+            # B's key is looked up again while A's listings run.
+            return cls(3.0, 0.5, 5_000, 3.0, 1000.0, tmp_parent, paging_duration_s=6.0)
         return cls(10.0, 1.0, 20_000, 10.0, 1000.0, tmp_parent)

@@ -68,9 +68,21 @@ async def post_once(
     session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], result: LoadResult
 ) -> bool:
     """POST one body, read the answer, and record latency and outcome in ``result``."""
+    return await request_once(session, "POST", url, body, headers, result)
+
+
+async def request_once(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    result: LoadResult,
+) -> bool:
+    """Send one request, read the answer, and record latency and outcome in ``result``."""
     began = time.perf_counter()
     try:
-        async with session.post(url, data=body, headers=headers) as response:
+        async with session.request(method, url, data=body, headers=headers) as response:
             await response.read()
             status = response.status
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:

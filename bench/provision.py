@@ -50,8 +50,8 @@ def new_webhookd(workdir: Path, **extra_env: str) -> Webhookd:
     return Webhookd(workdir, env, port)
 
 
-def create_key(wh: Webhookd) -> str:
-    cmd = procs.python_module("webhookd", "keys", "create", "--customer", CUSTOMER, "--scopes", SCOPES)
+def create_key(wh: Webhookd, customer: str = CUSTOMER, scopes: str = SCOPES) -> str:
+    cmd = procs.python_module("webhookd", "keys", "create", "--customer", customer, "--scopes", scopes)
     created: dict[str, Any] = orjson.loads(procs.run_cli(cmd, wh.env))
     key: str = created["key"]
     return key

@@ -20,6 +20,8 @@ FOOTNOTES = [
     "ratio: ingest = webhookd req/s / raw req/s; delivery = raw first->last drain time / webhookd's (the",
     "  drain-rate ratio; start->last includes process startup and is not adjusted); latency = webhookd p99 /",
     "  raw relay p99 (lower is better; the target there is absolute). CPU share: 1.00 = one core busy.",
+    "paging: webhookd = customer B's publishes while customer A lists, raw = B alone in the same run,",
+    "  ratio = the first / the second.",
 ]
 PACKAGES = ("aiohttp", "uvicorn", "starlette", "aiosqlite", "orjson", "webhookd")
 
@@ -195,12 +197,44 @@ def postgres_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _answers(summary: dict[str, Any]) -> str:
+    """``2xx``, then each other kind of answer with its count."""
+    kinds = ", ".join(f"{kind} {count:,}" for kind, count in sorted(summary["error_kinds"].items()))
+    return f"{summary['ok']:,} 2xx" + (f", {kinds}" if kinds else "")
+
+
+def paging_rows(r: dict[str, Any]) -> list[Row]:
+    alone = r["alone"]["publish"]
+    rows = [
+        _row(
+            "paging",
+            f"B publish ({r['b_rate_per_s']:g}/s, {r['duration_s']:g}s) 2xx / errors, B alone",
+            "",
+            _counts(alone["ok"], alone["errors"]),
+        )
+    ]
+    for offset, during in r["during"].items():
+        publish, listings = during["publish"], during["listings"]
+        where = f"A {r['listers']} x page at offset {int(offset):,}"
+        for pct in ("p50", "p99"):
+            ours, base = publish[f"{pct}_ms"], alone[f"{pct}_ms"]
+            ratio = _num(ours / base, 2) if base else "-"
+            rows.append(_row("paging", f"B publish {pct} ms, {where}", _num(ours, 2), _num(base, 2), ratio))
+        rows += [
+            _row("paging", f"B publish 2xx / errors, {where}", _counts(publish["ok"], publish["errors"]), ""),
+            _row("paging", f"A listing answers, {where}", _answers(listings), ""),
+            _row("paging", f"A listing p50 ms, {where}", _num(listings["p50_ms"], 2), ""),
+        ]
+    return rows
+
+
 def table(results: dict[str, Any]) -> list[str]:
     builders = {
         "ingest": ingest_rows,
         "delivery": delivery_rows,
         "latency": latency_rows,
         "postgres": postgres_rows,
+        "paging": paging_rows,
     }
     rows = [HEADER]
     for name, build in builders.items():
