@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from starlette.routing import BaseRoute, Route
 
 from webhookd import __version__
+from webhookd.api.pagination import DEFAULT_PAGE_SIZE, MAX_OFFSET, MAX_PAGE_SIZE
 from webhookd.api.schemas import SCHEMAS, Schema
 from webhookd.models import Scope
 
@@ -17,9 +18,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 _PATH_PARAM = re.compile(r"{(\w+)}")
 
 PAGE_PARAMS: tuple[tuple[str, Schema, str], ...] = (
-    ("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 25}, "page size"),
+    (
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE},
+        "page size",
+    ),
     ("cursor", {"type": "string"}, "next_cursor of the previous page"),
-    ("page", {"type": "integer", "minimum": 0, "maximum": 10000}, "offset alias; cursor wins"),
+    ("page", {"type": "integer", "minimum": 0}, f"offset alias (page * limit <= {MAX_OFFSET}); cursor wins"),
 )
 
 _ERRORS = {

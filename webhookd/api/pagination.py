@@ -9,22 +9,43 @@ from webhookd.store.base import PageRequest
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
-MAX_PAGE = 10_000
+MAX_OFFSET = 10_000
+"""The deepest ``page * limit``. A database reads and throws away every row before an offset,
+so one deep page costs as much as hundreds of shallow ones; a cursor costs the same at any depth."""
 
 
-def _whole_number(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
+def _whole_number(raw: str | None, name: str, default: int, low: int, high: int | None = None) -> int:
     if raw is None or raw == "":
         return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
-        raise ApiError(f"{name} must be a whole number from {low} to {high}", code="invalid_parameter")
-    return int(raw)
+    number = _digits(raw)
+    if number is None or number < low or (high is not None and number > high):
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ApiError(f"{name} must be a whole number {span}", code="invalid_parameter")
+    return number
+
+
+def _digits(raw: str) -> int | None:
+    """``raw`` as a number if it is plain ASCII digits. int() refuses over 4,300 digits, so anything
+    past 18 digits is taken as 10**18: far out of every range here either way."""
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    significant = raw.lstrip("0") or "0"
+    return int(significant) if len(significant) <= 18 else 10**18
 
 
 def page_request(request: Request) -> PageRequest:
-    """``limit`` 1-100 (default 25); ``cursor`` from ``next_cursor``; ``page`` (offset alias).
-    When both cursor and page are given, cursor wins."""
-    limit = _whole_number(request, "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
-    page = _whole_number(request, "page", 0, 0, MAX_PAGE)
-    cursor = request.query_params.get("cursor") or None
-    return PageRequest(limit=limit, cursor=cursor, offset=0 if cursor else page * limit)
+    """``limit`` 1-100 (default 25); ``cursor`` from ``next_cursor``; ``page`` (offset alias), with
+    ``page * limit`` at most ``MAX_OFFSET``. When both cursor and page are given, cursor wins."""
+    params = request.query_params
+    limit = _whole_number(params.get("limit"), "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+    page = _whole_number(params.get("page"), "page", 0, 0)
+    cursor = params.get("cursor") or None
+    if cursor:
+        return PageRequest(limit=limit, cursor=cursor)
+    if page * limit > MAX_OFFSET:
+        raise ApiError(
+            f"page * limit may be at most {MAX_OFFSET} and page={page} with limit={limit} is more; to read"
+            " further, page with cursor= set to each answer's next_cursor",
+            code="page_too_deep",
+        )
+    return PageRequest(limit=limit, offset=page * limit)
