@@ -19,6 +19,7 @@ LEASE_COVERS_ATTEMPTS = 2
 """How many delivery timeouts a lease must outlast: a claimed delivery's wait for a slot, then its own."""
 
 DEFAULT_RETRY_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+DEFAULT_SQLITE_READERS = 4
 
 
 def _parse_bool(raw: str) -> bool:
@@ -175,6 +176,13 @@ class Settings:
         _parse_positive_float,
         30.0,
         "how long delivered events and attempts are kept",
+    )
+    sqlite_readers: int = _setting(
+        "WEBHOOKD_SQLITE_READERS",
+        _parse_positive_int,
+        DEFAULT_SQLITE_READERS,
+        "SQLite connections that serve list reads at once, in turns between customers (lookups and"
+        " writes have their own)",
     )
     log_format: LogFormat = _setting(
         "WEBHOOKD_LOG_FORMAT",

@@ -48,19 +48,24 @@ def shipped_migrations() -> list[tuple[int, str]]:
     return [(version, name) for version, name, _ in migration_files("sqlite")]
 
 
-async def store_pragmas(store: SqliteStore, *names: str) -> list[tuple[object, ...]]:
-    """``names`` read on the writer's and the reader's connection (private, read only here)."""
-    assert store._writer is not None and store._reader is not None
+async def store_pragmas(store: SqliteStore, *names: str) -> set[tuple[object, ...]]:
+    """``names`` as read on the writer's and on every read connection (private, read only here)."""
+    assert store._writer is not None and store._readers is not None
     on_writer = await store._writer.call(
         lambda conn: tuple(conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names)
     )
-    on_reader = []
-    for name in names:
-        async with store._reader.execute(f"PRAGMA {name}") as cursor:
-            row = await cursor.fetchone()
-            assert row is not None
-            on_reader.append(row[0])
-    return [on_writer, tuple(on_reader)]
+    seen = {on_writer}
+    readers = store._readers.all()
+    assert len(readers) == 2 + len(store._readers.lists.connections) >= 3
+    for reader in readers:
+        on_reader = []
+        for name in names:
+            async with reader.execute(f"PRAGMA {name}") as cursor:
+                row = await cursor.fetchone()
+                assert row is not None
+                on_reader.append(row[0])
+        seen.add(tuple(on_reader))
+    return seen
 
 
 def api_key(key_hash: str) -> ApiKey:
@@ -115,13 +120,13 @@ def test_migrate_on_a_fresh_database_applies_every_shipped_migration(db_path: Pa
 
 
 async def test_connections_use_wal_and_synchronous_full(store: SqliteStore) -> None:
-    assert await store_pragmas(store, "journal_mode", "synchronous") == [("wal", 2), ("wal", 2)]
+    assert await store_pragmas(store, "journal_mode", "synchronous") == {("wal", 2)}
 
 
 async def test_statement_journals_and_temporary_tables_stay_in_memory(store: SqliteStore) -> None:
     """With files, a statement journal that spills (a multi-row insert in a group transaction)
     costs a temporary file created and unlinked on the commit path."""
-    assert await store_pragmas(store, "temp_store") == [(2,), (2,)]
+    assert await store_pragmas(store, "temp_store") == {(2,)}
 
 
 async def test_concurrent_publishes_each_commit_with_their_deliveries(store: SqliteStore) -> None:

@@ -13,7 +13,7 @@ def store_from_settings(settings: Settings) -> Store:
     if path is not None:
         from webhookd.store.sqlite import SqliteStore
 
-        return SqliteStore(path)
+        return SqliteStore(path, list_readers=settings.sqlite_readers)
     try:
         from webhookd.store.postgres import PostgresStore
     except ImportError as exc:

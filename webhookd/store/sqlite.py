@@ -1,4 +1,5 @@
-"""SQLite backend: WAL, ``synchronous=FULL``, one writer connection with group commit."""
+"""SQLite backend: WAL, ``synchronous=FULL``, one writer connection with group commit, and read
+connections kept apart by cost (``sqlite_readers``)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
-
+from webhookd.config import DEFAULT_SQLITE_READERS
 from webhookd.exceptions import StoreError
 from webhookd.models import (
     ApiKey,
@@ -57,6 +57,7 @@ from webhookd.store.base import (
 )
 from webhookd.store.groupcommit import Combined, GroupCommitWriter, WriteOp
 from webhookd.store.migrate import migrate_sqlite
+from webhookd.store.sqlite_readers import Readers
 from webhookd.store.sqlite_time import from_epoch, from_epoch_or_none, to_epoch
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_INTERVAL_S = 1.0
+_SCRAPE = ""
+"""The metrics scrape's turn among the customers' lists."""
 # temp_store=MEMORY: a statement journal that spills (a multi-row insert in a group transaction)
 # would otherwise create and unlink a temporary file on the commit path (about 50 a second under
 # the ingest benchmark, seen with strace on the writer thread).
@@ -85,9 +88,12 @@ def make_private(path: Path) -> None:
 class SqliteStore:
     """The embedded default store. One file, no setup, durable on return."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, list_readers: int = DEFAULT_SQLITE_READERS) -> None:
+        if list_readers < 1:
+            raise ValueError("list_readers must be at least 1")
         self._path = Path(path)
-        self._reader: aiosqlite.Connection | None = None
+        self._list_readers = list_readers
+        self._readers: Readers | None = None
         self._writer: GroupCommitWriter | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._listeners: list[WorkListener] = []
@@ -95,16 +101,14 @@ class SqliteStore:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the writer (which migrates) first, then the aiosqlite reader."""
+        """Open the writer (which migrates) first, then the aiosqlite readers."""
         if self._path.parent != Path():
             self._path.parent.mkdir(parents=True, exist_ok=True)
         writer = GroupCommitWriter(self._connect_writer)
         await writer.start()
         try:
             await writer.call(migrate_sqlite)
-            self._reader = await aiosqlite.connect(self._path, isolation_level=None)
-            for pragma in _PRAGMAS:
-                await self._reader.execute(f"PRAGMA {pragma}")
+            self._readers = await Readers.open(self._path, _PRAGMAS, self._list_readers)
         except BaseException:
             await writer.stop()
             raise
@@ -126,18 +130,18 @@ class SqliteStore:
         """Copy the WAL back into the database, mostly off the writer's path, and let it restart.
 
         The writer's automatic checkpoint is off: it would run inside a commit every 1,000 pages and
-        stall every request waiting on that commit. So the reader's thread copies the bulk (PASSIVE
-        never blocks the writer), then the writer copies the few frames committed meanwhile, between
-        two batches. The second step matters: SQLite restarts the WAL from its beginning only when a
-        write transaction begins with every frame copied, and under steady writes the writer has
-        always appended more by then, so without it the WAL file grows without bound (measured: 126
-        MB in 10 s of the latency benchmark, against an 8 MB database).
+        stall every request waiting on that commit. So a read connection kept for this copies the
+        bulk (PASSIVE never blocks the writer), then the writer copies the few frames committed
+        meanwhile, between two batches. The second step matters: SQLite restarts the WAL from its
+        beginning only when a write transaction begins with every frame copied, and under steady
+        writes the writer has always appended more by then, so without it the WAL file grows
+        without bound (measured: 126 MB in 10 s of the latency benchmark, against an 8 MB database).
 
         Returns the WAL's frame count after each step.
         """
-        if self._reader is None or self._writer is None:
+        if self._readers is None or self._writer is None:
             raise StoreError("the store is not open")
-        async with self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)") as cursor:
+        async with self._readers.checkpoints.execute("PRAGMA wal_checkpoint(PASSIVE)") as cursor:
             bulk = await cursor.fetchone()
         rest = await self._writer.call(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
         return (bulk[1] if bulk else 0), rest[1]
@@ -161,9 +165,9 @@ class SqliteStore:
             self._checkpointer = None
         if self._writer is not None:
             await self._writer.stop()
-        if self._reader is not None:
-            await self._reader.close()
-        self._reader = self._writer = None
+        if self._readers is not None:
+            await self._readers.close()
+        self._readers = self._writer = None
 
     async def ping(self) -> None:
         try:
@@ -184,17 +188,29 @@ class SqliteStore:
             raise StoreError("the store is not open")
         return self._writer.submit(op)
 
-    async def _read_one(self, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
-        if self._reader is None:
+    def _open_readers(self) -> Readers:
+        if self._readers is None:
             raise StoreError("the store is not open")
-        async with self._reader.execute(sql, params) as cursor:
+        return self._readers
+
+    async def _read_one(self, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
+        """A lookup: an index probe, on the connection no list takes."""
+        async with self._open_readers().lookups.execute(sql, params) as cursor:
             row: sqlite3.Row | None = await cursor.fetchone()
             return row
 
     async def _read_all(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-        if self._reader is None:
-            raise StoreError("the store is not open")
-        async with self._reader.execute(sql, params) as cursor:
+        """A lookup's few rows (a delivery's attempts), on the connection no list takes."""
+        async with self._open_readers().lookups.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _scan(self, turn: str, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        """A list, or any read that may visit many rows, on a list connection in ``turn``'s turn
+        (the customer's: one customer's queue of reads cannot hold up another's)."""
+        async with (
+            self._open_readers().lists.connection(turn) as conn,
+            conn.execute(sql, params) as cursor,
+        ):
             return list(await cursor.fetchall())
 
     # -- tenants, keys and sources ---------------------------------------------------------------
@@ -306,7 +322,8 @@ class SqliteStore:
         oldest = await self._read_one(
             "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'", ()
         )  # the due index
-        states = await self._read_all(
+        states = await self._scan(
+            _SCRAPE,
             "SELECT CASE WHEN is_active = 0 THEN 'disabled' WHEN failure_count > 0 THEN 'failing'"
             " ELSE 'active' END, count(*) FROM subscriptions WHERE deleted_at IS NULL AND kind = 'webhook'"
             " GROUP BY 1",
@@ -324,7 +341,8 @@ class SqliteStore:
     async def list_subscriptions(self, customer_id: str, page: PageRequest) -> Page[Subscription]:
         after = decode_cursor(page.cursor) if page.cursor else ""
         offset = 0 if page.cursor else page.offset
-        rows = await self._read_all(
+        rows = await self._scan(
+            customer_id,
             f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE customer_id = ? AND id > ?"
             " AND kind = 'webhook' AND deleted_at IS NULL ORDER BY id LIMIT ? OFFSET ?",
             (customer_id, after, page.limit + 1, offset),
@@ -407,7 +425,9 @@ class SqliteStore:
         where, params = "customer_id = ? AND subscription_id = ?", [customer_id, subscription_id]
         if status is not None:
             where, params = where + " AND status = ?", [*params, status.value]
-        rows = await self._read_log(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries", where, params, page)
+        rows = await self._read_log(
+            customer_id, f"SELECT {_DELIVERY_COLUMNS} FROM deliveries", where, params, page
+        )
         return log_page([_delivery(row) for row in rows], page.limit)
 
     async def get_delivery(self, customer_id: str, delivery_id: str) -> DeliveryDetail | None:
@@ -438,7 +458,8 @@ class SqliteStore:
     async def failed_delivery_ids(
         self, customer_id: str, subscription_id: str, since: datetime, until: datetime, limit: int
     ) -> list[str]:
-        rows = await self._read_all(
+        rows = await self._scan(
+            customer_id,
             "SELECT id FROM deliveries WHERE customer_id = ? AND subscription_id = ? AND status = 'failed'"
             " AND created_at >= ? AND created_at <= ? ORDER BY created_at LIMIT ?",
             (customer_id, subscription_id, to_epoch(since), to_epoch(until), limit),
@@ -456,7 +477,7 @@ class SqliteStore:
         where, params = "customer_id = ?", [customer_id]
         if type is not None:
             where, params = where + " AND type = ?", [*params, type]
-        rows = await self._read_log(f"SELECT {_EVENT_COLUMNS} FROM events", where, params, page)
+        rows = await self._read_log(customer_id, f"SELECT {_EVENT_COLUMNS} FROM events", where, params, page)
         return log_page([_event(row) for row in rows], page.limit)
 
     async def get_event(self, customer_id: str, event_id: str) -> Event | None:
@@ -494,14 +515,15 @@ class SqliteStore:
         return stored
 
     async def _read_log(
-        self, select: str, where: str, params: list[Any], page: PageRequest
+        self, customer_id: str, select: str, where: str, params: list[Any], page: PageRequest
     ) -> list[sqlite3.Row]:
-        """Newest first; keyset on (created_at, id) after a cursor, else ``offset``."""
+        """``customer_id``'s log, newest first; keyset on (created_at, id) after a cursor, else ``offset``."""
         if page.cursor:
             created, item_id = decode_log_cursor(page.cursor)
             where, params = where + " AND (created_at, id) < (?, ?)", [*params, created, item_id]
         offset = 0 if page.cursor else page.offset
-        return await self._read_all(
+        return await self._scan(
+            customer_id,
             f"{select} WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
             [*params, page.limit + 1, offset],
         )
