@@ -19,7 +19,10 @@ LEASE_COVERS_ATTEMPTS = 2
 """How many delivery timeouts a lease must outlast: a claimed delivery's wait for a slot, then its own."""
 
 DEFAULT_RETRY_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
-DEFAULT_SQLITE_READERS = 4
+# Listings that scan are CPU-bound. In the paging benchmark on 2 cores, 4 list connections served
+# customer A no more listings than 1 or 2 did, and took CPU from customer B's publishes (B's p99
+# 54 ms with 4, against 28 and 31 ms with 1 and 2; one run each).
+DEFAULT_SQLITE_READERS = 2
 
 
 def _parse_bool(raw: str) -> bool:
