@@ -25,11 +25,6 @@ MAX_OFFSET = 10_000
 """The deepest page * limit, as the API documents it."""
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def _postgres_key(store: PostgresStore, customer: str) -> str:
     await store.ensure_customer(customer)
     key = new_api_key()
