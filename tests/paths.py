@@ -1,9 +1,8 @@
-"""Where the shared product material lives: ``shared/`` beside this checkout."""
+"""Where the test material lives: inside this repository, so a clone with nothing beside it can test."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-SHARED = Path(os.environ.get("WEBHOOKD_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
-CARRIER_FIXTURES = SHARED / "fixtures" / "carriers"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CARRIER_FIXTURES = FIXTURES / "carriers"
