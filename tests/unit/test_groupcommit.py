@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -57,12 +58,15 @@ def insert(value: int) -> Callable[[sqlite3.Connection], int]:
 
 
 def stored(path: Path) -> list[int]:
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         return [row[0] for row in conn.execute("SELECT v FROM t ORDER BY v")]
 
 
 async def hold_writer(writer: GroupCommitWriter) -> tuple[threading.Event, asyncio.Task[None]]:
-    """Keep the writer thread busy until the returned event is set, so later writes queue up."""
+    """Keep the writer thread busy until the returned event is set, so later writes queue up.
+
+    ``submit`` puts a write on the queue before it returns, so once it has been called the write is
+    queued behind the blocker: no need to wait for it."""
     release, busy = threading.Event(), threading.Event()
 
     def block(conn: sqlite3.Connection) -> None:
@@ -79,7 +83,6 @@ async def test_writes_queued_together_share_one_call_of_run_many(writer: GroupCo
     recorder = Recorder()
     release, blocker = await hold_writer(writer)
     pending = [asyncio.ensure_future(writer.submit(Combined(recorder, n))) for n in range(1, 31)]
-    await asyncio.sleep(0.05)  # every submit is queued behind the blocker
     release.set()
 
     results = await asyncio.gather(*pending)
@@ -101,7 +104,6 @@ async def test_a_plain_write_between_combined_ones_keeps_its_place(
         Combined(recorder, 4),
     ]
     pending = [asyncio.ensure_future(writer.submit(op)) for op in ops]
-    await asyncio.sleep(0.05)
     release.set()
 
     assert await asyncio.gather(*pending) == [10, 20, 3, 40]
@@ -117,7 +119,6 @@ async def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(
     recorder = Recorder()
     release, blocker = await hold_writer(writer)
     pending = [asyncio.ensure_future(writer.submit(Combined(recorder, n))) for n in (4, 5, 6)]
-    await asyncio.sleep(0.05)
     release.set()
 
     results = await asyncio.gather(*pending, return_exceptions=True)
@@ -130,20 +131,64 @@ async def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(
     assert stored(tmp_path / "g.db") == [4, 5, 6]
 
 
-async def test_a_batch_commits_before_any_caller_hears_of_it(
-    writer: GroupCommitWriter, tmp_path: Path
-) -> None:
-    values = await asyncio.gather(*(writer.submit(insert(n)) for n in range(50)))
+def parked_at_commit(path: Path) -> tuple[Callable[[], sqlite3.Connection], threading.Event, threading.Event]:
+    """A writer connection whose thread stops just before each COMMIT runs, until ``release`` is set.
 
-    assert sorted(values) == list(range(50))
-    assert stored(tmp_path / "g.db") == list(range(50))  # read on another connection
+    The trace callback fires as a statement starts, so while the thread waits there the batch's
+    rows are written but not committed: the moment to look at what callers have been told."""
+    committing, release = threading.Event(), threading.Event()
+
+    def on_statement(sql: str) -> None:
+        if sql == "COMMIT":
+            committing.set()
+            release.wait(10)
+
+    def connect() -> sqlite3.Connection:
+        conn = connect_to(path)()
+        conn.set_trace_callback(on_statement)
+        return conn
+
+    return connect, committing, release
+
+
+async def test_a_batch_commits_before_any_caller_hears_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    connect, committing, release = parked_at_commit(path)
+    writer = GroupCommitWriter(connect)
+    await writer.start()
+    seen_on_resolve: dict[int, list[int]] = {}
+
+    def look(n: int, future: asyncio.Future[int]) -> None:
+        seen_on_resolve[n] = stored(path)  # another connection, at the moment the caller hears
+
+    try:
+        release_blocker, blocker = await hold_writer(writer)
+        pending = [writer.submit(insert(n)) for n in range(50)]
+        for n, future in enumerate(pending):
+            future.add_done_callback(lambda done, n=n: look(n, done))
+        release_blocker.set()
+        while not committing.is_set():
+            await asyncio.sleep(0.001)
+        # Anything the thread handed to the loop before COMMIT started is already queued there:
+        # two turns of the loop run it, and then any answer given too early would show.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not any(future.done() for future in pending)
+        assert stored(path) == []
+
+        release.set()
+        assert sorted(await asyncio.gather(*pending)) == list(range(50))
+        await blocker
+        assert seen_on_resolve == {n: list(range(50)) for n in range(50)}
+    finally:
+        release.set()
+        await writer.stop()
 
 
 async def test_stop_finishes_what_was_queued_then_refuses_more(tmp_path: Path) -> None:
     writer = GroupCommitWriter(connect_to(tmp_path / "g.db"))
     await writer.start()
     pending = [asyncio.ensure_future(writer.submit(insert(n))) for n in range(20)]
-    await asyncio.sleep(0)  # let every submit enqueue
 
     await writer.stop()
 
@@ -177,7 +222,6 @@ async def test_a_write_raising_a_base_exception_fails_every_waiting_caller(tmp_p
 
     release, blocker = await hold_writer(writer)
     pending = [asyncio.ensure_future(writer.submit(op)) for op in (insert(1), abort, insert(3))]
-    await asyncio.sleep(0.05)
     release.set()
     await blocker
 
