@@ -648,14 +648,18 @@ async def test_delivery_leased_at_delete_is_not_reclaimed_after_its_lease_expire
 # -- work listeners ----------------------------------------------------------------------------
 
 
-async def test_work_listener_is_called_after_a_publish_that_made_deliveries(store: Store) -> None:
+async def test_work_listener_is_called_once_for_each_publish_that_made_deliveries(store: Store) -> None:
     calls: list[None] = []
     store.add_work_listener(lambda: calls.append(None))
-    await subscribe(store)
+    await subscribe(store, url="https://hooks.example.com/a")
+    await subscribe(store, url="https://hooks.example.com/b")
+
+    first = await store.publish(make_event())
+    assert first.deliveries == 2
+    assert calls == [None]  # once for the publish, not once per delivery
 
     await store.publish(make_event())
-
-    assert len(calls) >= 1
+    assert calls == [None, None]
 
 
 async def test_work_listener_is_not_called_for_a_publish_without_deliveries(store: Store) -> None:
