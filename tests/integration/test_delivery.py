@@ -10,12 +10,14 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.integration.harness import (
     auth,
+    eventually,
     provision_key,
+    query,
     running_receiver,
     running_server,
     server_settings,
 )
-from webhookd.models import Scope
+from webhookd.models import DeliveryStatus, Scope
 
 pytestmark = pytest.mark.anyio
 
@@ -36,6 +38,21 @@ async def _publish(
         assert response.status == 202, await response.text()
         result: dict[str, object] = await response.json()
         return result
+
+
+def deliveries(db: Path) -> list[tuple[str, str, str, int]]:
+    """Every delivery row on disk: (event id, customer, status, attempts), oldest first."""
+    rows = query(db, "SELECT event_id, customer_id, status, attempts FROM deliveries ORDER BY seq")
+    return [(row[0], row[1], row[2], row[3]) for row in rows]
+
+
+FINAL = {DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.CANCELED}
+
+
+def finished(db: Path, event_id: object) -> bool:
+    """Whether ``event_id`` has deliveries and each of them is over: no attempt is left to make."""
+    statuses = [status for event, _, status, _ in deliveries(db) if event == event_id]
+    return bool(statuses) and set(statuses) <= FINAL
 
 
 async def test_published_event_is_delivered_signed(tmp_path: Path) -> None:
@@ -77,10 +94,12 @@ async def test_unsubscribed_event_type_is_not_delivered(tmp_path: Path) -> None:
         await _subscribe(http, base, key, receiver.url, ["call.completed"])
         ignored = await _publish(http, base, key, {"type": "call.ringing", "data": {}})
         wanted = await _publish(http, base, key, {"type": "call.completed", "data": {}})
-        await receiver.wait_for(lambda got: len(got) >= 1)
+        await eventually(lambda: finished(db, wanted["id"]))
 
-    assert receiver.event_ids() == {wanted["id"]}
-    assert ignored["id"] not in receiver.event_ids()
+    # A publish makes its deliveries in its own transaction: no row for the ignored event now, none ever.
+    assert deliveries(db) == [(wanted["id"], "acme", "delivered", 1)]
+    assert ignored["id"] not in {event for event, *_ in deliveries(db)}
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [wanted["id"]]
 
 
 async def test_another_customers_events_are_not_delivered(tmp_path: Path) -> None:
@@ -93,11 +112,13 @@ async def test_another_customers_events_are_not_delivered(tmp_path: Path) -> Non
         aiohttp.ClientSession() as http,
     ):
         await _subscribe(http, base, acme, receiver.url, ["call.completed"])
-        await _publish(http, base, globex, {"type": "call.completed", "data": {}})
+        theirs = await _publish(http, base, globex, {"type": "call.completed", "data": {}})
         mine = await _publish(http, base, acme, {"type": "call.completed", "data": {}})
-        await receiver.wait_for(lambda got: len(got) >= 1)
+        await eventually(lambda: finished(db, mine["id"]))
 
-    assert receiver.event_ids() == {mine["id"]}
+    assert deliveries(db) == [(mine["id"], "acme", "delivered", 1)]
+    assert theirs["id"] not in {event for event, *_ in deliveries(db)}
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [mine["id"]]
 
 
 async def test_failed_attempt_is_retried_on_schedule(tmp_path: Path) -> None:
@@ -113,8 +134,11 @@ async def test_failed_attempt_is_retried_on_schedule(tmp_path: Path) -> None:
         receiver.status_for = lambda _: next(statuses)
         secret = await _subscribe(http, base, key, receiver.url, ["call.completed"])
         event = await _publish(http, base, key, {"type": "call.completed", "data": {}})
-        await receiver.wait_for(lambda got: len(got) == 3)
+        await eventually(lambda: finished(db, event["id"]))
 
+    assert deliveries(db) == [(event["id"], "acme", "delivered", 3)]
+    attempts = query(db, "SELECT attempt_no, status_code, succeeded FROM attempts ORDER BY attempt_no")
+    assert attempts == [(1, 500, 0), (2, 503, 0), (3, 200, 1)]
     assert [r.headers["webhook-id"] for r in receiver.requests] == [event["id"]] * 3
     for received in receiver.requests:
         Webhook(secret).verify(received.body, received.headers)
