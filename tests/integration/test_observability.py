@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -111,6 +112,36 @@ def node(tmp_path: Path) -> tuple[dict[str, str], str, Path]:
     return env, f"http://127.0.0.1:{port}", tmp_path / "webhookd.log"
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+SUCCESS = ("webhookd_delivery_attempts_total", (("outcome", "success"), ("status_class", "2xx")))
+LATENCY = ("webhookd_delivery_latency_seconds_count", ())
+DELIVERIES = 4
+"""What ``_traffic`` makes: three published events and the Twilio callback's ``call.completed``."""
+
+
+def samples_of(text: str) -> Samples:
+    families = text_string_to_metric_families(text)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+
+
+async def scrape_until(
+    http: aiohttp.ClientSession, base: str, ready: Callable[[Samples], bool], timeout_s: float = 10
+) -> str:
+    """The first ``/metrics`` text whose samples satisfy ``ready``: a worker counts an attempt only
+    after the endpoint has answered, so the receiver can hold a request the metrics do not show yet."""
+
+    async def poll() -> str:
+        while True:
+            async with http.get(f"{base}/metrics") as response:
+                assert response.status == 200
+                text = await response.text()
+            if ready(samples_of(text)):
+                return text
+            await asyncio.sleep(0.02)
+
+    return await asyncio.wait_for(poll(), timeout_s)
+
+
 async def test_a_real_run_exports_every_metric_the_dashboard_and_alerts_query(
     node: tuple[dict[str, str], str, Path],
 ) -> None:
@@ -121,10 +152,11 @@ async def test_a_real_run_exports_every_metric_the_dashboard_and_alerts_query(
         webhookd_process(env, base, log),
     ):
         await _traffic(http, base, env, receiver.url)
-        await receiver.wait_for(lambda got: len(got) >= 4)
-        async with http.get(f"{base}/metrics") as response:
-            assert response.status == 200
-            text = await response.text()
+        await receiver.wait_for(lambda got: len(got) >= DELIVERIES)
+        text = await scrape_until(
+            http, base, lambda got: got.get(SUCCESS, 0) >= DELIVERIES and got.get(LATENCY, 0) >= DELIVERIES
+        )
+        assert len(receiver.requests) == DELIVERIES
 
     families = list(text_string_to_metric_families(text))
     exported = {sample.name for family in families for sample in family.samples}
@@ -133,16 +165,14 @@ async def test_a_real_run_exports_every_metric_the_dashboard_and_alerts_query(
     for family in families:
         if family.name.startswith("webhookd_"):
             assert family.documentation, family.name
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+    samples = samples_of(text)
     assert samples[("webhookd_ingest_requests_total", (("carrier", "twilio"), ("outcome", "accepted")))] == 1
     assert (
         samples[("webhookd_ingest_requests_total", (("carrier", "twilio"), ("outcome", "invalid_signature")))]
         == 1
     )
-    assert (
-        samples[("webhookd_delivery_attempts_total", (("outcome", "success"), ("status_class", "2xx")))] >= 4
-    )
-    assert samples[("webhookd_delivery_latency_seconds_count", ())] >= 4
+    assert samples[SUCCESS] == DELIVERIES
+    assert samples[LATENCY] == DELIVERIES
 
 
 async def test_no_secret_key_or_signature_reaches_the_logs(node: tuple[dict[str, str], str, Path]) -> None:
