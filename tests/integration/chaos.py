@@ -48,7 +48,8 @@ def _routes(chaos: ChaosEndpoint) -> web.RouteTableDef:
     @routes.post("/429-retry-after-date")
     async def limited(request: web.Request) -> web.Response:
         log(request)
-        return web.Response(status=429, headers={"Retry-After": formatdate(time.time() + 2, usegmt=True)})
+        # Far beyond the schedule's longest step: only the cap brings the retry back in time.
+        return web.Response(status=429, headers={"Retry-After": formatdate(time.time() + 3600, usegmt=True)})
 
     @routes.post("/410")
     async def gone(request: web.Request) -> web.Response:
