@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,6 +27,7 @@ from webhookd.delivery.ssrf import AddressGuard
 from webhookd.delivery.worker import Worker
 from webhookd.exceptions import ApiError, RequestError
 from webhookd.metrics import Metrics
+from webhookd.models import utcnow
 from webhookd.ratelimit import RateLimiter
 from webhookd.store import Store, store_from_settings
 from webhookd.web import (
@@ -43,7 +44,12 @@ logger = logging.getLogger(__name__)
 
 
 def build_worker(
-    settings: Settings, store: Store, sender: Sender, box: SecretBox, metrics: Metrics | None = None
+    settings: Settings,
+    store: Store,
+    sender: Sender,
+    box: SecretBox,
+    metrics: Metrics | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Worker:
     circuit = CircuitPolicy(RetryPolicy(settings.retry_schedule_s), settings.disable_after_failures)
     return Worker(
@@ -56,6 +62,7 @@ def build_worker(
         poll_interval_s=settings.poll_interval_s,
         shutdown_grace_s=settings.shutdown_grace_s,
         metrics=metrics,
+        clock=clock,
     )
 
 
@@ -121,7 +128,13 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 Lifespan = Callable[[Starlette], contextlib.AbstractAsyncContextManager[dict[str, Any]]]
 
 
-def _lifespan(settings: Settings, store: Store | None, sender: Sender | None, run_workers: bool) -> Lifespan:
+def _lifespan(
+    settings: Settings,
+    store: Store | None,
+    sender: Sender | None,
+    run_workers: bool,
+    clock: Callable[[], datetime],
+) -> Lifespan:
     """Open the store, start delivery, share the services; undo it all in reverse on shutdown."""
     metrics = Metrics()
 
@@ -131,7 +144,7 @@ def _lifespan(settings: Settings, store: Store | None, sender: Sender | None, ru
         box = SecretBox(master_key_from_settings(settings.master_key, settings.sqlite_path))
         await the_store.open()
         the_sender = sender if sender is not None else default_sender(settings)
-        worker = build_worker(settings, the_store, the_sender, box, metrics) if run_workers else None
+        worker = build_worker(settings, the_store, the_sender, box, metrics, clock) if run_workers else None
         delivery = asyncio.create_task(run_delivery(settings, the_store, worker)) if worker else None
         # The server calls this the moment SIGTERM arrives, before it drains HTTP connections.
         app.state.stop_delivery = worker.stop if worker is not None else None
@@ -147,6 +160,7 @@ def _lifespan(settings: Settings, store: Store | None, sender: Sender | None, ru
                     RateLimiter(settings.rate_limit_per_min),
                     background,
                     metrics,
+                    clock,
                 )
             }
         finally:
@@ -166,8 +180,10 @@ def create_app(
     store: Store | None = None,
     sender: Sender | None = None,
     run_workers: bool = True,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Starlette:
-    """The webhookd ASGI app. ``store`` and ``sender`` default to what ``settings`` name."""
+    """The webhookd ASGI app. ``store`` and ``sender`` default to what ``settings`` name; ``clock``
+    (tests) is the delivery worker's and the secret rotations' idea of now."""
     return Starlette(
         # The hot paths first: the router tries routes in order.
         routes=[*ingest.routes(), *api.routes()],
@@ -175,7 +191,7 @@ def create_app(
             Middleware(RequestContextMiddleware),
             Middleware(HotRoute, method="POST", path=api.PUBLISH_PATH, endpoint=api.events.publish_event),
         ],
-        lifespan=_lifespan(settings, store, sender, run_workers),
+        lifespan=_lifespan(settings, store, sender, run_workers, clock),
         exception_handlers={
             RequestError: _request_error,
             HTTPException: _http_error,

@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -169,6 +170,8 @@ class Services:
     limiter: RateLimiter
     background: Background
     metrics: Metrics
+    clock: Callable[[], datetime]
+    """Now, where the delivery worker's clock must agree: when a rotated-out secret stops signing."""
 
 
 logger = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,21 @@ async def running_server(settings: Settings, **app_kwargs: Any) -> AsyncIterator
     finally:
         server.should_exit = True
         await task
+
+
+@dataclass
+class MovableClock:
+    """Real UTC time plus an offset the test moves forward. Given to ``create_app(clock=...)``, it lets
+    a server live through a grace period without the test waiting for it."""
+
+    offset: timedelta = timedelta()
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
+
+    def move_past(self, moment: datetime) -> None:
+        """From now on, the clock reads later than ``moment``."""
+        self.offset = max(self.offset, moment - utcnow() + timedelta(seconds=1))
 
 
 @dataclass

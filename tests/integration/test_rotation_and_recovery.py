@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.integration.harness import (
+    MovableClock,
     Receiver,
     auth,
     eventually,
@@ -23,7 +23,7 @@ from tests.integration.harness import (
     running_server,
     server_settings,
 )
-from webhookd.models import Scope
+from webhookd.models import Scope, utcnow
 
 pytestmark = pytest.mark.anyio
 
@@ -63,10 +63,13 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield running
 
 
-async def _client(tmp_path: Path, **env: str) -> AsyncIterator[Client]:
+async def _client(
+    tmp_path: Path, clock: Callable[[], datetime] = utcnow, **env: str
+) -> AsyncIterator[Client]:
     db = tmp_path / "w.db"
     key = await provision_key(db, "acme", ALL_SCOPES)
-    async with running_server(server_settings(db, **env)) as base, aiohttp.ClientSession() as http:
+    settings = server_settings(db, **env)
+    async with running_server(settings, clock=clock) as base, aiohttp.ClientSession() as http:
         yield Client(http, base, key, db)
 
 
@@ -100,10 +103,11 @@ async def test_during_rotation_both_secrets_verify(client: Client, receiver: Rec
 
 
 async def test_after_the_grace_period_only_the_new_secret_signs(tmp_path: Path, receiver: Receiver) -> None:
-    async for client in _client(tmp_path, WEBHOOKD_SECRET_GRACE_S="0.3"):
+    clock = MovableClock()
+    async for client in _client(tmp_path, clock):
         sub = await client.subscribe(receiver.url)
         _, rotated, _ = await client.call("POST", f"/api/v1/webhook-subscriptions/{sub['id']}/rotate-secret")
-        await asyncio.sleep(0.4)
+        clock.move_past(datetime.fromisoformat(rotated["previous_secret_expires_at"]))
         await client.publish()
         await receiver.wait_for(lambda got: len(got) == 1)
     delivered = receiver.requests[0]
@@ -140,6 +144,24 @@ async def test_rotated_callback_secret_signs_alongside_the_old_one(
     delivered = receiver.requests[0]
     assert verifies(old["secret"], delivered.body, delivered.headers)
     assert verifies(new["secret"], delivered.body, delivered.headers)
+
+
+async def test_after_the_grace_period_the_callback_secret_signs_alone(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    clock = MovableClock()
+    async for client in _client(tmp_path, clock):
+        _, old, _ = await client.call("GET", "/api/v1/callback-secret")
+        _, new, _ = await client.call("POST", "/api/v1/callback-secret")
+        clock.move_past(datetime.fromisoformat(new["previous_secret_expires_at"]))
+        _, shown, _ = await client.call("GET", "/api/v1/callback-secret")
+        await client.publish(callback_url=receiver.url)
+        await receiver.wait_for(lambda got: len(got) == 1)
+    assert shown == {"secret": new["secret"], "previous_secret_expires_at": None}
+    delivered = receiver.requests[0]
+    assert len(delivered.headers["webhook-signature"].split(" ")) == 1
+    assert verifies(new["secret"], delivered.body, delivered.headers)
+    assert not verifies(old["secret"], delivered.body, delivered.headers)
 
 
 @pytest.mark.parametrize(

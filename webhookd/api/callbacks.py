@@ -10,7 +10,7 @@ from starlette.responses import Response
 from webhookd.api.auth import authenticate
 from webhookd.api.openapi import operation
 from webhookd.crypto import callback_secret_context, new_webhook_secret
-from webhookd.models import CallbackSecret, Scope, isoformat, utcnow
+from webhookd.models import CallbackSecret, Scope, isoformat
 from webhookd.web import JSONResponse, Services, services
 
 
@@ -28,7 +28,7 @@ def _secret_json(svc: Services, customer_id: str, stored: CallbackSecret) -> dic
     until = stored.previous_until
     return {
         "secret": svc.box.decrypt(stored.secret, context).decode(),
-        "previous_secret_expires_at": None if until is None or until <= utcnow() else isoformat(until),
+        "previous_secret_expires_at": None if until is None or until <= svc.clock() else isoformat(until),
     }
 
 
@@ -54,6 +54,6 @@ async def rotate_callback_secret(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
     svc = services(request)
     sealed = svc.box.encrypt(new_webhook_secret().encode(), callback_secret_context(key.customer_id))
-    until = utcnow() + timedelta(seconds=svc.settings.secret_grace_s)
+    until = svc.clock() + timedelta(seconds=svc.settings.secret_grace_s)
     stored = await svc.store.rotate_callback_secret(key.customer_id, sealed, until)
     return JSONResponse(_secret_json(svc, key.customer_id, stored))

@@ -210,7 +210,7 @@ async def rotate_secret(request: Request) -> Response:
     svc, customer_id, sub = await _owned(request)
     secret = new_webhook_secret()
     ciphertext = svc.box.encrypt(secret.encode(), subscription_secret_context(sub.id))
-    until = utcnow() + timedelta(seconds=svc.settings.secret_grace_s)
+    until = svc.clock() + timedelta(seconds=svc.settings.secret_grace_s)
     if await svc.store.rotate_subscription_secret(customer_id, sub.id, ciphertext, until) is None:
         raise not_found()
     return JSONResponse({"secret": secret, "previous_secret_expires_at": isoformat(until)})
