@@ -4,7 +4,7 @@ The fixtures' recorded signatures are from 2026-03-04 (and, for Twilio and Plivo
 every request is signed again at send time with the carrier's own scheme and the fixture secrets:
 Twilio with the ``twilio`` package's ``RequestValidator``, Plivo with the ``plivo`` SDK's
 ``signature_v3``, Telnyx (Call Control and TeXML) with Ed25519 from the fixture seed, Vonage with PyJWT
-(HS256, ``payload_hash``), and ElevenLabs, Retell and Vapi with their HMACs (reference §1-§5).
+(HS256, ``payload_hash``), and ElevenLabs, Retell and Vapi with their HMACs.
 """
 
 from __future__ import annotations

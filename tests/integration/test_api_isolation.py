@@ -1,4 +1,4 @@
-"""Tenant isolation (SPEC §6): another customer's resource answers 404, exactly like a missing one, on
+"""Tenant isolation: another customer's resource answers 404, exactly like a missing one, on
 every per-resource endpoint, and touches nothing. The other customer's key has every scope."""
 
 from __future__ import annotations

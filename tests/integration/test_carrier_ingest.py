@@ -1,4 +1,4 @@
-"""Every carrier's callbacks through a real server (SPEC §3, reference carriers.md §1-§6).
+"""Every carrier's callbacks through a real server.
 
 A real uvicorn server on a free port, a real SQLite file, and a real aiohttp receiver subscribed to every
 call event. Each request is signed at send time with the carrier's own scheme and the fixture secrets
@@ -100,8 +100,8 @@ def recorded_headers(carrier: Carrier, name: str) -> dict[str, str]:
 
 
 def with_call_state(ordered: list[Sample]) -> list[tuple[str, dict[str, Any]]]:
-    """The deliverable records as the call state machine should emit them in this order (reference §6.4
-    rule 7): a missing direction comes from an earlier callback, and an AMD result is carried on."""
+    """The deliverable records as the call state machine should emit them in this order: a
+    missing direction comes from an earlier callback, and an AMD result is carried on."""
     direction = answered_by = answered_by_raw = None
     out = []
     for sample in ordered:
@@ -269,7 +269,7 @@ async def test_telnyx_hangup_gets_direction_duration_and_amd_from_the_call_state
     assert completed["reason"] == "normal"
 
 
-# -- 2. edge cases from the reference tables -----------------------------------------------------------
+# -- 2. edge cases from the carriers' documented status tables -----------------------------------------
 
 
 def form(carrier: Carrier, name: str, **changes: str | None) -> bytes:
@@ -770,7 +770,7 @@ async def test_concurrent_callbacks_and_retries_move_the_call_once(tmp_path: Pat
     assert stored(r.db) == (len(ids), sum(len(s.records) for s in ordered))
 
 
-# -- 3. bad input (SPEC §3) ----------------------------------------------------------------------------
+# -- 3. bad input ---------------------------------------------------------------------------------------
 
 
 def _padded(carrier: Carrier, body: bytes, size: int) -> bytes:
@@ -931,7 +931,7 @@ async def test_random_requests_never_get_a_5xx(
 # -- 5. source metadata --------------------------------------------------------------------------------
 
 METADATA = {
-    # The plivo SDK cannot sign a query with non-ASCII values (reference §4), so only Twilio gets one.
+    # The plivo SDK cannot sign a query with non-ASCII values, so only Twilio gets one.
     Carrier.TWILIO: {"platform_call_id": "pc_0001", "tenant": "t_demo", "note": "a b&c/é"},
     Carrier.PLIVO: {"platform_call_id": "pc_0001", "tenant": "t_demo", "note": "a b&c/d"},
 }
@@ -951,7 +951,7 @@ async def test_ingest_url_query_parameters_become_event_metadata(tmp_path: Path,
 
 
 async def test_plivo_signed_callback_url_parameter_delivers_to_that_url(tmp_path: Path) -> None:
-    """SPEC §10: a per-call callback_url on the (signed) status-callback URL."""
+    """A per-call callback_url on the (signed) status-callback URL."""
     async with rig(tmp_path) as r:
         async with r.http.get(f"{r.base}/api/v1/callback-secret", headers=auth(r.key)) as response:
             assert response.status == 200

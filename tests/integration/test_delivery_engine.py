@@ -1,4 +1,4 @@
-"""Delivery outcomes against a misbehaving endpoint, probing, auto-disable and resume (SPEC §5)."""
+"""Delivery outcomes against a misbehaving endpoint, probing, auto-disable and resume."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The management API over real HTTP (SPEC §6 and the seed): whoami, response headers, pagination,
+"""The management API over real HTTP: whoami, response headers, pagination,
 idempotent create, PATCH, the event and delivery logs, retry, the test endpoint, the admin API and
 error answers. A real uvicorn server on a free port, a real SQLite file, real aiohttp receivers."""
 

@@ -171,7 +171,7 @@ async def test_public_base_url_is_what_gets_verified(tmp_path: Path) -> None:
 
 
 async def test_signed_callback_url_parameter_delivers_to_that_url(tmp_path: Path) -> None:
-    """SPEC §10: the platform puts callback_url on the status-callback URL; Twilio signs it."""
+    """The platform puts callback_url on the status-callback URL; Twilio signs it."""
     db, key, source_id = await _setup(tmp_path)
     async with (
         running_receiver() as receiver,

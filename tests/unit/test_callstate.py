@@ -1,4 +1,4 @@
-"""The call state machine (reference §6.4): forward moves only, exactly one terminal, answered wins."""
+"""The call state machine: forward moves only, exactly one terminal, answered wins."""
 
 from __future__ import annotations
 

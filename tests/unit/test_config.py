@@ -1,4 +1,4 @@
-"""Settings.from_env: SPEC §9 defaults, errors that name the variable, overrides, secret repr."""
+"""Settings.from_env: defaults, errors that name the variable, overrides, secret repr."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Secrets at rest (SPEC §8): AES-GCM boxes, webhook secrets, the master key and its key file."""
+"""Secrets at rest: AES-GCM boxes, webhook secrets, the master key and its key file."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Voice-AI platform webhooks (ElevenLabs, Retell, Vapi): signatures (reference §5), normalization (§6.2).
+"""Voice-AI platform webhooks (ElevenLabs, Retell, Vapi): signatures and normalization.
 
-Fresh requests are signed here from the reference algorithms, independently of the adapters' own helpers.
+Fresh requests are signed here from the documented algorithms, independently of the adapters' own helpers.
 The Retell signer mirrors ``retell.lib.webhook_auth`` (retell-sdk 6.2.13): ``v=<ms>,d=<hex>`` over
 ``body + str(ms)``, refused when ``|now - v| > 5 min``.
 """
@@ -92,7 +92,7 @@ def hex_hmac(key: str, message: bytes) -> str:
 
 
 def signed_headers(carrier: str, body: bytes, at: datetime = NOW, key: str | None = None) -> dict[str, str]:
-    """The headers each platform would send with ``body`` at ``at``, per reference §5."""
+    """The headers each platform would send with ``body`` at ``at``, by its documented scheme."""
     if carrier == "elevenlabs":
         t = unix_s(at)
         return {
@@ -385,7 +385,7 @@ def test_fixture_event_data_serializes(carrier: str, name: str) -> None:
         assert orjson.loads(orjson.dumps(call.event_data()))["source_kind"] == "ai_platform"
 
 
-# -- ElevenLabs rows (reference §6.2) ------------------------------------------------------------
+# -- ElevenLabs normalization ---------------------------------------------------------------------
 
 
 def elevenlabs_failure(reason: str | None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Telnyx Call Control and TeXML callbacks: Ed25519 signatures (reference §2.2) and normalization (§6.2)."""
+"""Telnyx Call Control and TeXML callbacks: Ed25519 signatures and normalization."""
 
 from __future__ import annotations
 
@@ -322,7 +322,7 @@ def test_fixture_normalizes_to_the_expected_record(
         assert (call.type is None) == record["state_update_only"]
 
 
-# -- Telnyx Call Control: reference §6.2 rows -------------------------------------------------------
+# -- Telnyx Call Control: normalization -------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -520,7 +520,7 @@ def test_malformed_call_control_bodies_are_payload_invalid(body: bytes) -> None:
         TelnyxAdapter().parse(raw)
 
 
-# -- TeXML: reference §6.2 rows -----------------------------------------------------------------
+# -- TeXML: normalization -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

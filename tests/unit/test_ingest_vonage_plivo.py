@@ -1,5 +1,5 @@
-"""Vonage (signed JWT, reference §3) and Plivo (X-Plivo-Signature-V3, reference §4) callbacks:
-verification on raw bytes, normalization (reference §6.2), and a fuzz test that only IngestErrors escape."""
+"""Vonage (signed JWT) and Plivo (X-Plivo-Signature-V3) callbacks: verification on raw bytes,
+normalization, and a fuzz test that only IngestErrors escape."""
 
 from __future__ import annotations
 
@@ -354,7 +354,7 @@ def test_vonage_source_without_a_secret_fails() -> None:
         VonageAdapter().verify(vonage_signed(vonage_event("completed")), {}, NOW)
 
 
-# -- reference §6.2 rows -----------------------------------------------------------------------
+# -- normalization, one documented status at a time ---------------------------------------------
 
 FAILED_DETAILS = [
     "invalid_number",
@@ -753,7 +753,7 @@ def test_plivo_source_without_a_token_fails() -> None:
         PlivoAdapter().verify(plivo_signed(plivo_fields("completed")), {}, NOW)
 
 
-# -- reference §6.2 rows -----------------------------------------------------------------------
+# -- normalization, one documented status at a time ---------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Pure normalization helpers: E.164 numbers and carrier timestamps (reference §6.3)."""
+"""Pure normalization helpers: E.164 numbers and carrier timestamps."""
 
 from __future__ import annotations
 

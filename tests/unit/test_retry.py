@@ -1,4 +1,4 @@
-"""RetryPolicy: an attempt budget from the schedule, ±20 % jitter around each step (SPEC §5)."""
+"""RetryPolicy: an attempt budget from the schedule, ±20 % jitter around each step."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Delivery signatures verify with the third-party ``standardwebhooks`` package (SPEC §4)."""
+"""Delivery signatures verify with the third-party ``standardwebhooks`` package."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Twilio status callbacks: X-Twilio-Signature (reference §1.5) and normalization (reference §6.2)."""
+"""Twilio status callbacks: X-Twilio-Signature and normalization."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def test_query_parameters_become_metadata() -> None:
     assert call.metadata == {"tenant": "t_demo"}
 
 
-# -- reference §6.2 rows -----------------------------------------------------------------------
+# -- normalization, one documented status at a time ---------------------------------------------
 
 
 @pytest.mark.parametrize(
