@@ -1,4 +1,4 @@
-"""The customer's callback secret, which signs deliveries to per-call ``callback_url``s (SPEC §10)."""
+"""The customer's callback secret, which signs deliveries to per-call ``callback_url``s."""
 
 from __future__ import annotations
 
