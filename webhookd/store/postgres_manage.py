@@ -170,9 +170,11 @@ async def ensure_callback_secret(conn: Connection, customer_id: str, secret: byt
 async def rotate_callback_secret(
     conn: Connection, customer_id: str, secret: bytes, previous_until: datetime
 ) -> None:
+    # Inside CASE, $1 would be inferred as text: the cast says what it is.
     await conn.execute(
         "UPDATE customers SET previous_callback_secret = callback_secret,"
-        " previous_callback_secret_until = CASE WHEN callback_secret IS NULL THEN NULL ELSE $1 END,"
+        " previous_callback_secret_until ="
+        " CASE WHEN callback_secret IS NULL THEN NULL ELSE $1::timestamptz END,"
         " callback_secret = $2 WHERE id = $3",
         previous_until,
         secret,
