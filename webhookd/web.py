@@ -23,6 +23,7 @@ from webhookd.config import Settings
 from webhookd.crypto import SecretBox
 from webhookd.delivery.ssrf import AddressGuard
 from webhookd.exceptions import ApiError, PayloadTooLarge, RequestError
+from webhookd.inputs import json_problem
 from webhookd.metrics import Metrics
 from webhookd.models import ApiKey
 from webhookd.ratelimit import RateLimiter
@@ -225,7 +226,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def read_json_object(request: Request, limit: int, allowed: Collection[str]) -> dict[str, Any]:
-    """The body as a JSON object with only ``allowed`` fields, or a 400 that says what is wrong."""
+    """The body as a JSON object with only ``allowed`` fields, or a 400 that says what is wrong.
+    Whatever it holds can be stored and encoded again (see :func:`webhookd.inputs.json_problem`)."""
     body = await read_body(request, limit)
     if not body:
         raise ApiError("the request body is empty; send a JSON object", code="invalid_json")
@@ -235,6 +237,9 @@ async def read_json_object(request: Request, limit: int, allowed: Collection[str
         raise ApiError(f"the body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(parsed, dict):
         raise ApiError("the body must be a JSON object", code="invalid_json")
+    problem = json_problem(body, parsed)
+    if problem is not None:
+        raise ApiError(f"the body {problem}", code="invalid_json")
     extra = parsed.keys() - allowed
     if extra:
         raise ApiError(f"unknown fields {sorted(extra)}; allowed: {sorted(allowed)}", code="invalid_field")

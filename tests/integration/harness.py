@@ -26,6 +26,8 @@ from webhookd.app import create_app
 from webhookd.config import Settings
 from webhookd.crypto import SecretBox, hash_api_key, new_api_key, source_credentials_context
 from webhookd.models import ApiKey, Carrier, Scope, Source, new_id, utcnow
+from webhookd.store import Store, store_from_settings
+from webhookd.store.postgres import PostgresStore
 from webhookd.store.sqlite import SqliteStore
 
 MASTER_KEY = base64.b64encode(b"k" * 32).decode()
@@ -153,14 +155,19 @@ async def provision_key(db_path: Path, customer_id: str, scopes: set[Scope], nam
     store = SqliteStore(db_path)
     await store.open()
     try:
-        await store.ensure_customer(customer_id, name)
-        key = new_api_key()
-        await store.create_api_key(
-            ApiKey(new_id("key"), customer_id, hash_api_key(key), frozenset(scopes), None, utcnow())
-        )
-        return key
+        return await create_key(store, customer_id, scopes, name)
     finally:
         await store.close()
+
+
+async def create_key(store: Store, customer_id: str, scopes: set[Scope], name: str | None = None) -> str:
+    """Create a customer's API key in an open store; returns the plain key."""
+    await store.ensure_customer(customer_id, name)
+    key = new_api_key()
+    await store.create_api_key(
+        ApiKey(new_id("key"), customer_id, hash_api_key(key), frozenset(scopes), None, utcnow())
+    )
+    return key
 
 
 async def provision_source(
@@ -169,14 +176,39 @@ async def provision_source(
     store = SqliteStore(db_path)
     await store.open()
     try:
-        await store.ensure_customer(customer_id)
-        box = SecretBox(base64.b64decode(MASTER_KEY))
-        source_id = new_id("src")
-        sealed = box.encrypt(orjson.dumps(credentials), source_credentials_context(source_id))
-        await store.create_source(Source(source_id, customer_id, carrier, sealed, utcnow()))
-        return source_id
+        return await create_source(store, customer_id, carrier, credentials)
     finally:
         await store.close()
+
+
+async def create_source(store: Store, customer_id: str, carrier: Carrier, credentials: dict[str, str]) -> str:
+    """Register a carrier source in an open store, its credentials sealed with ``MASTER_KEY``."""
+    await store.ensure_customer(customer_id)
+    box = SecretBox(base64.b64decode(MASTER_KEY))
+    source_id = new_id("src")
+    sealed = box.encrypt(orjson.dumps(credentials), source_credentials_context(source_id))
+    await store.create_source(Source(source_id, customer_id, carrier, sealed, utcnow()))
+    return source_id
+
+
+@contextlib.asynccontextmanager
+async def opened_store(settings: Settings) -> AsyncIterator[Store]:
+    """The store a test server's settings name, open beside the server: to provision or inspect it."""
+    store = store_from_settings(settings)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def postgres_database_url(dsn: str, schema: str) -> str:
+    """Make ``schema`` with webhookd's tables; returns the database URL that serves from it."""
+    store = PostgresStore(dsn, schema=schema)
+    await store.open()
+    await store.close()
+    # asyncpg passes unknown URL parameters on to the server as settings.
+    return f"{dsn}?search_path={schema}"
 
 
 def count_rows(db_path: Path, table: str) -> int:

@@ -26,6 +26,7 @@ from webhookd.ingest.elevenlabs import ElevenLabsAdapter
 from webhookd.ingest.normalize import NormalizedCall, epoch_time
 from webhookd.ingest.retell import RetellAdapter
 from webhookd.ingest.vapi import VapiAdapter
+from webhookd.inputs import MAX_JSON_DEPTH
 
 CARRIERS = ("elevenlabs", "retell", "vapi")
 SIGNATURES = {
@@ -693,6 +694,8 @@ JSON_SCALARS = (
             "outboundPhoneCall",
             "2026-03-04T15:20:58.000Z",
             "1772637670",
+            "\u0000",
+            "call\u0000id",
         ]
     )
 )
@@ -751,6 +754,32 @@ def test_mutated_fixtures_raise_only_ingest_errors(carrier: str, data: st.DataOb
     payload = mutate(data, copy.deepcopy(fixture_payload(carrier)))
 
     parse_or_refuse(carrier, json.dumps(payload).encode())
+
+
+@pytest.mark.parametrize("carrier", CARRIERS)
+@pytest.mark.parametrize(
+    "extra",
+    [
+        json.loads('{"a":' * MAX_JSON_DEPTH + "{}" + "}" * MAX_JSON_DEPTH),
+        "\u0000",
+        {"k\u0000": "v"},
+    ],
+    ids=["nested too deep", "nul", "nul in a key"],
+)
+def test_a_fixture_with_json_nested_too_deep_or_a_nul_is_payload_invalid(carrier: str, extra: Any) -> None:
+    with pytest.raises(PayloadInvalid):
+        signed_parse(carrier, {**fixture_payload(carrier), "extra": extra})
+
+
+@pytest.mark.parametrize("carrier", CARRIERS)
+def test_a_fixture_nested_to_the_limit_parses_and_encodes_again(carrier: str) -> None:
+    payload = fixture_payload(carrier)
+    body = json.dumps({**payload, "extra": {}}).encode()
+    levels = MAX_JSON_DEPTH - 1  # the body's own braces are the first level
+    body = body[:-3] + b'{"a":' * (levels - 1) + b"{}" + b"}" * (levels - 1) + b"}"
+
+    for call in signed_parse(carrier, body):
+        orjson.dumps(call.event_data())
 
 
 @FUZZ

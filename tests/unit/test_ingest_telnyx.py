@@ -22,6 +22,7 @@ from webhookd.ingest.base import CarrierAdapter, RawCallback
 from webhookd.ingest.normalize import NormalizedCall
 from webhookd.ingest.telnyx import TelnyxAdapter
 from webhookd.ingest.telnyx_texml import TelnyxTexmlAdapter
+from webhookd.inputs import MAX_JSON_DEPTH
 
 CC_DIR = CARRIER_FIXTURES / "telnyx"
 TEXML_DIR = CARRIER_FIXTURES / "telnyx_texml"
@@ -468,6 +469,12 @@ def test_redelivery_keeps_the_idempotency_key() -> None:
     assert first[0].carrier_event_id == "ev-0001"
 
 
+DEEP_OBJECT = b'{"a":' * MAX_JSON_DEPTH + b"{}" + b"}" * MAX_JSON_DEPTH
+"""A JSON object nested one level deeper than any JSON webhookd takes in."""
+DEEP_STATE = base64.b64encode(DEEP_OBJECT).decode()
+NUL_STATE = base64.b64encode(b'{"a":"\\u0000"}').decode()
+
+
 @pytest.mark.parametrize(
     ("client_state", "expected"),
     [
@@ -477,6 +484,8 @@ def test_redelivery_keeps_the_idempotency_key() -> None:
         (base64.b64encode(b"plain words").decode(), {"raw": base64.b64encode(b"plain words").decode()}),
         (base64.b64encode(b"[1, 2]").decode(), {"raw": base64.b64encode(b"[1, 2]").decode()}),
         (base64.b64encode(b"\xff\xfe").decode(), {"raw": base64.b64encode(b"\xff\xfe").decode()}),
+        (DEEP_STATE, {"raw": DEEP_STATE}),
+        (NUL_STATE, {"raw": NUL_STATE}),
         ("", None),
         (7, None),
         (None, None),
@@ -484,6 +493,23 @@ def test_redelivery_keeps_the_idempotency_key() -> None:
 )
 def test_client_state_becomes_client_ref(client_state: Any, expected: dict[str, Any] | None) -> None:
     assert telnyx_one("call.initiated", client_state=client_state).client_ref == expected
+
+
+@pytest.mark.parametrize(
+    ("adapter", "body"),
+    [
+        (TelnyxAdapter(), envelope("call.initiated")[:-1] + b',"x":' + DEEP_OBJECT + b"}"),
+        (TelnyxAdapter(), envelope("call.initiated", note="a\u0000b")),
+        (TelnyxTexmlAdapter(), orjson.dumps(texml_fields("ringing"))[:-1] + b',"X":' + DEEP_OBJECT + b"}"),
+        (TelnyxTexmlAdapter(), orjson.dumps(texml_fields("ringing", CallSid="v3:\u0000"))),
+    ],
+    ids=["call control too deep", "call control nul", "texml json too deep", "texml json nul"],
+)
+def test_json_nested_too_deep_or_holding_a_nul_is_payload_invalid(
+    adapter: CarrierAdapter, body: bytes
+) -> None:
+    with pytest.raises(PayloadInvalid):
+        verify_and_parse(adapter, signed(body))
 
 
 def test_sip_uri_numbers_are_kept_raw() -> None:

@@ -28,6 +28,7 @@ from webhookd.ingest.base import RawCallback
 from webhookd.ingest.normalize import NormalizedCall
 from webhookd.ingest.plivo import PlivoAdapter, decode_form, sdk_base_string
 from webhookd.ingest.vonage import VonageAdapter
+from webhookd.inputs import MAX_JSON_DEPTH
 
 NOW = datetime(2026, 3, 4, 15, 21, tzinfo=UTC)
 # Keys of the expected records that the stateless adapter does not produce, or that live outside ``data``.
@@ -488,6 +489,10 @@ def test_vonage_other_event_types_give_nothing(fields: dict[str, Any]) -> None:
         b'{"status": "completed", "uuid": "\\ud800"}',
         b"\xff\xfe\x00",
         b"[" * 100_000 + b"]" * 100_000,
+        b'{"status": "completed", "uuid": "u", "x": ' + b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH + b"}",
+        b'{"status": "completed", "uuid": "u", "x": ' + b"[" * 900 + b"]" * 900 + b"}",
+        b'{"status": "completed", "uuid": "u\\u0000"}',
+        b'{"status": "completed", "uuid": "u", "note\\u0000": 1}',
     ],
 )
 def test_vonage_bad_payload_is_payload_invalid(body: bytes) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from webhookd.exceptions import PayloadInvalid
+from webhookd.inputs import json_problem
 from webhookd.models import isoformat
 
 SCHEMA_VERSION = "2026-03-draft"
@@ -140,7 +141,15 @@ def json_object(body: bytes) -> dict[str, Any]:
         raise PayloadInvalid(f"the body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise PayloadInvalid("the body is not a JSON object")
+    check_json(body, value)
     return value
+
+
+def check_json(body: bytes, value: object) -> None:
+    """``PayloadInvalid`` if ``value``, parsed from the JSON ``body``, nests too deep or holds a NUL."""
+    problem = json_problem(body, value)
+    if problem is not None:
+        raise PayloadInvalid(f"the body {problem}")
 
 
 def json_dict(value: object) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from webhookd.crypto import source_credentials_context
-from webhookd.exceptions import CryptoError, DestinationBlocked, RequestError, SourceNotFound
+from webhookd.exceptions import CryptoError, DestinationBlocked, PayloadInvalid, RequestError, SourceNotFound
 from webhookd.ingest.base import CarrierAdapter, RawCallback
 from webhookd.ingest.callstate import CallState, advance
 from webhookd.ingest.elevenlabs import ElevenLabsAdapter
@@ -25,6 +25,7 @@ from webhookd.ingest.telnyx_texml import TelnyxTexmlAdapter
 from webhookd.ingest.twilio import TwilioAdapter
 from webhookd.ingest.vapi import VapiAdapter
 from webhookd.ingest.vonage import VonageAdapter
+from webhookd.inputs import HOLDS_NUL, NUL, holds_nul
 from webhookd.models import Carrier, NewEvent, Source, utcnow
 from webhookd.store.base import CallbackReceipt, Decide
 from webhookd.web import JSONResponse, Services, read_body, services
@@ -63,6 +64,15 @@ async def _callback_url(svc: Services, raw: str | None) -> str | None:
         )
         return None
     return raw
+
+
+def _check_storable(update: NormalizedCall) -> None:
+    """``PayloadInvalid`` if the update would store a NUL (from a form field, a query parameter, a
+    JSON string), which PostgreSQL refuses and SQLite keeps. Nesting needs no check here: the JSON
+    an adapter reads was checked as it came in (``webhookd.inputs``)."""
+    data = update.event_data()
+    if holds_nul(orjson.dumps(data), data) or NUL in update.idempotency_key:
+        raise PayloadInvalid(f"the callback {HOLDS_NUL}")
 
 
 def decider(update: NormalizedCall, customer_id: str, callback_url: str | None) -> Decide:
@@ -141,6 +151,8 @@ async def _ingest(request: Request, svc: Services) -> tuple[Response, str]:
     adapter.verify(callback, _credentials(svc, source), utcnow())
     events, duplicates = [], 0
     updates = adapter.parse(callback)
+    for update in updates:
+        _check_storable(update)
     # One request's updates share its signed query, so its callback URL is checked once.
     callback_url = await _callback_url(svc, updates[0].metadata.get(CALLBACK_PARAM)) if updates else None
     for update in updates:

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from webhookd.exceptions import PayloadInvalid, SignatureInvalid
 from webhookd.ingest.base import RawCallback
-from webhookd.ingest.normalize import NormalizedCall, answered_by, e164, parse_time
+from webhookd.ingest.normalize import NormalizedCall, answered_by, check_json, e164, parse_time
+from webhookd.inputs import json_problem
 from webhookd.models import CREDENTIAL_NAMES, Carrier
 
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
@@ -98,9 +99,11 @@ def verify_ed25519(callback: RawCallback, credentials: Mapping[str, str], now: d
 
 def load_json(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise PayloadInvalid(f"the body is not valid JSON: {exc}") from None
+    check_json(body, value)
+    return value
 
 
 def text(obj: Mapping[str, Any], key: str) -> str | None:
@@ -129,14 +132,16 @@ def sip_code(raw: object) -> int | None:
 
 
 def client_ref(raw: object) -> dict[str, Any] | None:
-    """Decoded base64 JSON ``client_state``; ``{"raw": value}`` when it is not base64 of a JSON object."""
+    """Decoded base64 JSON ``client_state``; ``{"raw": value}`` when it is not base64 of a JSON object
+    that could be stored (nested too deep or holding a NUL, see :func:`webhookd.inputs.json_problem`)."""
     if not isinstance(raw, str) or not raw:
         return None
     try:
-        decoded = orjson.loads(base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True))
+        text = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+        decoded = orjson.loads(text)
     except ValueError:
-        decoded = None
-    return decoded if isinstance(decoded, dict) else {"raw": raw}
+        return {"raw": raw}
+    return decoded if isinstance(decoded, dict) and json_problem(text, decoded) is None else {"raw": raw}
 
 
 def _required(obj: Mapping[str, Any], key: str, where: str) -> str:

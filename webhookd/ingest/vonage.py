@@ -20,7 +20,7 @@ from typing import Any
 
 from webhookd.exceptions import PayloadInvalid, SignatureInvalid
 from webhookd.ingest.base import RawCallback, credential
-from webhookd.ingest.normalize import NormalizedCall, answered_by, e164, parse_time
+from webhookd.ingest.normalize import NormalizedCall, answered_by, check_json, e164, parse_time
 from webhookd.models import CREDENTIAL_NAMES, Carrier
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -178,6 +178,7 @@ def load_event(body: bytes) -> dict[str, Any]:
         raise PayloadInvalid("the body is not JSON") from None
     if not isinstance(fields, dict):
         raise PayloadInvalid("the body is not a JSON object")
+    check_json(body, fields)
     return fields
 
 

