@@ -1,5 +1,5 @@
-"""Rules every value from outside meets before it is stored, defined once: how deeply JSON may
-nest, and that stored text holds no NUL character.
+"""Rules every value from outside meets before it is stored or looked up, each defined once: how
+deeply JSON may nest, that stored text holds no NUL character, and what an event type looks like.
 
 They hold whichever store is behind: PostgreSQL refuses NUL in text and jsonb where SQLite keeps it,
 and orjson decodes JSON nested 1,024 deep but encodes no deeper than 255, so an event stored near
@@ -8,6 +8,9 @@ backend.
 """
 
 from __future__ import annotations
+
+import re
+from typing import TypeGuard
 
 MAX_JSON_DEPTH = 64
 """How deeply objects and arrays may nest in JSON that comes in (a body's own braces are level 1).
@@ -21,6 +24,9 @@ _BACKSLASH = ord("\\")  # an int: ``in`` then scans with memchr, several times f
 
 TOO_DEEP = f"nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; send at most {MAX_JSON_DEPTH}"
 HOLDS_NUL = "holds a NUL character (U+0000) in a string; remove it"
+
+EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+_EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
 
 
 def json_problem(text: bytes, value: object) -> str | None:
@@ -71,3 +77,8 @@ def _nests_too_deep(value: object) -> bool:
             return False
         level = below
     return any(isinstance(item, dict | list) for item in level)
+
+
+def is_event_type(value: object) -> TypeGuard[str]:
+    """Whether ``value`` has the shape of an event type: dotted lowercase, such as call.completed."""
+    return isinstance(value, str) and _EVENT_TYPE.fullmatch(value) is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,15 @@ def new_id(prefix: str) -> str:
     (26 characters carry 130 bits: the value's 128 behind two zero bits)."""
     value = (time.time_ns() // 1_000_000 << 80) | _id_random.getrandbits(80)
     return prefix + "_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
+
+
+_ID_BODY = re.compile(f"[{_CROCKFORD}]{{26}}")
+
+
+def is_id(value: str, prefix: str) -> bool:
+    """Whether ``value`` could be an id ``new_id(prefix)`` made (the SQL stores make theirs alike)."""
+    head, sep, body = value.partition("_")
+    return head == prefix and bool(sep) and _ID_BODY.fullmatch(body) is not None
 
 
 def utcnow() -> datetime:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from yarl import URL
 
 from tests.contract.conftest import PostgresServer, postgres_server  # noqa: F401 (a fixture)
 from tests.integration.backends import HOOK, Live, serving_both
@@ -147,6 +148,76 @@ async def test_every_api_body_holding_a_nul_is_refused(live: Live, method: str, 
     assert [s["url"] for s in listed.body["data"]] == [HOOK]
     assert not await live.customer_exists("nul-name")
     assert not await live.customer_exists("nul-credential")
+
+
+# -- ids and query parameters no record can match ------------------------------------------------------
+
+ID_ROUTES = [
+    ("GET", f"{SUBS}/{{sub_}}"),
+    ("HEAD", f"{SUBS}/{{sub_}}"),
+    ("PATCH", f"{SUBS}/{{sub_}}"),
+    ("DELETE", f"{SUBS}/{{sub_}}"),
+    ("POST", f"{SUBS}/{{sub_}}/enable"),
+    ("POST", f"{SUBS}/{{sub_}}/rotate-secret"),
+    ("POST", f"{SUBS}/{{sub_}}/test"),
+    ("POST", f"{SUBS}/{{sub_}}/recover"),
+    ("GET", f"{SUBS}/{{sub_}}/deliveries"),
+    ("HEAD", f"{SUBS}/{{sub_}}/deliveries"),
+    ("GET", "/api/v1/deliveries/{dlv_}"),
+    ("HEAD", "/api/v1/deliveries/{dlv_}"),
+    ("POST", "/api/v1/deliveries/{dlv_}/retry"),
+    ("GET", f"{EVENTS}/{{evt_}}"),
+    ("HEAD", f"{EVENTS}/{{evt_}}"),
+]
+BODIES = {"PATCH": {"description": "x"}, "POST": {"since": "2026-01-01T00:00:00Z"}}
+
+
+@pytest.mark.parametrize(("method", "path"), ID_ROUTES)
+@pytest.mark.parametrize(
+    "shape", ["{prefix}%00", "%00", "{prefix}0123456789ABCDEFGHJKMNP%00", "{prefix}%C3%A9"]
+)
+async def test_a_path_id_no_record_can_have_is_not_found(
+    live: Live, method: str, path: str, shape: str
+) -> None:
+    ids = {prefix: shape.format(prefix=prefix) for prefix in ("sub_", "dlv_", "evt_")}
+
+    reply = await live.call(method, path.format(**ids), BODIES.get(method))
+
+    assert reply.status == 404
+    if method != "HEAD":
+        assert reply.error == (404, "not_found")
+
+
+async def test_an_ingest_source_id_no_source_can_have_is_not_found(live: Live) -> None:
+    for source_id in ("src_%00", "%00", "src_0123456789ABCDEFGHJKMNP%00"):
+        async with live.http.post(URL(f"{live.base}/ingest/twilio/{source_id}", encoded=True)) as response:
+            assert (response.status, (await response.json())["error"]["code"]) == (404, "source_not_found")
+
+
+def cursor_of(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+NUL_ID = cursor_of("\u0000_")
+NUL_IN_LOG_ID = cursor_of("1.5|evt_\u0000")
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        (f"{EVENTS}?type=call.%00", "invalid_parameter"),
+        (f"{EVENTS}?type=Call%20Completed", "invalid_parameter"),
+        (f"{SUBS}?cursor={NUL_ID}", "invalid_cursor"),
+        (f"{EVENTS}?cursor={cursor_of('inf|evt_x')}", "invalid_cursor"),
+        (f"{EVENTS}?cursor={cursor_of('1e300|evt_x')}", "invalid_cursor"),
+        (f"{EVENTS}?cursor={NUL_IN_LOG_ID}", "invalid_cursor"),
+        (f"{SUBS}/{{sub}}/deliveries?cursor={cursor_of('-1e20|dlv_x')}", "invalid_cursor"),
+    ],
+)
+async def test_a_list_parameter_no_record_can_match_is_a_400(live: Live, path: str, code: str) -> None:
+    reply = await live.call("GET", path.format(sub=live.seeded["sub"]))
+
+    assert reply.error == (400, code)
 
 
 # -- the callback secret -------------------------------------------------------------------------------

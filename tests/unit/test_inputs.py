@@ -3,7 +3,9 @@ how deep JSON nests, NUL characters, customer ids, event types, times in years 1
 
 from __future__ import annotations
 
+import base64
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -15,8 +17,11 @@ from webhookd.inputs import (
     HOLDS_NUL,
     MAX_JSON_DEPTH,
     TOO_DEEP,
+    is_event_type,
     json_problem,
 )
+from webhookd.models import is_id, new_id
+from webhookd.store.base import decode_cursor, decode_log_cursor, encode_cursor, encode_log_cursor
 
 # -- JSON: nesting and NUL -------------------------------------------------------------------------
 
@@ -107,3 +112,68 @@ def test_what_passes_the_limit_encodes_again_inside_an_event_and_a_page_of_the_l
     assert json_problem(orjson.dumps(body), body) is None
 
     assert orjson.loads(orjson.dumps({"data": [{"id": "evt_1", "data": data}], "next_cursor": None}))
+
+
+# -- event types and record ids --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("call.completed", True),
+        ("call.transcript.ready", True),
+        ("call.completed\n", False),
+        ("call.%00", False),
+        ("call.\x00", False),
+        ("Call.Completed", False),
+        ("call", False),
+        (None, False),
+    ],
+)
+def test_event_types_are_dotted_lowercase_and_nothing_more(value: object, expected: bool) -> None:
+    assert is_event_type(value) is expected
+
+
+@pytest.mark.parametrize("prefix", ["sub", "evt", "dlv", "src"])
+def test_ids_new_id_makes_are_ids_of_their_prefix_only(prefix: str) -> None:
+    made = new_id(prefix)
+
+    assert is_id(made, prefix)
+    assert not is_id(made, "key")
+    assert is_id(f"{prefix}_0123456789ABCDEF0123456789", prefix)  # hex, as the SQL stores make them
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sub_",
+        "sub_\x00",
+        "\x00",
+        "sub_0123456789ABCDEFGHJKMNP\x00",
+        "sub_0123456789abcdefghjkmnpq",
+        "sub_é",
+        "sub",
+    ],
+)
+def test_anything_else_is_no_id(value: str) -> None:
+    assert not is_id(value, "sub")
+
+
+# -- cursors a client sends back ------------------------------------------------------------------
+
+
+def test_cursors_this_api_issues_decode() -> None:
+    moment = datetime(2026, 5, 10, 12, tzinfo=UTC)
+
+    assert decode_cursor(encode_cursor("sub_0123456789ABCDEFGHJKMNPQRS")) == "sub_0123456789ABCDEFGHJKMNPQRS"
+    assert decode_log_cursor(encode_log_cursor(moment, "evt_1")) == (moment.timestamp(), "evt_1")
+
+
+@pytest.mark.parametrize(
+    "text", ["\x00_", "sub_\x00", "inf|evt_x", "nan|evt_x", "1e300|evt_x", "-1e20|evt_x", "1.5|evt_\x00"]
+)
+def test_a_cursor_holding_a_nul_or_a_time_no_store_holds_is_refused(text: str) -> None:
+    cursor = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    with pytest.raises(ValueError, match="cursor is not one this API returned"):
+        decode_log_cursor(cursor) if "|" in text else decode_cursor(cursor)

@@ -8,10 +8,10 @@ from starlette.responses import Response
 from webhookd.api.auth import authenticate
 from webhookd.api.openapi import PAGE_PARAMS, operation
 from webhookd.api.pagination import page_request
-from webhookd.api.subscriptions import not_found
+from webhookd.api.subscriptions import not_found, subscription_id
 from webhookd.api.views import delivery_detail_json, delivery_json
 from webhookd.exceptions import ApiError, Conflict
-from webhookd.models import DeliveryStatus, Scope
+from webhookd.models import DeliveryStatus, Scope, is_id
 from webhookd.web import JSONResponse, services
 
 STATUS_PARAM = ("status", {"type": "string", "enum": [s.value for s in DeliveryStatus]}, "only this status")
@@ -32,6 +32,14 @@ def _delivery_not_found() -> ApiError:
     return ApiError("no such delivery", status=404, code="not_found")
 
 
+def _delivery_id(request: Request) -> str:
+    """The path's delivery id; one that no delivery can have is answered 404 without a lookup."""
+    found: str = request.path_params["delivery_id"]
+    if not is_id(found, "dlv"):
+        raise _delivery_not_found()
+    return found
+
+
 @operation(
     summary="List a subscription's deliveries, newest first",
     scope=Scope.MANAGE_WEBHOOKS,
@@ -42,7 +50,7 @@ def _delivery_not_found() -> ApiError:
 async def list_deliveries(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
     store = services(request).store
-    sub_id = request.path_params["subscription_id"]
+    sub_id = subscription_id(request)
     if await store.get_subscription(key.customer_id, sub_id) is None:
         raise not_found()
     try:
@@ -60,7 +68,7 @@ async def list_deliveries(request: Request) -> Response:
 )
 async def get_delivery(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
-    detail = await services(request).store.get_delivery(key.customer_id, request.path_params["delivery_id"])
+    detail = await services(request).store.get_delivery(key.customer_id, _delivery_id(request))
     if detail is None:
         raise _delivery_not_found()
     return JSONResponse(delivery_detail_json(detail))
@@ -75,9 +83,7 @@ async def get_delivery(request: Request) -> Response:
 async def retry_delivery(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
     try:
-        delivery = await services(request).store.retry_delivery(
-            key.customer_id, request.path_params["delivery_id"]
-        )
+        delivery = await services(request).store.retry_delivery(key.customer_id, _delivery_id(request))
     except Conflict as exc:
         raise ApiError(str(exc), status=409, code="conflict") from None
     if delivery is None:

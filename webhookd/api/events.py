@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from starlette.requests import Request
@@ -15,11 +14,12 @@ from webhookd.api.pagination import page_request
 from webhookd.api.subscriptions import check_destination, valid_url
 from webhookd.api.views import event_body, event_json
 from webhookd.exceptions import ApiError
-from webhookd.models import EVENT_TYPES, ApiKey, NewEvent, Scope
+from webhookd.inputs import EVENT_TYPE_PATTERN, is_event_type
+from webhookd.models import EVENT_TYPES, ApiKey, NewEvent, Scope, is_id
 from webhookd.web import JSONResponse, read_json_object, services
 
-EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+EVENT_TYPE_RULE = "type must be a dotted lowercase event type such as call.completed"
 PUBLISH_FIELDS = {"type", "data", "customer_id", "idempotency_key", "callback_url"}
 DESCRIPTIONS = {
     "call.initiating": "The call was created and is dialing, or an inbound call was offered.",
@@ -54,10 +54,8 @@ def _idempotency_key(value: Any) -> str | None:
 
 def _new_event(key: ApiKey, body: dict[str, Any]) -> NewEvent:
     event_type, data = body.get("type"), body.get("data", {})
-    if not isinstance(event_type, str) or not EVENT_TYPE_PATTERN.match(event_type):
-        raise ApiError(
-            "type must be a dotted lowercase event type such as call.completed", code="invalid_event_type"
-        )
+    if not is_event_type(event_type):
+        raise ApiError(EVENT_TYPE_RULE, code="invalid_event_type")
     if not isinstance(data, dict):
         raise ApiError("data must be a JSON object", code="invalid_data")
     callback_url = body.get("callback_url")
@@ -97,12 +95,14 @@ async def publish_event(request: Request) -> Response:
     summary="List events, newest first",
     scope=Scope.READ_EVENTS,
     tag="events",
-    query=(*PAGE_PARAMS, ("type", {"type": "string"}, "only this event type")),
+    query=(*PAGE_PARAMS, ("type", {"type": "string", "pattern": EVENT_TYPE_PATTERN}, "only this event type")),
     responses={200: "EventList"},
 )
 async def list_events(request: Request) -> Response:
     key = await authenticate(request, Scope.READ_EVENTS)
     event_type = request.query_params.get("type") or None
+    if event_type is not None and not is_event_type(event_type):
+        raise ApiError(EVENT_TYPE_RULE, code="invalid_parameter")
     try:
         page = await services(request).store.list_events(key.customer_id, page_request(request), event_type)
     except ValueError as exc:
@@ -113,7 +113,10 @@ async def list_events(request: Request) -> Response:
 @operation(summary="Get an event", scope=Scope.READ_EVENTS, responses={200: "Event", 404: None}, tag="events")
 async def get_event(request: Request) -> Response:
     key = await authenticate(request, Scope.READ_EVENTS)
-    event = await services(request).store.get_event(key.customer_id, request.path_params["event_id"])
+    event_id = request.path_params["event_id"]
+    # An id no event can have is not looked up (PostgreSQL would refuse one holding a NUL).
+    found = is_id(event_id, "evt")
+    event = await services(request).store.get_event(key.customer_id, event_id) if found else None
     if event is None:
         raise ApiError("no such event", status=404, code="not_found")
     return Response(event_body(event), media_type="application/json")

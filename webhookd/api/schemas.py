@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from webhookd.inputs import EVENT_TYPE_PATTERN
 from webhookd.models import EVENT_TYPES, Carrier, DeliveryStatus, Scope
 
 Schema = dict[str, Any]
@@ -153,7 +154,7 @@ SCHEMAS: dict[str, Schema] = {
     "PublishEvent": _object(
         ["type"],
         {
-            "type": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"},
+            "type": {"type": "string", "pattern": EVENT_TYPE_PATTERN},
             "data": {"type": "object"},
             "customer_id": {"type": "string"},
             "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255},

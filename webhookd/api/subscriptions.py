@@ -17,7 +17,7 @@ from webhookd.api.pagination import page_request
 from webhookd.api.views import event_json, subscription_json
 from webhookd.crypto import new_webhook_secret, subscription_secret_context
 from webhookd.exceptions import ApiError, Conflict, DestinationBlocked
-from webhookd.models import EVENT_TYPES, NewEvent, Scope, Subscription, isoformat, new_id, utcnow
+from webhookd.models import EVENT_TYPES, NewEvent, Scope, Subscription, is_id, isoformat, new_id, utcnow
 from webhookd.store.base import SubscriptionUpdate
 from webhookd.web import JSONResponse, Services, read_json_object, services
 
@@ -33,6 +33,15 @@ RECOVER_BATCH = 200
 def not_found() -> ApiError:
     """Missing and another customer's look the same: existence is never leaked."""
     return ApiError("no such subscription", status=404, code="not_found")
+
+
+def subscription_id(request: Request) -> str:
+    """The path's subscription id. One that no subscription can have is answered 404 like a missing
+    one without a lookup (PostgreSQL would refuse one holding a NUL)."""
+    found: str = request.path_params["subscription_id"]
+    if not is_id(found, "sub"):
+        raise not_found()
+    return found
 
 
 def valid_url(value: Any, field: str = "url") -> str:
@@ -130,7 +139,7 @@ async def list_subscriptions(request: Request) -> Response:
 async def _owned(request: Request) -> tuple[Services, str, Subscription]:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
     svc = services(request)
-    sub = await svc.store.get_subscription(key.customer_id, request.path_params["subscription_id"])
+    sub = await svc.store.get_subscription(key.customer_id, subscription_id(request))
     if sub is None:
         raise not_found()
     return svc, key.customer_id, sub
@@ -178,9 +187,7 @@ async def patch_subscription(request: Request) -> Response:
 )
 async def delete_subscription(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
-    deleted = await services(request).store.delete_subscription(
-        key.customer_id, request.path_params["subscription_id"]
-    )
+    deleted = await services(request).store.delete_subscription(key.customer_id, subscription_id(request))
     if not deleted:
         raise not_found()
     return Response(status_code=204)
@@ -193,9 +200,7 @@ async def delete_subscription(request: Request) -> Response:
 )
 async def enable_subscription(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
-    sub = await services(request).store.enable_subscription(
-        key.customer_id, request.path_params["subscription_id"]
-    )
+    sub = await services(request).store.enable_subscription(key.customer_id, subscription_id(request))
     if sub is None:
         raise not_found()
     return JSONResponse(subscription_json(sub))

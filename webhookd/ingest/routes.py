@@ -26,7 +26,7 @@ from webhookd.ingest.twilio import TwilioAdapter
 from webhookd.ingest.vapi import VapiAdapter
 from webhookd.ingest.vonage import VonageAdapter
 from webhookd.inputs import HOLDS_NUL, NUL, holds_nul
-from webhookd.models import Carrier, NewEvent, Source, utcnow
+from webhookd.models import Carrier, NewEvent, Source, is_id, utcnow
 from webhookd.store.base import CallbackReceipt, Decide
 from webhookd.web import JSONResponse, Services, read_body, services
 
@@ -105,7 +105,7 @@ async def _source(svc: Services, carrier_name: str, source_id: str) -> tuple[Sou
         carrier = Carrier(carrier_name)
     except ValueError:
         raise SourceNotFound(f"unknown carrier {carrier_name!r}") from None
-    source = await svc.store.get_source(source_id)
+    source = await svc.store.get_source(source_id) if is_id(source_id, "src") else None
     if source is None or source.carrier is not carrier:
         raise SourceNotFound("no such source for this carrier")
     return source, ADAPTERS[carrier]

@@ -6,7 +6,7 @@ import base64
 import binascii
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from webhookd.models import (
@@ -271,7 +271,8 @@ def decode_cursor(cursor: str) -> str:
         decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeError, ValueError):  # ValueError: non-ASCII input
         raise ValueError("cursor is not one this API returned") from None
-    if not decoded.isascii() or "_" not in decoded:
+    # Printable too: PostgreSQL refuses a NUL in text, where SQLite would compare it.
+    if not (decoded.isascii() and decoded.isprintable()) or "_" not in decoded:
         raise ValueError("cursor is not one this API returned")
     return decoded
 
@@ -285,9 +286,11 @@ def decode_log_cursor(cursor: str) -> tuple[float, str]:
     """The ``(created_at, id)`` a log cursor resumes after; ``ValueError`` for a foreign cursor."""
     moment, _, item_id = decode_cursor(cursor).partition("|")
     try:
-        return float(moment), item_id
-    except ValueError:
+        created = float(moment)
+        datetime.fromtimestamp(created, UTC)  # a time every store holds: not inf, nan or 1e300
+    except (ValueError, OverflowError, OSError):
         raise ValueError("cursor is not one this API returned") from None
+    return created, item_id
 
 
 LogItem = TypeVar("LogItem", Delivery, Event)
