@@ -1,15 +1,17 @@
 """Rules every value from outside meets before it is stored or looked up, each defined once: how
-deeply JSON may nest, that stored text holds no NUL character, and what an event type looks like.
+deeply JSON may nest, that stored text holds no NUL character, what an event type looks like, and
+which times every store holds.
 
 They hold whichever store is behind: PostgreSQL refuses NUL in text and jsonb where SQLite keeps it,
-and orjson decodes JSON nested 1,024 deep but encodes no deeper than 255, so an event stored near
-that edge could never be listed again. Checked on the way in, such input is the same 400 on every
-backend.
+and times outside years 1 to 9999 UTC; orjson decodes JSON nested 1,024 deep but encodes no deeper
+than 255, so an event stored near that edge could never be listed again. Checked on the way in,
+such input is the same 400 on every backend.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import TypeGuard
 
 MAX_JSON_DEPTH = 64
@@ -82,3 +84,16 @@ def _nests_too_deep(value: object) -> bool:
 def is_event_type(value: object) -> TypeGuard[str]:
     """Whether ``value`` has the shape of an event type: dotted lowercase, such as call.completed."""
     return isinstance(value, str) and _EVENT_TYPE.fullmatch(value) is not None
+
+
+def utc_time(value: object) -> datetime | None:
+    """An ISO-8601 time with a zone (``Z`` or an offset), in UTC; ``None`` for anything else, and
+    for a time whose UTC date is outside years 1 to 9999, which no store holds alike
+    (``0001-01-01T00:30:00+01:00`` is in year 0)."""
+    if not isinstance(value, str) or not value.isprintable():  # fromisoformat stops at a NUL
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return None if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None

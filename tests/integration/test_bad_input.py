@@ -220,6 +220,31 @@ async def test_a_list_parameter_no_record_can_match_is_a_400(live: Live, path: s
     assert reply.error == (400, code)
 
 
+# -- times ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"since": "0001-01-01T00:30:00+01:00"},  # year 0 in UTC
+        {"since": "2026-01-01T00:00:00Z", "until": "9999-12-31T23:30:00-01:00"},  # year 10000 in UTC
+    ],
+)
+async def test_recover_refuses_a_time_outside_years_1_to_9999_utc(live: Live, window: dict[str, str]) -> None:
+    reply = await live.call("POST", f"{SUBS}/{live.seeded['sub']}/recover", window)
+
+    assert reply.error == (400, "invalid_time")
+    assert "0001-01-01T00:00:00Z" in reply.body["error"]["message"]
+
+
+async def test_recover_takes_the_first_and_last_moments_of_those_years(live: Live) -> None:
+    window = {"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59.999999Z"}
+
+    reply = await live.call("POST", f"{SUBS}/{live.seeded['sub']}/recover", window)
+
+    assert (reply.status, reply.body) == (202, {"requeued": 0, "more": False})
+
+
 # -- the callback secret -------------------------------------------------------------------------------
 
 

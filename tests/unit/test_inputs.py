@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -19,6 +19,7 @@ from webhookd.inputs import (
     TOO_DEEP,
     is_event_type,
     json_problem,
+    utc_time,
 )
 from webhookd.models import is_id, new_id
 from webhookd.store.base import decode_cursor, decode_log_cursor, encode_cursor, encode_log_cursor
@@ -157,6 +158,44 @@ def test_ids_new_id_makes_are_ids_of_their_prefix_only(prefix: str) -> None:
 )
 def test_anything_else_is_no_id(value: str) -> None:
     assert not is_id(value, "sub")
+
+
+# -- times ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-05-10T12:00:00Z", datetime(2026, 5, 10, 12, tzinfo=UTC)),
+        ("2026-05-10T14:00:00+02:00", datetime(2026, 5, 10, 12, tzinfo=UTC)),
+        ("0001-01-01T00:00:00Z", datetime.min.replace(tzinfo=UTC)),
+        ("0001-01-01T01:00:00+01:00", datetime.min.replace(tzinfo=UTC)),
+        ("9999-12-31T23:59:59.999999Z", datetime.max.replace(tzinfo=UTC)),
+        ("0001-01-01T00:30:00+01:00", None),  # year 0 in UTC
+        ("9999-12-31T23:30:00-01:00", None),  # year 10000 in UTC
+        ("2026-05-10T12:00:00", None),  # no zone
+        ("2026-05-10T12:00:00Z\x00", None),
+        ("yesterday", None),
+        (1778400000, None),
+        (None, None),
+    ],
+)
+def test_utc_time_takes_zoned_iso_times_in_years_1_to_9999(value: object, expected: datetime | None) -> None:
+    assert utc_time(value) == expected
+
+
+@given(
+    st.datetimes(
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12))])
+    )
+)
+def test_utc_time_is_the_same_moment_or_none_at_the_edges(moment: datetime) -> None:
+    parsed = utc_time(moment.isoformat())
+
+    if parsed is None:
+        assert moment.year in (1, 9999)
+    else:
+        assert parsed == moment and parsed.tzinfo is UTC
 
 
 # -- cursors a client sends back ------------------------------------------------------------------

@@ -17,6 +17,7 @@ from webhookd.api.pagination import page_request
 from webhookd.api.views import event_json, subscription_json
 from webhookd.crypto import new_webhook_secret, subscription_secret_context
 from webhookd.exceptions import ApiError, Conflict, DestinationBlocked
+from webhookd.inputs import utc_time
 from webhookd.models import EVENT_TYPES, NewEvent, Scope, Subscription, is_id, isoformat, new_id, utcnow
 from webhookd.store.base import SubscriptionUpdate
 from webhookd.web import JSONResponse, Services, read_json_object, services
@@ -244,13 +245,12 @@ def _timestamp(body: dict[str, Any], name: str, default: datetime | None = None)
     raw = body.get(name)
     if raw is None and default is not None:
         return default
-    try:
-        moment = datetime.fromisoformat(str(raw).replace("Z", "+00:00")) if isinstance(raw, str) else None
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
+    moment = utc_time(raw)
+    if moment is None:
         raise ApiError(
-            f"{name} must be an ISO-8601 time with a zone, e.g. 2026-05-10T12:00:00Z", code="invalid_time"
+            f"{name} must be an ISO-8601 time with a zone from 0001-01-01T00:00:00Z to"
+            " 9999-12-31T23:59:59Z, e.g. 2026-05-10T12:00:00Z",
+            code="invalid_time",
         )
     return moment
 
