@@ -18,6 +18,7 @@ from webhookd import __version__, provisioning
 from webhookd.config import Settings, setting_fields
 from webhookd.crypto import SecretBox, master_key_from_settings
 from webhookd.exceptions import InvalidInput, WebhookdError
+from webhookd.inputs import check_customer_id
 from webhookd.logs import configure_logging
 from webhookd.models import CREDENTIAL_NAMES, Carrier, Scope
 from webhookd.store import Store, store_from_settings
@@ -62,12 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _customer_id(value: str) -> str:
+    """``--customer``, checked before anything is opened or created."""
+    try:
+        return check_customer_id(value, "a customer id")
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
 def _add_keys(commands: Any, parent: argparse.ArgumentParser) -> None:
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION"
     )
     create = keys.add_parser("create", parents=[parent], help="create an API key (printed once)")
-    create.add_argument("--customer", required=True, help="customer id (created if new)")
+    create.add_argument("--customer", required=True, type=_customer_id, help="customer id (created if new)")
     create.add_argument("--name", help="customer display name, returned by whoami")
     create.add_argument(
         "--scopes", required=True, help=f"comma-separated: {', '.join(s.value for s in Scope)}"
@@ -80,7 +89,7 @@ def _add_sources(commands: Any, parent: argparse.ArgumentParser) -> None:
         dest="sources_command", required=True, metavar="ACTION"
     )
     create = sources.add_parser("create", parents=[parent], help="register a carrier source")
-    create.add_argument("--customer", required=True, help="customer id (created if new)")
+    create.add_argument("--customer", required=True, type=_customer_id, help="customer id (created if new)")
     create.add_argument("--name", help="customer display name")
     create.add_argument("--carrier", required=True, choices=[c.value for c in Carrier])
     create.add_argument(

@@ -1,6 +1,6 @@
 """Rules every value from outside meets before it is stored or looked up, each defined once: how
-deeply JSON may nest, that stored text holds no NUL character, what an event type looks like, and
-which times every store holds.
+deeply JSON may nest, that stored text holds no NUL character, what a customer id and an event
+type look like, and which times every store holds.
 
 They hold whichever store is behind: PostgreSQL refuses NUL in text and jsonb where SQLite keeps it,
 and times outside years 1 to 9999 UTC; orjson decodes JSON nested 1,024 deep but encodes no deeper
@@ -14,6 +14,8 @@ import re
 from datetime import UTC, datetime
 from typing import TypeGuard
 
+from webhookd.exceptions import InvalidInput
+
 MAX_JSON_DEPTH = 64
 """How deeply objects and arrays may nest in JSON that comes in (a body's own braces are level 1).
 What is stored wraps it in a few more levels (an event's envelope, a page of the event log), far
@@ -26,6 +28,11 @@ _BACKSLASH = ord("\\")  # an int: ``in`` then scans with memchr, several times f
 
 TOO_DEEP = f"nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; send at most {MAX_JSON_DEPTH}"
 HOLDS_NUL = "holds a NUL character (U+0000) in a string; remove it"
+
+MAX_CUSTOMER_ID_LENGTH = 128
+CUSTOMER_ID_PATTERN = rf"^[A-Za-z0-9._:-]{{1,{MAX_CUSTOMER_ID_LENGTH}}}$"
+_CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
+CUSTOMER_ID_RULE = f"1 to {MAX_CUSTOMER_ID_LENGTH} characters of A-Z a-z 0-9 . _ : -"
 
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
@@ -79,6 +86,13 @@ def _nests_too_deep(value: object) -> bool:
             return False
         level = below
     return any(isinstance(item, dict | list) for item in level)
+
+
+def check_customer_id(value: object, name: str = "customer_id") -> str:
+    """``value`` if it is a valid customer id; else :class:`InvalidInput` saying what one is."""
+    if not isinstance(value, str) or not _CUSTOMER_ID.fullmatch(value):
+        raise InvalidInput(f"{name} must be {CUSTOMER_ID_RULE}", code="invalid_customer")
+    return value
 
 
 def is_event_type(value: object) -> TypeGuard[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -10,12 +9,11 @@ import orjson
 
 from webhookd.crypto import SecretBox, hash_api_key, new_api_key, source_credentials_context
 from webhookd.exceptions import InvalidInput
+from webhookd.inputs import check_customer_id
 from webhookd.models import ApiKey, Carrier, Scope, Source, new_id, utcnow
 from webhookd.store.base import Store
 
-MAX_CUSTOMER_ID_LENGTH = 128
 MAX_NAME_LENGTH = 200
-CUSTOMER_ID = re.compile(rf"^[A-Za-z0-9._:-]{{1,{MAX_CUSTOMER_ID_LENGTH}}}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +31,6 @@ def parse_scopes(names: Iterable[str]) -> frozenset[Scope]:
     if not scopes:
         raise InvalidInput("give at least one scope")
     return scopes
-
-
-def check_customer_id(customer_id: str) -> str:
-    if not CUSTOMER_ID.match(customer_id):
-        raise InvalidInput(f"customer id must be 1 to {MAX_CUSTOMER_ID_LENGTH} of A-Z a-z 0-9 . _ : -")
-    return customer_id
 
 
 def check_name(name: str | None) -> str | None:

@@ -20,7 +20,7 @@ from yarl import URL
 
 from tests.contract.conftest import PostgresServer, postgres_server  # noqa: F401 (a fixture)
 from tests.integration.backends import HOOK, Live, serving_both
-from webhookd.inputs import MAX_JSON_DEPTH
+from webhookd.inputs import CUSTOMER_ID_RULE, MAX_JSON_DEPTH
 from webhookd.models import Carrier
 
 pytestmark = pytest.mark.anyio
@@ -243,6 +243,41 @@ async def test_recover_takes_the_first_and_last_moments_of_those_years(live: Liv
     reply = await live.call("POST", f"{SUBS}/{live.seeded['sub']}/recover", window)
 
     assert (reply.status, reply.body) == (202, {"requeued": 0, "more": False})
+
+
+# -- customer ids --------------------------------------------------------------------------------------
+
+BAD_CUSTOMER_IDS = ["", "\u202eacme", "../../etc/passwd", "a" * 100_000, "acme\n", "a b", 42]
+BAD_CUSTOMER_ID_NAMES = ["empty", "rlo", "path", "long", "newline", "space", "number"]
+
+
+@pytest.mark.parametrize("customer_id", BAD_CUSTOMER_IDS, ids=BAD_CUSTOMER_ID_NAMES)
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (EVENTS, {"type": "call.completed", "data": {}}),
+        ("/api/v1/keys", {"scopes": ["read_events"]}),
+        ("/api/v1/sources", {"carrier": "twilio", "credentials": {"auth_token": "t"}}),
+    ],
+    ids=["publish", "keys", "sources"],
+)
+async def test_a_customer_id_outside_the_rule_is_refused_saying_what_one_is(
+    live: Live, path: str, body: dict[str, Any], customer_id: Any
+) -> None:
+    reply = await live.call("POST", path, {**body, "customer_id": customer_id})
+
+    assert reply.error == (400, "invalid_customer")
+    assert reply.body["error"]["message"] == f"customer_id must be {CUSTOMER_ID_RULE}"
+    if isinstance(customer_id, str):
+        assert not await live.customer_exists(customer_id)
+
+
+async def test_a_valid_customer_id_is_published_for(live: Live) -> None:
+    body = {"type": "call.completed", "data": {}, "customer_id": "Cus.2:x-y_z"}
+    reply = await live.call("POST", EVENTS, body)
+
+    assert reply.status == 202, reply.body
+    assert await live.customer_exists("Cus.2:x-y_z")
 
 
 # -- the callback secret -------------------------------------------------------------------------------

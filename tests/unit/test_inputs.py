@@ -13,10 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from webhookd.exceptions import InvalidInput
 from webhookd.inputs import (
+    CUSTOMER_ID_RULE,
     HOLDS_NUL,
     MAX_JSON_DEPTH,
     TOO_DEEP,
+    check_customer_id,
     is_event_type,
     json_problem,
     utc_time,
@@ -216,3 +219,36 @@ def test_a_cursor_holding_a_nul_or_a_time_no_store_holds_is_refused(text: str) -
 
     with pytest.raises(ValueError, match="cursor is not one this API returned"):
         decode_log_cursor(cursor) if "|" in text else decode_cursor(cursor)
+
+
+# -- customer ids ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["acme", "Cus.2:x-y_z", "a" * 128, "0", "a.b_c:d-e"])
+def test_a_valid_customer_id_passes(value: str) -> None:
+    assert check_customer_id(value) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "a" * 129,
+        "a" * 100_000,
+        "acme\n",
+        "\nacme",
+        "a b",
+        "\u202eacme",
+        "../../etc/passwd",
+        "a\x00",
+        "é",
+        42,
+        None,
+    ],
+)
+def test_anything_else_is_refused_saying_what_a_customer_id_is(value: object) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        check_customer_id(value)
+
+    assert (refused.value.status, refused.value.code) == (400, "invalid_customer")
+    assert refused.value.message == f"customer_id must be {CUSTOMER_ID_RULE}"

@@ -11,6 +11,7 @@ from webhookd import provisioning
 from webhookd.api.auth import authenticate
 from webhookd.api.openapi import operation
 from webhookd.exceptions import ApiError
+from webhookd.inputs import check_customer_id
 from webhookd.models import CREDENTIAL_NAMES, Carrier, Scope
 from webhookd.web import JSONResponse, read_json_object, services
 
@@ -35,12 +36,13 @@ async def create_key(request: Request) -> Response:
     await authenticate(request, Scope.ADMIN)
     svc = services(request)
     body = await read_json_object(request, svc.settings.max_body_bytes, {"customer_id", "name", "scopes"})
+    customer_id = check_customer_id(body.get("customer_id"))
     scopes = body.get("scopes")
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise ApiError("scopes must be a list of scope names", code="invalid_field")
     created = await provisioning.create_key(
         svc.store,
-        _string(body, "customer_id") or "",
+        customer_id,
         provisioning.parse_scopes(scopes),
         _string(body, "name", required=False),
     )
@@ -67,6 +69,7 @@ async def create_source(request: Request) -> Response:
     svc = services(request)
     allowed = {"customer_id", "name", "carrier", "credentials"}
     body = await read_json_object(request, svc.settings.max_body_bytes, allowed)
+    customer_id = check_customer_id(body.get("customer_id"))
     try:
         carrier = Carrier(_string(body, "carrier") or "")
     except ValueError:
@@ -77,7 +80,7 @@ async def create_source(request: Request) -> Response:
     source = await provisioning.create_source(
         svc.store,
         svc.box,
-        _string(body, "customer_id") or "",
+        customer_id,
         carrier,
         credentials,
         required=CREDENTIAL_NAMES[carrier],

@@ -14,7 +14,7 @@ from webhookd.api.pagination import page_request
 from webhookd.api.subscriptions import check_destination, valid_url
 from webhookd.api.views import event_body, event_json
 from webhookd.exceptions import ApiError
-from webhookd.inputs import EVENT_TYPE_PATTERN, is_event_type
+from webhookd.inputs import EVENT_TYPE_PATTERN, check_customer_id, is_event_type
 from webhookd.models import EVENT_TYPES, ApiKey, NewEvent, Scope, is_id
 from webhookd.web import JSONResponse, read_json_object, services
 
@@ -36,11 +36,10 @@ DESCRIPTIONS = {
 def _customer_for(key: ApiKey, requested: Any) -> str:
     if requested is None or requested == key.customer_id:
         return key.customer_id
-    if not isinstance(requested, str) or not requested:
-        raise ApiError("customer_id must be a string", code="invalid_customer")
+    customer_id = check_customer_id(requested)
     if Scope.ADMIN not in key.scopes:
         raise ApiError("only an admin key may publish for another customer", status=403, code="forbidden")
-    return requested
+    return customer_id
 
 
 def _idempotency_key(value: Any) -> str | None:

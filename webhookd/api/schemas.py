@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhookd.inputs import EVENT_TYPE_PATTERN
+from webhookd.inputs import CUSTOMER_ID_PATTERN, EVENT_TYPE_PATTERN
 from webhookd.models import EVENT_TYPES, Carrier, DeliveryStatus, Scope
 
 Schema = dict[str, Any]
@@ -12,7 +12,7 @@ Schema = dict[str, Any]
 TIMESTAMP: Schema = {"type": "string", "format": "date-time"}
 NULLABLE_TIMESTAMP: Schema = {"type": ["string", "null"], "format": "date-time"}
 EVENT_TYPE: Schema = {"type": "string", "enum": list(EVENT_TYPES)}
-CUSTOMER_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
+CUSTOMER_ID: Schema = {"type": "string", "pattern": CUSTOMER_ID_PATTERN}
 SCOPES: Schema = {
     "type": "array",
     "items": {"type": "string", "enum": [s.value for s in Scope]},
@@ -156,7 +156,7 @@ SCHEMAS: dict[str, Schema] = {
         {
             "type": {"type": "string", "pattern": EVENT_TYPE_PATTERN},
             "data": {"type": "object"},
-            "customer_id": {"type": "string"},
+            "customer_id": CUSTOMER_ID,
             "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255},
             "callback_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048},
         },

@@ -1,0 +1,45 @@
+"""``webhookd keys create`` and ``webhookd sources create`` check ``--customer`` by the one customer-id
+rule before they open (and so create) a database or a master key file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from webhookd.cli import main
+from webhookd.inputs import CUSTOMER_ID_RULE
+
+BAD_CUSTOMER_IDS = ["", "\u202eacme", "../../etc/passwd", "a" * 100_000, "acme\n", "a b"]
+
+
+def command(action: str, customer: str, db: Path) -> list[str]:
+    args = [action, "create", "--customer", customer, "--database-url", f"sqlite:///{db}"]
+    if action == "keys":
+        return [*args, "--scopes", "read_events"]
+    return [*args, "--carrier", "twilio", "--credential", "auth_token=t"]
+
+
+@pytest.mark.parametrize("action", ["keys", "sources"])
+@pytest.mark.parametrize(
+    "customer", BAD_CUSTOMER_IDS, ids=["empty", "rlo", "path", "long", "newline", "space"]
+)
+def test_a_customer_id_outside_the_rule_is_refused_before_anything_is_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], action: str, customer: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(command(action, customer, tmp_path / "w.db"))
+
+    assert exit_.value.code == 2
+    assert f"argument --customer: a customer id must be {CUSTOMER_ID_RULE}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("action", ["keys", "sources"])
+def test_a_valid_customer_id_is_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], action: str
+) -> None:
+    assert main(command(action, "Cus.2:x-y_z", tmp_path / "w.db")) == 0
+
+    assert orjson.loads(capsys.readouterr().out)["customer_id"] == "Cus.2:x-y_z"
