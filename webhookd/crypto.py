@@ -1,4 +1,4 @@
-"""Secrets: generating them, hashing API keys, and AES-GCM encryption at rest (SPEC §8)."""
+"""Secrets: generating them, hashing API keys, and AES-GCM encryption at rest."""
 
 from __future__ import annotations
 

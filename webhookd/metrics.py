@@ -1,4 +1,4 @@
-"""Prometheus metrics: one ``Metrics`` object with its own registry, no globals (SPEC §7)."""
+"""Prometheus metrics: one ``Metrics`` object with its own registry, no globals."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ class SubscriptionKind(StrEnum):
     WEBHOOK = "webhook"
     """A customer's subscription, managed through the API."""
     CALLBACK = "callback"
-    """A per-call ``callback_url`` (SPEC §10), signed with the customer's callback secret."""
+    """A per-call ``callback_url``, signed with the customer's callback secret."""
 
 
 class DisabledReason(StrEnum):
@@ -106,7 +106,7 @@ CREDENTIAL_NAMES: dict[Carrier, tuple[str, ...]] = {
     Carrier.RETELL: ("api_key",),
     Carrier.VAPI: ("secret",),
 }
-"""The credentials each carrier's source needs (SPEC §9)."""
+"""The credentials each carrier's source needs."""
 
 
 CALL_EVENT_TYPES = (
@@ -183,12 +183,12 @@ class NewEvent:
     id: str = field(default_factory=lambda: new_id("evt"))
     created_at: datetime = field(default_factory=utcnow)
     callback_url: str | None = None
-    """Also deliver this event here, signed with the customer's callback secret (SPEC §10)."""
+    """Also deliver this event here, signed with the customer's callback secret."""
     only_subscription_id: str | None = None
     """Deliver to this subscription alone, whatever its event types (``webhook.test``)."""
 
     def envelope(self) -> dict[str, Any]:
-        """The JSON body receivers get (SPEC §4)."""
+        """The JSON body receivers get: id, type, timestamp, customer_id and data."""
         return {
             "id": self.id,
             "type": self.type,

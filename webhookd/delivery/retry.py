@@ -1,4 +1,4 @@
-"""Retry policy: when the next attempt happens, or that there is none (SPEC §5)."""
+"""Retry policy: when the next attempt happens, or that there is none."""
 
 from __future__ import annotations
 

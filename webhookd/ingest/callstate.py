@@ -1,4 +1,4 @@
-"""The call state machine (reference §6.4): only forward moves are emitted, one terminal per call.
+"""The call state machine: only forward moves are emitted, one terminal per call.
 
 Pure: ``advance(state, update)`` returns the new state and the update to emit, if any. The store
 runs it inside the transaction that records the callback, so concurrent callbacks of one call
@@ -87,7 +87,7 @@ def _fill(update: NormalizedCall, state: CallState) -> NormalizedCall:
 
 
 def _cancel_by_direction(update: NormalizedCall, direction: str | None) -> NormalizedCall:
-    """Reference §6.1: a cancel is ours to abort when outbound (``call.failed``, canceled) and the
+    """A cancel is ours to abort when outbound (``call.failed``, canceled) and the
     caller giving up when inbound (``call.no_answer``, caller_abandoned). A hangup that carried no
     direction of its own (Telnyx) is decided again once the call's direction is known."""
     if update.reason == "caller_abandoned" and direction == "outbound":

@@ -1,4 +1,4 @@
-"""ElevenLabs Agents post-call webhooks: ``ElevenLabs-Signature`` and the JSON envelope (reference §5, §6.2).
+"""ElevenLabs Agents post-call webhooks: ``ElevenLabs-Signature`` and the JSON envelope.
 
 The envelope is ``{type, event_timestamp (epoch s), data}``. ``post_call_transcription`` becomes
 ``call.transcript.ready``; ``call_initiation_failure`` becomes ``call.no_answer`` or ``call.failed``; every
@@ -31,7 +31,7 @@ from webhookd.models import CREDENTIAL_NAMES, Carrier
 CARRIER = Carrier.ELEVENLABS.value
 SIGNATURE_HEADER = "elevenlabs-signature"
 MAX_AGE_S = 30 * 60
-"""The SDK refuses a ``t`` older than this (reference §5)."""
+"""The SDK refuses a ``t`` older than this."""
 MAX_AHEAD_S = 5 * 60
 """The SDK has no future check; we allow this much clock skew."""
 TRANSCRIPTION = "post_call_transcription"

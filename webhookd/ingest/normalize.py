@@ -1,4 +1,4 @@
-"""Pure normalization of carrier callbacks into call fields (reference §6.2, §6.3)."""
+"""Pure normalization of carrier callbacks into call fields: status maps and call fields."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plivo voice callbacks: ``X-Plivo-Signature-V3`` and form fields (reference §4).
+"""Plivo voice callbacks: ``X-Plivo-Signature-V3`` and form fields.
 
 The signature is ``base64(HMAC-SHA256(auth_token, base + "." + nonce))``. ``base`` is built the way the
 plivo SDK builds it (``plivo/utils/signature_v3.py``): ``scheme://host[:port]/path``, the URL query re-sorted,

@@ -1,4 +1,4 @@
-"""Retell webhooks: ``x-retell-signature`` and the ``{event, call}`` body (reference §5, §6.2).
+"""Retell webhooks: ``x-retell-signature`` and the ``{event, call}`` body.
 
 ``call_ended`` gives the lifecycle terminal (from ``disconnection_reason``) and, when the call has a
 transcript, ``call.transcript.ready``. ``call_started`` and ``call_analyzed`` have no row in the table, so
@@ -33,7 +33,7 @@ from webhookd.models import CREDENTIAL_NAMES, Carrier
 CARRIER = Carrier.RETELL.value
 SIGNATURE_HEADER = "x-retell-signature"
 WINDOW_MS = 5 * 60 * 1000
-"""The SDK's ``FIVE_MINUTES``: ``|now - v| > WINDOW_MS`` is refused (reference §5)."""
+"""The SDK's ``FIVE_MINUTES``: ``|now - v| > WINDOW_MS`` is refused."""
 CALL_ENDED = "call_ended"
 _SIGNATURE = re.compile(r"v=([0-9]{1,15}),d=([0-9a-fA-F]{64})")
 _NO_ANSWER = {"dial_busy", "dial_no_answer"}
@@ -47,7 +47,7 @@ def compute_signature(api_key: str, timestamp_ms: str, body: bytes) -> str:
 
 
 def lifecycle_type(reason: str | None) -> str:
-    """``disconnection_reason`` to the terminal type (reference §6.2, Retell row)."""
+    """``disconnection_reason`` to the terminal type."""
     if reason in _NO_ANSWER:
         return "call.no_answer"
     return "call.failed" if reason in _FAILED else "call.completed"

@@ -1,4 +1,4 @@
-"""Telnyx Call Control (Voice API v2) webhooks: Ed25519 signatures and JSON events (reference §2, §6.2).
+"""Telnyx Call Control (Voice API v2) webhooks: Ed25519 signatures and JSON events.
 
 The Ed25519 check (``verify_ed25519``) is shared with the TeXML adapter, which Telnyx signs the same way.
 """
@@ -25,7 +25,7 @@ from webhookd.models import CREDENTIAL_NAMES, Carrier
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER = "telnyx-timestamp"
 TOLERANCE_S = 300
-"""Reject when ``abs(now - telnyx-timestamp)`` exceeds this: stale and future alike (reference §2.2)."""
+"""Reject when ``abs(now - telnyx-timestamp)`` exceeds this: stale and future alike."""
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SIP_CODE = re.compile(r"[1-6][0-9]{2}")
@@ -48,7 +48,7 @@ KNOWN_EVENTS = frozenset({INITIATED, ANSWERED, BRIDGED, HANGUP, TRANSCRIPTION_SA
 """Event types that update a call; every other type is acknowledged and ignored."""
 
 
-# -- signature (reference §2.2) ------------------------------------------------------------------
+# -- signature ----------------------------------------------------------------------------------
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
@@ -157,7 +157,7 @@ def _object(value: object, where: str) -> dict[str, Any]:
     return value
 
 
-# -- normalization (reference §6.2, §6.3) -----------------------------------------------------------
+# -- normalization ----------------------------------------------------------------------------------
 
 
 def hangup_outcome(cause: str | None, sip: int | None, direction: str | None) -> tuple[str, str]:
@@ -255,5 +255,5 @@ class TelnyxAdapter:
         if not isinstance(event_type, str) or not event_type:
             raise PayloadInvalid("data.event_type is required and must be a non-empty string")
         if event_type not in KNOWN_EVENTS:
-            return []  # acknowledged, not an update (reference §6.4 rule 8)
+            return []  # acknowledged, not an update: it carries no call status
         return [normalize_telnyx(data, event_type)]

@@ -1,6 +1,6 @@
-"""Telnyx TeXML status callbacks: Twilio-style form fields, signed with Telnyx's Ed25519 (reference §2.3).
+"""Telnyx TeXML status callbacks: Twilio-style form fields, signed with Telnyx's Ed25519.
 
-Normalization reuses Twilio's (reference §6.2 has one row per status for both) and adds the Telnyx
+Normalization reuses Twilio's (TeXML sends Twilio's status names) and adds the Telnyx
 fields: ``CallInitiatedAt``, ``AnsweredTime``, ``EndTime``, ``HangupCause``, ``HangupSource``,
 ``CallSessionId``. The docs show the callbacks as JSON objects too (``"SequenceNumber": 0``), so a body
 that is a JSON object is accepted alongside the form encoding.

@@ -1,4 +1,4 @@
-"""Twilio Programmable Voice status callbacks: ``X-Twilio-Signature`` and form fields (reference §1)."""
+"""Twilio Programmable Voice status callbacks: ``X-Twilio-Signature`` and form fields."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Vapi server messages: HMAC ``x-signature`` or legacy ``X-Vapi-Secret``, ``{message}`` body (reference §5).
+"""Vapi server messages: HMAC ``x-signature`` or legacy ``X-Vapi-Secret``, ``{message}`` body.
 
 ``end-of-call-report`` gives the lifecycle terminal (from ``endedReason``) and, when ``artifact.transcript``
 is there, ``call.transcript.ready``. Other message types (``status-update``, ``transcript``, ``tool-calls``,
@@ -40,12 +40,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def compute_signature(secret: str, timestamp: str, body: bytes) -> str:
-    """Hex HMAC-SHA256 of ``"{timestamp}.{body}"``: the HMAC credential's defaults (reference §5)."""
+    """Hex HMAC-SHA256 of ``"{timestamp}.{body}"``: the HMAC credential's defaults."""
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
 def lifecycle_type(reason: str | None) -> str:
-    """``endedReason`` to the terminal type (reference §6.2, Vapi row)."""
+    """``endedReason`` to the terminal type."""
     if reason in _NO_ANSWER:
         return "call.no_answer"
     if reason is not None and ("error" in reason or "failed" in reason):

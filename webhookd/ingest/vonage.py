@@ -1,4 +1,4 @@
-"""Vonage Voice API event webhooks: a signed JWT in ``Authorization: Bearer`` and JSON events (reference §3).
+"""Vonage Voice API event webhooks: a signed JWT in ``Authorization: Bearer`` and JSON events.
 
 The JWT is HS256 over the account's signature secret; its ``payload_hash`` claim binds the raw body and its
 ``iat`` claim must be within five minutes of our clock. The check is written out here (no JWT library) so
@@ -24,7 +24,7 @@ from webhookd.ingest.normalize import NormalizedCall, answered_by, check_json, e
 from webhookd.models import CREDENTIAL_NAMES, Carrier
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-"""How far ``iat`` may be from our clock, either way (reference §3.2 suggests 5 min)."""
+"""How far ``iat`` may be from our clock, either way (Vonage suggests 5 min)."""
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 _SECONDS = re.compile(r"[0-9]{1,10}")
@@ -100,7 +100,8 @@ def decode_hs256(token: str, secret: str) -> dict[str, Any]:
 
 
 def _body_hashes(body: bytes) -> list[bytes]:
-    """Hex SHA-256 of the raw body, then of its compact re-serialization (reference §3.2 fallback)."""
+    """Hex SHA-256 of the raw body, then of its compact re-serialization (for a body re-encoded in
+    transit)."""
     hashes = [hashlib.sha256(body).hexdigest().encode()]
     try:
         compact = json.dumps(json.loads(body), separators=(",", ":"), ensure_ascii=False).encode()

@@ -31,7 +31,7 @@ CREATE TABLE subscriptions (
     id                    text COLLATE "C" PRIMARY KEY,
     customer_id           text COLLATE "C" NOT NULL REFERENCES customers (id),
     -- 'webhook': a customer's subscription. 'callback': the per-call callback_url of events
-    -- (SPEC §10), signed with the customer's callback secret; hidden from the subscriptions API.
+    -- (per-call callback URLs), signed with the customer's callback secret; hidden from the subscriptions API.
     kind                  text NOT NULL DEFAULT 'webhook',
     url                   text COLLATE "C" NOT NULL,
     events_key            text COLLATE "C" NOT NULL,  -- sorted, comma-joined event types
@@ -43,7 +43,7 @@ CREATE TABLE subscriptions (
     created_at            timestamptz NOT NULL,
     updated_at            timestamptz NOT NULL,
     deleted_at            timestamptz,
-    -- Per-subscription health (SPEC §5): consecutive failures, and a generation that moves on
+    -- Per-subscription health: consecutive failures, and a generation that moves on
     -- every counted failure so attempts already in flight then do not count again.
     failure_count         integer NOT NULL DEFAULT 0,
     health_gen            bigint NOT NULL DEFAULT 0,
@@ -118,7 +118,7 @@ CREATE TABLE attempts (
 );
 CREATE INDEX attempts_by_delivery ON attempts (delivery_id);
 
--- One row per call: the state machine's JSON state (reference §6.4). A NULL state exists only
+-- One row per call: the state machine's JSON state. A NULL state exists only
 -- inside the transaction that first sees the call (the row is there to be locked).
 CREATE TABLE calls (
     customer_id text COLLATE "C" NOT NULL,

@@ -34,7 +34,7 @@ CREATE TABLE subscriptions (
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
     deleted_at  REAL,
-    -- Per-subscription failure tracking (SPEC §5): consecutive failures, and a generation that
+    -- Per-subscription failure tracking: consecutive failures, and a generation that
     -- moves on every counted failure so attempts already in flight then do not count again.
     failure_count     INTEGER NOT NULL DEFAULT 0,
     health_gen        INTEGER NOT NULL DEFAULT 0,

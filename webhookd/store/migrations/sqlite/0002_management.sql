@@ -1,6 +1,6 @@
 -- webhookd schema v2 (SQLite): secret rotation, per-call callback URLs, log listing indexes.
 
--- 'webhook': a customer's subscription. 'callback': the per-call callback_url of events (SPEC §10),
+-- 'webhook': a customer's subscription. 'callback': the per-call callback_url of events,
 -- signed with the customer's callback secret; hidden from the subscriptions API.
 ALTER TABLE subscriptions ADD COLUMN kind TEXT NOT NULL DEFAULT 'webhook';
 ALTER TABLE subscriptions ADD COLUMN previous_secret BLOB;

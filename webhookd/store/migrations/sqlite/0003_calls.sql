@@ -1,6 +1,6 @@
 -- webhookd schema v3 (SQLite): the call state machine and carrier-callback dedupe.
 
--- One row per call: the state machine's JSON state (reference §6.4).
+-- One row per call: the state machine's JSON state.
 CREATE TABLE calls (
     customer_id TEXT NOT NULL,
     carrier     TEXT NOT NULL,
