@@ -189,6 +189,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from webhookd.app import create_app
+    from webhookd.server import server_config
 
     app = create_app(settings, run_workers=not args.no_workers)
     loop = asyncio.get_running_loop()
@@ -201,17 +202,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 loop.call_soon_threadsafe(stop)
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        lifespan="on",
-        server_header=False,
-        proxy_headers=False,  # nothing here reads the client address or scheme
-        access_log=False,
-    )
-    server = Server(config)
+    server = Server(server_config(app, settings))
     await server.serve()
     return 0 if server.started else 1
 

@@ -26,6 +26,7 @@ from webhookd.app import create_app
 from webhookd.config import Settings
 from webhookd.crypto import SecretBox, hash_api_key, new_api_key, source_credentials_context
 from webhookd.models import ApiKey, Carrier, Scope, Source, new_id, utcnow
+from webhookd.server import server_config
 from webhookd.store import Store, store_from_settings
 from webhookd.store.postgres import PostgresStore
 from webhookd.store.sqlite import SqliteStore
@@ -58,10 +59,9 @@ def server_settings(db_path: Path, **env: str) -> Settings:
 
 @contextlib.asynccontextmanager
 async def running_server(settings: Settings, **app_kwargs: Any) -> AsyncIterator[str]:
-    """Serve webhookd with uvicorn in this event loop; yields its base URL."""
-    app = create_app(settings, **app_kwargs)
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
+    """Serve webhookd with uvicorn in this event loop, configured as ``webhookd serve`` does;
+    yields its base URL."""
+    server = uvicorn.Server(server_config(create_app(settings, **app_kwargs), settings))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
