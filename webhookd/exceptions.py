@@ -3,10 +3,13 @@
 WebhookdError
 ├── ConfigError              a setting does not parse; startup stops
 ├── StoreError               the database failed or its schema is not what we expect
+│   ├── Conflict             a uniqueness rule or the record's state forbids the change
+│   └── StorageUnavailable   the database cannot be reached or written for now (answered 503)
 ├── CryptoError              a secret cannot be decrypted (wrong master key?)
 ├── RequestError             a client's request is refused: carries the HTTP status and code
 │   ├── ApiError             management API refusals (400, 401, 403, 404, 409, 429)
 │   ├── PayloadTooLarge      413, for any body over WEBHOOKD_MAX_BODY_BYTES
+│   ├── StorageRefusal       503: the request needed the database while it was unavailable
 │   └── IngestError          a carrier callback is refused
 │       ├── SourceNotFound   404: unknown source, or carrier does not match it
 │       ├── SignatureInvalid 401: missing, bad or stale signature
@@ -32,6 +35,15 @@ class StoreError(WebhookdError):
 
 class Conflict(StoreError):
     """The change would break a uniqueness rule, or the record is in a state that forbids it."""
+
+
+class StorageUnavailable(StoreError):
+    """The database cannot be reached or written for now: a full disk, an I/O error, a lock held
+    past its timeout, a lost or refused connection, a server shutting down or read-only.
+
+    The store raises it after rolling back whatever the operation had begun, so nothing is half
+    stored (a connection lost during a commit may leave the whole of it stored: retrying with the
+    same idempotency key is safe); the same operation may succeed once the database answers."""
 
 
 class CryptoError(WebhookdError):
@@ -74,6 +86,13 @@ class InvalidInput(RequestError):
 class PayloadTooLarge(RequestError):
     status = 413
     code = "payload_too_large"
+
+
+class StorageRefusal(RequestError):
+    """The answer to a request that met :class:`StorageUnavailable`."""
+
+    status = 503
+    code = "storage_unavailable"
 
 
 class IngestError(RequestError):

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from webhookd.exceptions import StoreError
+from webhookd.exceptions import StorageUnavailable, StoreError
+from webhookd.store.availability import Availability
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,18 @@ T = TypeVar("T")
 WriteOp = Callable[[sqlite3.Connection], T]
 
 MAX_BATCH_OPS = 512
+# What SQLite answers when it cannot use the file for now, rather than refusing this one write: a
+# lock held past busy_timeout, a read-only file, an I/O error, a file it cannot open, a full disk.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_FULL,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +76,9 @@ class _Outcome:
     future: asyncio.Future[Any]
     result: Any = None
     error: BaseException | None = None
+    wrote: bool = False
+    """The write's transaction committed changed rows, so the file took new pages. A commit that
+    changed nothing (a claim that found no work) says nothing of a full disk."""
 
 
 class _Stop:
@@ -78,10 +94,14 @@ class GroupCommitWriter:
     Whatever is queued while a transaction commits goes into the next one, so concurrent callers
     share one fsync. Each caller's future resolves only after its transaction committed. If a
     batch fails, its operations are retried one per transaction so one bad write fails alone.
+
+    A write refused because the file cannot be used for now raises :class:`StorageUnavailable`,
+    counted in ``health``; a batch that committed changes tells ``health`` that writes work again.
     """
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(self, connect: Callable[[], sqlite3.Connection], health: Availability | None = None) -> None:
         self._connect = connect
+        self._health = health if health is not None else Availability("SQLite")
         self._conn: sqlite3.Connection | None = None
         self._requests: queue.SimpleQueue[_Request | _Stop] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -204,10 +224,11 @@ class GroupCommitWriter:
     def _run(self, conn: sqlite3.Connection, batch: list[_Request]) -> list[_Outcome]:
         if not batch[0].batched:
             return [_attempt(conn, batch[0], in_transaction=False)]
+        changes = conn.total_changes
         try:
             results = _transaction(conn, [request.op for request in batch])
         except Exception as exc:
-            if len(batch) == 1 or _is_busy(exc):  # a lock held elsewhere fails every write alike
+            if len(batch) == 1 or unavailable(exc) is not None:  # would fail every write alike
                 return [_Outcome(request.future, error=exc) for request in batch]
             logger.warning(
                 "group commit of %d writes failed; retrying one by one",
@@ -215,10 +236,27 @@ class GroupCommitWriter:
                 extra={"action": "store.batch_retry"},
             )
             return [_attempt(conn, request, in_transaction=True) for request in batch]
-        return [_Outcome(request.future, result) for request, result in zip(batch, results, strict=True)]
+        wrote = conn.total_changes != changes
+        return [
+            _Outcome(request.future, result, wrote=wrote)
+            for request, result in zip(batch, results, strict=True)
+        ]
 
     def _deliver(self, outcomes: list[_Outcome]) -> None:
-        self._call_on_loop(_settle, outcomes)
+        self._call_on_loop(self._settle_writes, outcomes)
+
+    def _settle_writes(self, outcomes: list[_Outcome]) -> None:
+        """On the event loop: tell ``health`` what the writes met, then resolve their futures."""
+        wrote = False
+        for outcome in outcomes:
+            wrote = wrote or outcome.wrote
+            refusal = None if outcome.error is None else unavailable(outcome.error)
+            if refusal is not None:
+                self._health.refused(refusal)
+                outcome.error = refusal
+        if wrote:
+            self._health.answered()
+        _settle(outcomes)
 
     def _deliver_to(self, future: asyncio.Future[None], error: BaseException | None) -> None:
         self._call_on_loop(_settle, [_Outcome(future, error=error)])
@@ -240,6 +278,7 @@ class GroupCommitWriter:
 
 
 def _attempt(conn: sqlite3.Connection, request: _Request, *, in_transaction: bool) -> _Outcome:
+    changes = conn.total_changes
     try:
         if in_transaction:
             (result,) = _transaction(conn, [request.op])
@@ -249,12 +288,18 @@ def _attempt(conn: sqlite3.Connection, request: _Request, *, in_transaction: boo
         if conn.in_transaction:  # a setup call that failed half way must not leave one open
             conn.execute("ROLLBACK")
         return _Outcome(request.future, error=exc)
-    return _Outcome(request.future, result)
+    return _Outcome(request.future, result, wrote=in_transaction and conn.total_changes != changes)
 
 
-def _is_busy(exc: Exception) -> bool:
-    busy = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) in busy
+def unavailable(exc: BaseException) -> StorageUnavailable | None:
+    """``exc`` as :class:`StorageUnavailable` if it says SQLite cannot use its file for now
+    (whatever was asked), else ``None``."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.Error) or code is None or code & 0xFF not in _UNAVAILABLE_CODES:
+        return None
+    refusal = StorageUnavailable(f"SQLite cannot use its database file: {exc}")
+    refusal.__cause__ = exc
+    return refusal
 
 
 def _transaction(conn: sqlite3.Connection, ops: list[WriteOp[Any]]) -> list[Any]:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from webhookd.exceptions import StoreError
+from webhookd.exceptions import StorageUnavailable, StoreError
 from webhookd.models import (
     ApiKey,
     AttemptResult,
@@ -88,10 +88,17 @@ class PostgresStore(PostgresReads):
             await pool.close()
 
     async def ping(self) -> None:
+        if self._health.refused_lately:
+            raise StorageUnavailable("PostgreSQL refused requests a moment ago")
         try:
-            await self._run(lambda conn: conn.fetchval("SELECT 1"))
-        except StoreError as exc:
-            raise StoreError(f"PostgreSQL at {describe_dsn(self._dsn)} does not answer: {exc}") from exc
+            if self._health.down:
+                # A read-only server answers reads: only a write tells the outage is over.
+                await self._transaction(_rewrite_last_migration)
+            else:
+                await self._run(lambda conn: conn.fetchval("SELECT 1"))
+        except StorageUnavailable as exc:
+            where = describe_dsn(self._dsn)
+            raise StorageUnavailable(f"PostgreSQL at {where} does not answer: {exc}") from exc
 
     def add_work_listener(self, listener: WorkListener) -> None:
         self._notifier.add(listener)
@@ -99,7 +106,13 @@ class PostgresStore(PostgresReads):
     async def _transaction(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         if self._pool is None:
             raise StoreError("the store is not open")
-        return await in_transaction(self._pool, fn)
+        try:
+            result = await in_transaction(self._pool, fn)
+        except StorageUnavailable as exc:
+            self._health.refused(exc)
+            raise
+        self._health.answered()
+        return result
 
     def _notifying(
         self, fn: Callable[[Connection], Awaitable[T]], wakes: Callable[[T], bool]
@@ -302,3 +315,11 @@ def _made_deliveries(outcome: CallbackOutcome) -> bool:
 def _implements_store(store: PostgresStore) -> Store:
     """Lets mypy prove that PostgresStore satisfies the Store protocol."""
     return store
+
+
+async def _rewrite_last_migration(conn: Connection) -> None:
+    """A write that changes no value: refused by a read-only server, like every real write."""
+    await conn.execute(
+        "UPDATE schema_migrations SET applied_at = applied_at"
+        " WHERE version = (SELECT max(version) FROM schema_migrations)"
+    )

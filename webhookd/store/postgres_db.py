@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from webhookd.exceptions import StoreError
+from webhookd.exceptions import StorageUnavailable, StoreError
 from webhookd.models import utcnow
 from webhookd.store.base import WorkListener
 from webhookd.store.migrate import migration_files
@@ -25,6 +25,8 @@ Connection = Any
 
 WORK_CHANNEL = "webhookd_work"
 CONNECT_TIMEOUT_S = 10.0
+ACQUIRE_TIMEOUT_S = 10.0
+"""How long an operation waits for a pooled connection (connecting included) before it is refused."""
 TRANSACTION_ATTEMPTS = 3
 RELISTEN_DELAY_S = 2.0
 # pg_advisory_xact_lock key of migrations: "whkdmigr" as a big-endian integer.
@@ -32,7 +34,19 @@ MIGRATION_LOCK = int.from_bytes(b"whkdmigr", "big") - 2**63
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _CONNECTION_ERRORS = (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError)
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
-_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# The server cannot be reached or cannot take writes for now, whatever was asked: refused, lost
+# or timed-out connections, an exhausted pool, a shutdown or a server not accepting connections
+# yet (operator intervention: also a canceled statement), too many connections or a full disk
+# (insufficient resources), and a read-only server (a standby, or one made read-only).
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+)
 
 
 def quote_schema(schema: str) -> str:
@@ -64,10 +78,20 @@ def count_rows(status: str) -> int:
 
 
 async def create_pool(dsn: str, schema: str | None, size: int) -> Any:
-    """An open pool; ``StoreError`` naming the server if it cannot be reached."""
+    """An open pool holding one connection; ``StoreError`` naming the server if it cannot be reached.
+
+    The pool keeps no floor of connections (``min_size=0``): asyncpg would restore a floor in the
+    background all through an outage, logging a traceback at each try. Operations connect as
+    they need to, and an idle connection closes after asyncpg's inactivity lifetime."""
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, **connect_options(schema))
+        pool = await asyncpg.create_pool(dsn, min_size=0, max_size=size, **connect_options(schema))
     except _CONNECTION_ERRORS as exc:
+        raise StoreError(f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {exc}") from exc
+    try:
+        async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S):
+            pass
+    except _CONNECTION_ERRORS as exc:
+        await pool.close()
         raise StoreError(f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {exc}") from exc
     return pool
 
@@ -118,24 +142,29 @@ async def in_transaction(pool: Any, fn: Callable[[Connection], Awaitable[T]]) ->
     serialization failure (``fn`` must not have side effects outside the database)."""
     for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn, conn.transaction():
                 return await fn(conn)
         except _RETRYABLE as exc:
             if attempt == TRANSACTION_ATTEMPTS:
                 raise StoreError(f"transaction aborted {attempt} times: {exc}") from exc
             logger.warning("retrying a transaction: %s", exc, extra={"action": "store.retry"})
         except _UNAVAILABLE as exc:
-            raise StoreError(f"PostgreSQL is unavailable: {exc}") from exc
+            raise _unavailable(exc) from exc
     raise AssertionError("unreachable")
 
 
 async def on_connection(pool: Any, fn: Callable[[Connection], Awaitable[T]]) -> T:
     """Run ``fn`` (reads, or one self-contained statement) on a pooled connection."""
     try:
-        async with pool.acquire() as conn:
+        async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
             return await fn(conn)
     except _UNAVAILABLE as exc:
-        raise StoreError(f"PostgreSQL is unavailable: {exc}") from exc
+        raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: BaseException) -> StorageUnavailable:
+    reason = str(exc) or type(exc).__name__  # a timeout says nothing of itself
+    return StorageUnavailable(f"PostgreSQL is unavailable: {reason}")
 
 
 class WorkNotifier:
@@ -203,13 +232,26 @@ class WorkNotifier:
             self._relisten = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
+        failures = 0
         while not self._closing:
             await asyncio.sleep(RELISTEN_DELAY_S)
             try:
                 await self.start()
             except (StoreError, *_CONNECTION_ERRORS) as exc:
-                logger.warning("LISTEN reconnect failed: %s", exc, extra={"action": "store.relisten"})
+                if not failures:  # the outage is logged by the store; one line here is enough
+                    logger.warning(
+                        "LISTEN reconnect failed; retrying every %.0f s: %s",
+                        RELISTEN_DELAY_S,
+                        exc,
+                        extra={"action": "store.relisten"},
+                    )
+                failures += 1
                 continue
+            logger.info(
+                "LISTEN reconnected after %d failed attempts",
+                failures,
+                extra={"action": "store.relistened"},
+            )
             self._relisten = None
             self.wake()  # notifications sent while we were away are lost: look for work now
             return

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from webhookd.exceptions import StoreError
+from webhookd.exceptions import StorageUnavailable, StoreError
 from webhookd.models import (
     ApiKey,
     Attempt,
@@ -22,6 +22,7 @@ from webhookd.models import (
     Subscription,
     SubscriptionKind,
 )
+from webhookd.store.availability import Availability
 from webhookd.store.base import (
     DeliveryDetail,
     OutboxStats,
@@ -56,12 +57,22 @@ class PostgresReads:
 
     def __init__(self) -> None:
         self._pool: Any = None
+        self._health = Availability("PostgreSQL")
+
+    @property
+    def health(self) -> Availability:
+        """Whether the database answers, as this store's operations found."""
+        return self._health
 
     async def _run(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         """``fn`` on a pooled connection, outside a transaction (reads, single statements)."""
         if self._pool is None:
             raise StoreError("the store is not open")
-        return await on_connection(self._pool, fn)
+        try:
+            return await on_connection(self._pool, fn)
+        except StorageUnavailable as exc:
+            self._health.refused(exc)
+            raise
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         found: list[Any] = await self._run(lambda conn: conn.fetch(sql, *args))

@@ -4,16 +4,17 @@ connections kept apart by cost (``sqlite_readers``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from webhookd.config import DEFAULT_SQLITE_READERS
-from webhookd.exceptions import StoreError
+from webhookd.exceptions import StorageUnavailable, StoreError
 from webhookd.models import (
     ApiKey,
     Attempt,
@@ -37,6 +38,7 @@ from webhookd.models import (
 from webhookd.store import sqlite_manage as manage
 from webhookd.store import sqlite_outbox as outbox
 from webhookd.store import sqlite_publish as publishing
+from webhookd.store.availability import Availability
 from webhookd.store.base import (
     CallbackOutcome,
     CallbackReceipt,
@@ -55,7 +57,7 @@ from webhookd.store.base import (
     events_key,
     log_page,
 )
-from webhookd.store.groupcommit import Combined, GroupCommitWriter, WriteOp
+from webhookd.store.groupcommit import Combined, GroupCommitWriter, WriteOp, unavailable
 from webhookd.store.migrate import migrate_sqlite
 from webhookd.store.sqlite_readers import Readers
 from webhookd.store.sqlite_time import from_epoch, from_epoch_or_none, to_epoch
@@ -97,6 +99,12 @@ class SqliteStore:
         self._writer: GroupCommitWriter | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._listeners: list[WorkListener] = []
+        self._health = Availability("SQLite")
+
+    @property
+    def health(self) -> Availability:
+        """Whether the database answers, as this store's operations found."""
+        return self._health
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -104,7 +112,7 @@ class SqliteStore:
         """Open the writer (which migrates) first, then the aiosqlite readers."""
         if self._path.parent != Path():
             self._path.parent.mkdir(parents=True, exist_ok=True)
-        writer = GroupCommitWriter(self._connect_writer)
+        writer = GroupCommitWriter(self._connect_writer, self._health)
         await writer.start()
         try:
             await writer.call(migrate_sqlite)
@@ -123,7 +131,9 @@ class SqliteStore:
             await asyncio.sleep(CHECKPOINT_INTERVAL_S)
             try:
                 await self.checkpoint()
-            except (sqlite3.Error, StoreError) as exc:
+            except StorageUnavailable:
+                pass  # counted in the outage's log: a line a second would only repeat it
+            except StoreError as exc:
                 logger.warning("WAL checkpoint failed: %s", exc, extra={"action": "store.checkpoint_error"})
 
     async def checkpoint(self) -> tuple[int, int]:
@@ -141,8 +151,9 @@ class SqliteStore:
         """
         if self._readers is None or self._writer is None:
             raise StoreError("the store is not open")
-        async with self._readers.checkpoints.execute("PRAGMA wal_checkpoint(PASSIVE)") as cursor:
-            bulk = await cursor.fetchone()
+        with self._refusals():
+            async with self._readers.checkpoints.execute("PRAGMA wal_checkpoint(PASSIVE)") as cursor:
+                bulk = await cursor.fetchone()
         rest = await self._writer.call(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
         return (bulk[1] if bulk else 0), rest[1]
 
@@ -174,6 +185,11 @@ class SqliteStore:
             await self._read_one("SELECT 1", ())
         except (sqlite3.Error, ValueError) as exc:
             raise StoreError(f"SQLite does not answer: {exc}") from exc
+        if self._health.refused_lately:
+            raise StorageUnavailable("SQLite refused requests a moment ago")
+        if self._health.down:
+            # Reads go on answering through a full disk: only a write tells the outage is over.
+            await self._write(_rewrite_last_migration)
 
     def add_work_listener(self, listener: WorkListener) -> None:
         self._listeners.append(listener)
@@ -195,23 +211,39 @@ class SqliteStore:
 
     async def _read_one(self, sql: str, params: Sequence[Any]) -> sqlite3.Row | None:
         """A lookup: an index probe, on the connection no list takes."""
-        async with self._open_readers().lookups.execute(sql, params) as cursor:
-            row: sqlite3.Row | None = await cursor.fetchone()
-            return row
+        with self._refusals():
+            async with self._open_readers().lookups.execute(sql, params) as cursor:
+                row: sqlite3.Row | None = await cursor.fetchone()
+                return row
 
     async def _read_all(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         """A lookup's few rows (a delivery's attempts), on the connection no list takes."""
-        async with self._open_readers().lookups.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        with self._refusals():
+            async with self._open_readers().lookups.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
 
     async def _scan(self, turn: str, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         """A list, or any read that may visit many rows, on a list connection in ``turn``'s turn
         (the customer's: one customer's queue of reads cannot hold up another's)."""
-        async with (
-            self._open_readers().lists.connection(turn) as conn,
-            conn.execute(sql, params) as cursor,
-        ):
-            return list(await cursor.fetchall())
+        with self._refusals():
+            async with (
+                self._open_readers().lists.connection(turn) as conn,
+                conn.execute(sql, params) as cursor,
+            ):
+                return list(await cursor.fetchall())
+
+    @contextlib.contextmanager
+    def _refusals(self) -> Iterator[None]:
+        """Turn an error that says the file cannot be used for now into :class:`StorageUnavailable`
+        (and count it); other errors go on as they are."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            refusal = unavailable(exc)
+            if refusal is not None:
+                self._health.refused(refusal)
+                raise refusal from exc
+            raise
 
     # -- tenants, keys and sources ---------------------------------------------------------------
 
@@ -570,6 +602,14 @@ _DELIVERY_COLUMNS = (
     " updated_at, last_status, last_error, delivered_at"
 )
 _EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url"
+
+
+def _rewrite_last_migration(conn: sqlite3.Connection) -> None:
+    """A write that changes no value but still needs room in the file for the page it rewrites."""
+    conn.execute(
+        "UPDATE schema_migrations SET applied_at = applied_at"
+        " WHERE version = (SELECT max(version) FROM schema_migrations)"
+    )
 
 
 def _delivery(row: sqlite3.Row) -> Delivery:
