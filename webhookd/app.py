@@ -25,7 +25,7 @@ from webhookd.delivery.retry import RetryPolicy
 from webhookd.delivery.sender import AiohttpSender, Sender
 from webhookd.delivery.ssrf import AddressGuard
 from webhookd.delivery.worker import Worker
-from webhookd.exceptions import ApiError, RequestError
+from webhookd.exceptions import ApiError, RequestError, StorageUnavailable
 from webhookd.metrics import Metrics
 from webhookd.models import utcnow
 from webhookd.ratelimit import RateLimiter
@@ -38,6 +38,7 @@ from webhookd.web import (
     RequestContextMiddleware,
     Services,
     error_response,
+    storage_refusal,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,12 @@ def _allowed_methods(request: Request) -> str:
         if isinstance(route, Route) and route.methods and route.path_regex.match(request.url.path):
             methods |= route.methods
     return ", ".join(sorted(methods))
+
+
+async def _storage_unavailable(request: Request, exc: Exception) -> Response:
+    # A handler of its own, not the catch-all below: that one logs a traceback and closes the
+    # connection, once per request of an outage.
+    return storage_refusal()
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -194,6 +201,7 @@ def create_app(
         lifespan=_lifespan(settings, store, sender, run_workers, clock),
         exception_handlers={
             RequestError: _request_error,
+            StorageUnavailable: _storage_unavailable,
             HTTPException: _http_error,
             Exception: _internal_error,
         },

@@ -22,7 +22,7 @@ from webhookd import logs
 from webhookd.config import Settings
 from webhookd.crypto import SecretBox
 from webhookd.delivery.ssrf import AddressGuard
-from webhookd.exceptions import ApiError, PayloadTooLarge, RequestError
+from webhookd.exceptions import ApiError, PayloadTooLarge, RequestError, StorageRefusal, StorageUnavailable
 from webhookd.inputs import json_problem
 from webhookd.metrics import Metrics
 from webhookd.models import ApiKey
@@ -103,8 +103,9 @@ class HotRoute:
     Starlette's exception middleware, router and per-request wrappers cost about as much as the
     publish handler itself, and ``POST /api/v1/events`` takes the platform's whole event stream.
     The route stays registered in the router as well (the OpenAPI document is built from there);
-    this only gets to it first. ``endpoint``'s refusals (:class:`RequestError`) are answered here
-    as the exception middleware would; anything else goes on to the server-error handler.
+    this only gets to it first. ``endpoint``'s refusals (:class:`RequestError`, and
+    :class:`StorageUnavailable`) are answered here as the exception middleware would; anything
+    else goes on to the server-error handler.
     """
 
     def __init__(self, app: ASGIApp, *, method: str, path: str, endpoint: Endpoint) -> None:
@@ -123,6 +124,8 @@ class HotRoute:
             response = await self.endpoint(Request(scope, receive, send))
         except RequestError as exc:
             response = error_response(exc)
+        except StorageUnavailable:
+            response = storage_refusal()
         await response(scope, receive, send)
 
 
@@ -200,6 +203,21 @@ class JSONResponse(Response):
 def error_response(error: RequestError) -> JSONResponse:
     body = {"error": {"code": error.code, "message": error.message}}
     return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+STORAGE_RETRY_AFTER_S = 5
+
+
+def storage_refusal() -> JSONResponse:
+    """The answer to a request that met :class:`StorageUnavailable`: a 503 the client can retry,
+    on a connection that stays open. The store logs the outage, so this logs nothing."""
+    return error_response(
+        StorageRefusal(
+            "storage is unavailable for the moment and this request changed nothing;"
+            f" retry it in {STORAGE_RETRY_AFTER_S} seconds",
+            headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
+        )
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:

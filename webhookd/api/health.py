@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from webhookd.api.openapi import build_openapi, operation
-from webhookd.exceptions import StoreError
+from webhookd.exceptions import StorageUnavailable, StoreError
 from webhookd.models import utcnow
 from webhookd.web import JSONResponse, services
 
@@ -30,6 +30,8 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     try:
         await services(request).store.ping()
+    except StorageUnavailable:  # the store logs the outage; probes come every few seconds
+        return JSONResponse({"status": "unavailable"}, status_code=503)
     except StoreError as exc:
         logger.warning("not ready: %s", exc, extra={"action": "health.not_ready"})
         return JSONResponse({"status": "unavailable"}, status_code=503)

@@ -13,7 +13,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from webhookd.crypto import source_credentials_context
-from webhookd.exceptions import CryptoError, DestinationBlocked, PayloadInvalid, RequestError, SourceNotFound
+from webhookd.exceptions import (
+    CryptoError,
+    DestinationBlocked,
+    PayloadInvalid,
+    RequestError,
+    SourceNotFound,
+    StorageRefusal,
+    StorageUnavailable,
+)
 from webhookd.ingest.base import CarrierAdapter, RawCallback
 from webhookd.ingest.callstate import CallState, advance
 from webhookd.ingest.elevenlabs import ElevenLabsAdapter
@@ -134,6 +142,9 @@ async def ingest(request: Request) -> Response:
         response, outcome = await _ingest(request, svc)
     except RequestError as exc:
         svc.metrics.ingest_requests.labels(label, exc.code).inc()
+        raise
+    except StorageUnavailable:
+        svc.metrics.ingest_requests.labels(label, StorageRefusal.code).inc()
         raise
     svc.metrics.ingest_requests.labels(label, outcome).inc()
     return response
