@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from webhookd.exceptions import StorageUnavailable
 from webhookd.models import utcnow
 from webhookd.store.base import Store
 
@@ -40,6 +41,8 @@ async def prune_forever(store: Store, retention: timedelta, interval_s: float = 
     while True:
         try:
             gone = await prune_once(store, retention)
+        except StorageUnavailable:
+            pass  # the store logs the outage
         except Exception:
             logger.exception("pruning failed; will try again", extra={"action": "retention.error"})
         else:

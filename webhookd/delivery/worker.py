@@ -20,7 +20,7 @@ from webhookd.delivery.circuit import CircuitPolicy
 from webhookd.delivery.retry import RETRY_AFTER_STATUSES, parse_retry_after
 from webhookd.delivery.sender import Sender
 from webhookd.delivery.signing import webhook_headers
-from webhookd.exceptions import DeliveryError
+from webhookd.exceptions import DeliveryError, StorageUnavailable
 from webhookd.metrics import Metrics, status_class
 from webhookd.models import AttemptResult, DeliveryJob, SubscriptionKind, utcnow
 from webhookd.store.base import Store
@@ -83,6 +83,9 @@ class Worker:
             while not self._stopping:
                 try:
                     await self._claim_and_wait()
+                except StorageUnavailable:
+                    # The store logs the outage; a line (and traceback) per poll would bury it.
+                    await asyncio.sleep(self._poll_interval_s)
                 except Exception:
                     # A locked or briefly unavailable database must not end delivery for good.
                     logger.exception(
@@ -145,6 +148,12 @@ class Worker:
             self._results_ready.clear()
             try:
                 await self._record(self._take_results())
+            except StorageUnavailable as exc:
+                logger.warning(
+                    "recording attempts failed; their leases will expire and they will be sent again: %s",
+                    exc,
+                    extra={"action": "worker.record_error"},
+                )
             except Exception:
                 logger.exception(
                     "recording attempts failed; their leases will expire and they will be sent again",
