@@ -217,6 +217,18 @@ class Settings:
         10.0,
         "how long in-flight attempts may finish after SIGTERM",
     )
+    request_head_timeout_s: float = _setting(
+        "WEBHOOKD_REQUEST_HEAD_TIMEOUT_S",
+        _parse_positive_float,
+        10.0,
+        "how long a client may take to send a request's line and headers before the connection is closed",
+    )
+    request_body_timeout_s: float = _setting(
+        "WEBHOOKD_REQUEST_BODY_TIMEOUT_S",
+        _parse_positive_float,
+        30.0,
+        "how long a client may take to send a request's body before it is answered 408 and closed",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], overrides: Mapping[str, str | None] | None = None) -> Settings:

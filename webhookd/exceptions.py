@@ -9,6 +9,7 @@ WebhookdError
 ├── RequestError             a client's request is refused: carries the HTTP status and code
 │   ├── ApiError             management API refusals (400, 401, 403, 404, 409, 429)
 │   ├── PayloadTooLarge      413, for any body over WEBHOOKD_MAX_BODY_BYTES
+│   ├── RequestTimeout       408: the body did not arrive within WEBHOOKD_REQUEST_BODY_TIMEOUT_S
 │   ├── StorageRefusal       503: the request needed the database while it was unavailable
 │   └── IngestError          a carrier callback is refused
 │       ├── SourceNotFound   404: unknown source, or carrier does not match it
@@ -86,6 +87,11 @@ class InvalidInput(RequestError):
 class PayloadTooLarge(RequestError):
     status = 413
     code = "payload_too_large"
+
+
+class RequestTimeout(RequestError):
+    status = 408
+    code = "request_timeout"
 
 
 class StorageRefusal(RequestError):
