@@ -12,7 +12,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -109,6 +109,12 @@ async def _storage_unavailable(request: Request, exc: Exception) -> Response:
     return storage_refusal()
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client left (or the body deadline cut it off) before its body was read: this answer
+    # goes nowhere, and without a handler the catch-all would log a traceback for it.
+    return Response(status_code=400)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -202,6 +208,7 @@ def create_app(
         exception_handlers={
             RequestError: _request_error,
             StorageUnavailable: _storage_unavailable,
+            ClientDisconnect: _client_gone,
             HTTPException: _http_error,
             Exception: _internal_error,
         },

@@ -104,8 +104,8 @@ class HotRoute:
     publish handler itself, and ``POST /api/v1/events`` takes the platform's whole event stream.
     The route stays registered in the router as well (the OpenAPI document is built from there);
     this only gets to it first. ``endpoint``'s refusals (:class:`RequestError`, and
-    :class:`StorageUnavailable`) are answered here as the exception middleware would; anything
-    else goes on to the server-error handler.
+    :class:`StorageUnavailable`) are answered here as the exception middleware would, a client
+    gone is let go; anything else goes on to the server-error handler.
     """
 
     def __init__(self, app: ASGIApp, *, method: str, path: str, endpoint: Endpoint) -> None:
@@ -126,6 +126,8 @@ class HotRoute:
             response = error_response(exc)
         except StorageUnavailable:
             response = storage_refusal()
+        except ClientDisconnect:
+            return  # gone before its body was read (or cut off by the body deadline): nobody to answer
         await response(scope, receive, send)
 
 
