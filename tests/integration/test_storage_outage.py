@@ -17,23 +17,28 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import asyncpg
+import orjson
 import pytest
+from twilio.request_validator import RequestValidator
 
 from tests.integration.harness import (
     create_key,
+    create_source,
     auth,
     count_rows,
     eventually,
     provision_key,
+    provision_source,
     running_server,
     server_settings,
 )
 from tests.integration.tcp_proxy import running_proxy
-from webhookd.models import Scope
+from tests.paths import CARRIER_FIXTURES
+from webhookd.models import Carrier, Scope
 from webhookd.store.availability import Availability
 from webhookd.store.base import PageRequest
 from webhookd.store.postgres import PostgresStore
@@ -44,6 +49,7 @@ pytestmark = pytest.mark.anyio
 PG_DSN = os.environ.get("WEBHOOKD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REFUSED = 40
 """Requests sent during each outage: far more than the log lines it may cost."""
+TWILIO_TOKEN = orjson.loads((CARRIER_FIXTURES / "twilio" / "_signatures.json").read_bytes())["auth_token"]
 SLACK = 10_000
 """Numbers of the events that fill what room a full disk leaves in SQLite's files."""
 LOG_LINES_PER_OUTAGE = 4
@@ -57,11 +63,23 @@ class Client:
     http: aiohttp.ClientSession
     base: str
     key: str
+    source_id: str
     opened: list[object]
 
     async def publish(self, n: int, idempotency_key: str | None = None) -> tuple[int, Any, Any]:
         body = {"type": "call.completed", "data": {"n": n}, "idempotency_key": idempotency_key or f"k{n}"}
         async with self.http.post(f"{self.base}/api/v1/events", headers=auth(self.key), json=body) as r:
+            return r.status, r.headers, await r.json()
+
+    async def ingest(self) -> tuple[int, Any, Any]:
+        """A Twilio status callback, signed as Twilio signs it."""
+        url = f"{self.base}/ingest/twilio/{self.source_id}"
+        body = (CARRIER_FIXTURES / "twilio" / "01_initiated.form").read_bytes()
+        signature = RequestValidator(TWILIO_TOKEN).compute_signature(
+            url, dict(parse_qsl(body.decode(), keep_blank_values=True))
+        )
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature}
+        async with self.http.post(url, data=body, headers=headers) as r:
             return r.status, r.headers, await r.json()
 
     async def ready(self) -> int:
@@ -71,7 +89,7 @@ class Client:
 
 
 @contextlib.asynccontextmanager
-async def client(base: str, key: str) -> AsyncIterator[Client]:
+async def client(base: str, key: str, source_id: str) -> AsyncIterator[Client]:
     opened: list[object] = []
 
     async def on_create(session: object, context: object, params: object) -> None:
@@ -81,7 +99,7 @@ async def client(base: str, key: str) -> AsyncIterator[Client]:
     trace.on_connection_create_end.append(on_create)
     connector = aiohttp.TCPConnector(limit=1)
     async with aiohttp.ClientSession(connector=connector, trace_configs=[trace]) as http:
-        yield Client(http, base, key, opened)
+        yield Client(http, base, key, source_id, opened)
 
 
 async def outage_round(
@@ -101,7 +119,8 @@ async def outage_round(
     caplog.clear()
     await start()
     for n in range(1, REFUSED + 1):
-        status, headers, body = await c.publish(n)
+        # The publish fast path, and a carrier callback through the router and its handlers.
+        status, headers, body = await (c.publish(n) if n % 4 else c.ingest())
         assert status == 503, (n, status, body)
         assert headers["Retry-After"] == "5"
         assert body["error"]["code"] == "storage_unavailable"
@@ -165,8 +184,9 @@ async def test_a_full_disk_answers_503_on_a_kept_alive_connection_and_recovers(
     caplog.set_level(logging.INFO)
     db = small_disk / "w.db"
     key = await provision_key(db, "acme", {Scope.PUBLISH_EVENTS})
+    source_id = await provision_source(db, "acme", Carrier.TWILIO, {"auth_token": TWILIO_TOKEN})
     store = SqliteStore(db)
-    async with running_server(server_settings(db), store=store) as base, client(base, key) as c:
+    async with running_server(server_settings(db), store=store) as base, client(base, key, source_id) as c:
         fillers, taken = [], 0
 
         async def disk_full() -> None:
@@ -214,11 +234,12 @@ async def test_a_cut_postgresql_connection_answers_503_on_a_kept_alive_connectio
     await direct.open()
     try:
         key = await create_key(direct, "acme", {Scope.PUBLISH_EVENTS})
+        source_id = await create_source(direct, "acme", Carrier.TWILIO, {"auth_token": TWILIO_TOKEN})
         async with running_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
             through = target._replace(netloc=f"{target.username or 'postgres'}@127.0.0.1:{proxy.port}")
             store = PostgresStore(through.geturl(), schema=pg_schema)
             settings = server_settings(tmp_path / "unused.db")
-            async with running_server(settings, store=store) as base, client(base, key) as c:
+            async with running_server(settings, store=store) as base, client(base, key, source_id) as c:
                 await outage_round(c, caplog, store.health, proxy.cut, proxy.restore, worker_refused=True)
         stored = await direct.list_events("acme", PageRequest(limit=100))
         assert len(stored.items) == 2  # before and after: nothing of the outage half-stored
