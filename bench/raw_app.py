@@ -25,6 +25,8 @@ from starlette.routing import Route
 
 from bench import payloads, signing
 from webhookd.cli import loop_factory
+from webhookd.config import Settings
+from webhookd.server import server_config
 
 FORWARD_CONNECTIONS = 64
 FORWARD_TIMEOUT_S = 15.0
@@ -92,18 +94,9 @@ def create_app(forwarder: Forwarder | None) -> Starlette:
 
 async def serve(port: int, forward: str | None, max_seconds: float) -> None:
     app = create_app(Forwarder(forward) if forward else None)
-    # The same uvicorn settings as ``webhookd serve`` (webhookd/cli.py): one process, and below, its loop.
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        lifespan="on",
-        server_header=False,
-        proxy_headers=False,
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
+    # The uvicorn configuration ``webhookd serve`` runs (request deadlines included): one process,
+    # and below, its loop.
+    server = uvicorn.Server(server_config(app, Settings.from_env({"WEBHOOKD_PORT": str(port)})))
     watchdog = asyncio.get_running_loop().call_later(max_seconds, setattr, server, "should_exit", True)
     try:
         await server.serve()
