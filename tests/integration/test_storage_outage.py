@@ -26,10 +26,10 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from tests.integration.harness import (
-    create_key,
-    create_source,
     auth,
     count_rows,
+    create_key,
+    create_source,
     eventually,
     provision_key,
     provision_source,
