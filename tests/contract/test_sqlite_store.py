@@ -15,9 +15,10 @@ import pytest
 
 from tests.contract.test_store_contract import ACME, COMPLETED, OTHER, claim, make_event, subscribe
 from webhookd.models import ApiKey, PublishResult, Scope, new_id, utcnow
-from webhookd.store import sqlite_publish
-from webhookd.store.migrate import migrate_sqlite, migration_files
+from webhookd.store.migrate import migration_files
 from webhookd.store.sqlite import SqliteStore
+from webhookd.store.sqlite import publish as sqlite_publish
+from webhookd.store.sqlite.migrate import migrate_sqlite
 
 pytestmark = pytest.mark.anyio
 

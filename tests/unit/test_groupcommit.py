@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from webhookd.exceptions import StorageUnavailable, StoreError
-from webhookd.store.groupcommit import Combined, GroupCommitWriter
+from webhookd.store.sqlite.writer import Combined, GroupCommitWriter
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from webhookd.store.sqlite_readers import TurnPool
+from webhookd.store.sqlite.readers import TurnPool
 
 pytestmark = pytest.mark.anyio
 

@@ -34,8 +34,8 @@ from webhookd.store.base import (
     events_key,
     log_page,
 )
-from webhookd.store.postgres_db import Connection, on_connection
-from webhookd.store.postgres_publish import event_from_row
+from webhookd.store.postgres.db import Connection, on_connection
+from webhookd.store.postgres.publish import event_from_row
 
 T = TypeVar("T")
 # pg_try_advisory_xact_lock key of folding outbox_counts: "whkdfold".

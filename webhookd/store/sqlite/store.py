@@ -1,5 +1,5 @@
 """SQLite backend: WAL, ``synchronous=FULL``, one writer connection with group commit, and read
-connections kept apart by cost (``sqlite_readers``)."""
+connections kept apart by cost (``readers``)."""
 
 from __future__ import annotations
 
@@ -35,9 +35,6 @@ from webhookd.models import (
     SubscriptionKind,
     utcnow,
 )
-from webhookd.store import sqlite_manage as manage
-from webhookd.store import sqlite_outbox as outbox
-from webhookd.store import sqlite_publish as publishing
 from webhookd.store.availability import Availability
 from webhookd.store.base import (
     CallbackOutcome,
@@ -57,10 +54,12 @@ from webhookd.store.base import (
     events_key,
     log_page,
 )
-from webhookd.store.groupcommit import Combined, GroupCommitWriter, WriteOp, unavailable
-from webhookd.store.migrate import migrate_sqlite
-from webhookd.store.sqlite_readers import Readers
-from webhookd.store.sqlite_time import from_epoch, from_epoch_or_none, to_epoch
+from webhookd.store.sqlite import manage, outbox
+from webhookd.store.sqlite import publish as publishing
+from webhookd.store.sqlite.epoch import from_epoch, from_epoch_or_none, to_epoch
+from webhookd.store.sqlite.migrate import migrate_sqlite
+from webhookd.store.sqlite.readers import Readers
+from webhookd.store.sqlite.writer import Combined, GroupCommitWriter, WriteOp, unavailable
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import asyncpg
 from webhookd.exceptions import Conflict
 from webhookd.models import Subscription
 from webhookd.store.base import SubscriptionUpdate, events_key
-from webhookd.store.postgres_db import Connection, count_rows
-from webhookd.store.postgres_outbox import WAITING_STATUS
+from webhookd.store.postgres.db import Connection, count_rows
+from webhookd.store.postgres.outbox import WAITING_STATUS
 
 _INSERT_SUBSCRIPTION = """
 INSERT INTO subscriptions (id, customer_id, url, events_key, description, secret, is_active,

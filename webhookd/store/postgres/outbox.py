@@ -21,7 +21,7 @@ from typing import Any
 
 from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind
 from webhookd.store.base import first_result_per_claim
-from webhookd.store.postgres_db import Connection, count_rows
+from webhookd.store.postgres.db import Connection, count_rows
 
 WAITING_STATUS = """CASE WHEN s.deleted_at IS NOT NULL THEN 'canceled' WHEN NOT s.is_active THEN 'parked'
     WHEN s.failure_count > 0 THEN 'held' ELSE 'pending' END"""

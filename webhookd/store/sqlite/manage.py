@@ -11,7 +11,7 @@ from datetime import datetime
 
 from webhookd.exceptions import Conflict
 from webhookd.store.base import SubscriptionUpdate, events_key
-from webhookd.store.sqlite_time import to_epoch
+from webhookd.store.sqlite.epoch import to_epoch
 
 # Where a delivery waits, given its subscription's state (the same rule as the outbox's).
 WAITING_STATUS = """

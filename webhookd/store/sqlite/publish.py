@@ -15,7 +15,7 @@ import orjson
 from webhookd.exceptions import StoreError
 from webhookd.models import Event, NewEvent, PublishResult
 from webhookd.store.base import CallbackOutcome, CallbackReceipt, Decide, chunks
-from webhookd.store.sqlite_time import from_epoch, to_epoch
+from webhookd.store.sqlite.epoch import from_epoch, to_epoch
 
 # A delivery's id is its event's: 'dlv_', the event id's millisecond time, and 16 random hex digits
 # (hex is a subset of the Crockford alphabet). Ids in time order grow the id index at its right

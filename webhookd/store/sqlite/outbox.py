@@ -16,8 +16,8 @@ from webhookd.models import (
     SubscriptionKind,
 )
 from webhookd.store.base import chunks, first_result_per_claim
-from webhookd.store.sqlite_manage import WAITING_STATUS
-from webhookd.store.sqlite_time import from_epoch, to_epoch
+from webhookd.store.sqlite.epoch import from_epoch, to_epoch
+from webhookd.store.sqlite.manage import WAITING_STATUS
 
 # A delivery whose worker died goes back to wait: pending, or held if its subscription is failing.
 _EXPIRE_LEASES = """

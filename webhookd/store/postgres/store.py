@@ -1,8 +1,8 @@
 """PostgreSQL backend: many webhookd processes on many machines share one database.
 
-Writes run in short transactions on an asyncpg pool; the SQL lives in ``postgres_outbox``,
-``postgres_publish`` and ``postgres_manage``, the plumbing (pool, migrations, NOTIFY) in
-``postgres_db`` and the reads with their row mapping in ``postgres_reads``.
+Writes run in short transactions on an asyncpg pool; the SQL lives in ``outbox``,
+``publish`` and ``manage``, the plumbing (pool, migrations, NOTIFY) in ``db`` and the reads with
+their row mapping in ``reads``.
 """
 
 from __future__ import annotations
@@ -25,10 +25,6 @@ from webhookd.models import (
     Subscription,
     utcnow,
 )
-from webhookd.store import postgres_manage as manage
-from webhookd.store import postgres_outbox as outbox
-from webhookd.store import postgres_publish as publishing
-from webhookd.store import postgres_reads as reads
 from webhookd.store.base import (
     CallbackOutcome,
     CallbackReceipt,
@@ -39,7 +35,9 @@ from webhookd.store.base import (
     SubscriptionUpdate,
     WorkListener,
 )
-from webhookd.store.postgres_db import (
+from webhookd.store.postgres import manage, outbox, reads
+from webhookd.store.postgres import publish as publishing
+from webhookd.store.postgres.db import (
     Connection,
     WorkNotifier,
     create_pool,
@@ -48,7 +46,7 @@ from webhookd.store.postgres_db import (
     migrate,
     quote_schema,
 )
-from webhookd.store.postgres_reads import PostgresReads
+from webhookd.store.postgres.reads import PostgresReads
 
 T = TypeVar("T")
 DEFAULT_POOL_SIZE = 10
