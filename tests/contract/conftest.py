@@ -22,7 +22,6 @@ import asyncpg
 import pytest
 
 from webhookd.store.base import Store
-from webhookd.store.memory import MemoryStore
 from webhookd.store.postgres import PostgresStore
 from webhookd.store.sqlite import SqliteStore
 
@@ -123,13 +122,13 @@ async def open_postgres_store(server: PostgresServer) -> PostgresStore:
     return store
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     backend: Store
     if request.param == "postgres":
         backend = await open_postgres_store(request.getfixturevalue("postgres_server"))
     else:
-        backend = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "w.db")
+        backend = SqliteStore(tmp_path / "w.db")
         await backend.open()
     try:
         yield backend

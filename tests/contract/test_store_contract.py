@@ -1,4 +1,4 @@
-"""One suite for the ``Store`` protocol, run against every backend (memory and SQLite)."""
+"""One suite for the ``Store`` protocol, run against every backend (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 

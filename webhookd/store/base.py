@@ -106,8 +106,8 @@ class SubscriptionCreate:
 class Store(Protocol):
     """Durable state of webhookd, expressed as domain operations.
 
-    Every write is durable when its coroutine returns. Implementations: ``SqliteStore`` (default),
-    ``MemoryStore`` (tests). Timestamps are timezone-aware UTC datetimes.
+    Every write is durable when its coroutine returns. Implementations: ``SqliteStore`` (the
+    default) and ``PostgresStore``. Timestamps are timezone-aware UTC datetimes.
     """
 
     async def open(self) -> None:

@@ -1,4 +1,4 @@
-"""Retention never prunes an idempotency key younger than the 7-day dedupe window."""
+"""Retention never prunes an idempotency key younger than the 7-day dedupe window (every store)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import pytest
 from tests.contract.test_store_contract import claim, make_event, outcome, subscribe
 from webhookd.delivery.retention import prune_once
 from webhookd.models import utcnow
-from webhookd.store.memory import MemoryStore
+from webhookd.store.base import Store
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_short_retention_prunes_deliveries_but_keeps_dedupe_keys_seven_days() -> None:
-    store = MemoryStore()
-    await store.open()
+async def test_short_retention_prunes_deliveries_but_keeps_dedupe_keys_seven_days(store: Store) -> None:
     await subscribe(store)
     await store.publish(make_event(idempotency_key="twilio:AC1:CA1:completed:3"))
     (job,) = await claim(store)
