@@ -7,6 +7,7 @@ import hashlib
 import os
 import sqlite3
 import stat
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.contract.test_store_contract import ACME, COMPLETED, OTHER, claim, make_event, subscribe
+from webhookd.exceptions import Conflict
 from webhookd.models import ApiKey, PublishResult, Scope, new_id, utcnow
+from webhookd.store.base import SubscriptionUpdate
 from webhookd.store.migrate import migration_files
 from webhookd.store.sqlite import SqliteStore
 from webhookd.store.sqlite import publish as sqlite_publish
@@ -241,6 +244,64 @@ async def test_one_failing_write_in_a_batch_fails_alone(store: SqliteStore) -> N
     published = results[:10] + results[11:]
     assert all(not isinstance(r, BaseException) and r.deliveries == 1 for r in published)
     assert {j.event_id for j in await claim(store)} == {e.id for e in events}
+
+
+class CommitCountingStore(SqliteStore):
+    """A SQLite store whose writer connection counts the COMMITs it runs, and whose writer can be
+    held busy so that the writes submitted meanwhile make one batch."""
+
+    commits: list[str]
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = super()._connect_writer()
+        self.commits = []
+        # The trace callback runs on the writer thread; list.append is atomic there.
+        conn.set_trace_callback(lambda sql: self.commits.append(sql) if sql == "COMMIT" else None)
+        return conn
+
+    async def held(self) -> tuple[threading.Event, asyncio.Future[None]]:
+        """The writer thread busy outside any transaction until the returned event is set."""
+        assert self._writer is not None
+        release, busy = threading.Event(), threading.Event()
+
+        def block(conn: sqlite3.Connection) -> None:
+            busy.set()
+            release.wait(10)
+
+        blocker = asyncio.ensure_future(self._writer.call(block))
+        while not busy.is_set():
+            await asyncio.sleep(0.001)
+        return release, blocker
+
+
+async def test_a_conflicting_patch_among_many_publishes_leaves_their_batch_one_commit(db_path: Path) -> None:
+    store = CommitCountingStore(db_path)
+    await store.open()
+    try:
+        await subscribe(store, url="https://hooks.example.com/a")
+        other = await subscribe(store, url="https://hooks.example.com/b")
+        events = [make_event(idempotency_key=f"k{n}") for n in range(200)]
+        release, blocker = await store.held()
+        conflicting = SubscriptionUpdate(url="https://hooks.example.com/a")
+        pending = [
+            *(asyncio.ensure_future(store.publish(event)) for event in events[:100]),
+            asyncio.ensure_future(store.update_subscription(ACME, other.id, conflicting)),
+            *(asyncio.ensure_future(store.publish(event)) for event in events[100:]),
+        ]
+        await asyncio.sleep(0)  # every write above is queued behind the blocker once its task ran
+        commits_before = len(store.commits)
+        release.set()
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        await blocker
+
+        assert len(store.commits) - commits_before == 1
+        assert isinstance(results[100], Conflict), results[100]
+        published = results[:100] + results[101:]
+        assert all(isinstance(r, PublishResult) and r.created and r.deliveries == 2 for r in published)
+        assert {j.event_id for j in await claim(store, limit=1000)} == {e.id for e in events}
+        assert await store.get_subscription(ACME, other.id) == other
+    finally:
+        await store.close()
 
 
 @pytest.mark.anyio

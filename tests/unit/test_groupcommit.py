@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from webhookd.exceptions import StorageUnavailable, StoreError
+from webhookd.exceptions import Conflict, StorageUnavailable, StoreError
 from webhookd.store.sqlite.writer import Combined, GroupCommitWriter
 
 pytestmark = pytest.mark.anyio
@@ -126,9 +126,74 @@ async def test_a_failing_write_fails_alone_and_the_rest_of_its_batch_commits(
 
     assert results[0] == 40 and results[2] == 60
     assert isinstance(results[1], sqlite3.IntegrityError)
-    assert recorder.calls[0] == [4, 5, 6]  # the batch, rolled back, then each alone
+    assert recorder.calls[0] == [4, 5, 6]  # the group, rolled back to its savepoint, then each alone
     assert recorder.calls[1:] == [[4], [5], [6]]
     assert stored(tmp_path / "g.db") == [4, 5, 6]
+
+
+def counting_commits(path: Path) -> tuple[Callable[[], sqlite3.Connection], list[str]]:
+    commits: list[str] = []
+
+    def connect() -> sqlite3.Connection:
+        conn = connect_to(path)()
+        conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+        return conn
+
+    return connect, commits
+
+
+async def test_a_failing_plain_write_is_rolled_back_alone_and_its_batch_commits_once(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    connect, commits = counting_commits(path)
+    writer = GroupCommitWriter(connect)
+    await writer.start()
+
+    def half_then_conflict(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (v) VALUES (100)")  # written, then undone with its savepoint
+        raise Conflict("refused after writing")
+
+    try:
+        release, blocker = await hold_writer(writer)
+        ops = [insert(1), insert(2), half_then_conflict, insert(3), insert(1)]
+        pending = [asyncio.ensure_future(writer.submit(op)) for op in ops]
+        release.set()
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        await blocker
+    finally:
+        await writer.stop()
+
+    assert results[:2] == [1, 2] and results[3] == 3
+    assert isinstance(results[2], Conflict) and isinstance(results[4], sqlite3.IntegrityError)
+    assert stored(path) == [1, 2, 3]
+    assert commits == ["COMMIT"]
+
+
+async def test_a_full_file_met_by_one_write_still_fails_its_whole_batch(tmp_path: Path) -> None:
+    """Not one write's fault: the file is full for every write alike, so none is kept."""
+    path = tmp_path / "g.db"
+    connect, commits = counting_commits(path)
+    writer = GroupCommitWriter(connect)
+    await writer.start()
+
+    def overflow(conn: sqlite3.Connection) -> None:
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        conn.execute(f"PRAGMA max_page_count={pages}")
+        conn.execute("INSERT INTO t (v) VALUES (?)", (-1,))
+        conn.execute("CREATE TABLE filler (b BLOB)")
+        conn.execute("INSERT INTO filler VALUES (zeroblob(1000000))")
+
+    try:
+        release, blocker = await hold_writer(writer)
+        pending = [asyncio.ensure_future(writer.submit(op)) for op in (insert(1), overflow, insert(3))]
+        release.set()
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        await blocker
+    finally:
+        await writer.stop()
+
+    assert all(isinstance(r, StorageUnavailable) and "full" in str(r) for r in results), results
+    assert stored(path) == []
+    assert commits == []
 
 
 def parked_at_commit(path: Path) -> tuple[Callable[[], sqlite3.Connection], threading.Event, threading.Event]:
@@ -229,6 +294,29 @@ async def test_a_write_raising_a_base_exception_fails_every_waiting_caller(tmp_p
     assert all(isinstance(r, StoreError) and "stopped" in str(r) for r in results), results
     with pytest.raises(StoreError, match="not running"):
         await writer.submit(insert(4))
+    await asyncio.wait_for(writer.stop(), 5)
+
+
+async def test_a_call_carried_behind_a_batch_that_dies_is_answered(tmp_path: Path) -> None:
+    """A lone call that ends a batch waits outside it for the next turn; if the batch kills the
+    thread, that call must still hear so, not hang."""
+    writer = GroupCommitWriter(connect_to(tmp_path / "g.db"))
+    await writer.start()
+
+    def abort(conn: sqlite3.Connection) -> None:
+        raise Abort("boom")
+
+    release, blocker = await hold_writer(writer)
+    in_batch = [asyncio.ensure_future(writer.submit(op)) for op in (insert(1), abort)]
+    carried = asyncio.ensure_future(writer.call(insert(2)))
+    await asyncio.sleep(0)  # the call's task runs up to its enqueue
+    release.set()
+    await blocker
+
+    results = await asyncio.wait_for(asyncio.gather(*in_batch, return_exceptions=True), 5)
+    assert all(isinstance(r, StoreError) and "stopped" in str(r) for r in results), results
+    with pytest.raises(StoreError, match="stopped"):
+        await asyncio.wait_for(carried, 5)
     await asyncio.wait_for(writer.stop(), 5)
 
 

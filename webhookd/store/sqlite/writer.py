@@ -5,11 +5,16 @@ itself: it takes whatever writes are queued, runs them as one transaction, commi
 results back to the event loop in one callback, and goes straight on to the next batch. The
 event loop only enqueues and is woken with results, so the next commit never waits for a busy
 loop to get round to starting it.
+
+Each write of a batch runs inside a savepoint of its own, so a write that fails (a conflict)
+is rolled back alone and the rest of the batch still commits once: one refused write cannot
+turn a batch's one fsync into one per write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import queue
@@ -61,6 +66,14 @@ class Combined:
         return result
 
 
+@dataclass(frozen=True, slots=True)
+class _Result:
+    """One write's result, or the error that rolled it back to its savepoint."""
+
+    value: Any = None
+    error: Exception | None = None
+
+
 @dataclass(slots=True)
 class _Request:
     op: WriteOp[Any]
@@ -92,8 +105,9 @@ class GroupCommitWriter:
     """Runs write operations many to a transaction on the writer thread.
 
     Whatever is queued while a transaction commits goes into the next one, so concurrent callers
-    share one fsync. Each caller's future resolves only after its transaction committed. If a
-    batch fails, its operations are retried one per transaction so one bad write fails alone.
+    share one fsync. Each caller's future resolves only after its transaction committed. A write
+    that raises is rolled back to its savepoint and fails alone; only when the transaction itself
+    is lost (or its commit fails) are the batch's writes retried one per transaction.
 
     A write refused because the file cannot be used for now raises :class:`StorageUnavailable`,
     counted in ``health``; a batch that committed changes tells ``health`` that writes work again.
@@ -113,6 +127,7 @@ class GroupCommitWriter:
         self._gate = threading.Lock()
         self._dead = False
         self._in_flight: list[_Request] = []
+        self._carried: _Request | _Stop | None = None
 
     async def start(self) -> None:
         """Start the thread, which opens the connection; the connection's errors raise here."""
@@ -181,15 +196,17 @@ class GroupCommitWriter:
             self._shut(StoreError("the SQLite writer is not running"))
 
     def _serve_batches(self, conn: sqlite3.Connection) -> None:
-        carried: _Request | _Stop | None = None
+        # The batch and the request carried over to the next one live on ``self`` so that
+        # ``_shut`` answers them if a batch dies.
         while True:
-            first = carried if carried is not None else self._requests.get()
+            first = self._carried if self._carried is not None else self._requests.get()
+            self._carried = None
             if isinstance(first, _Stop):
                 return
-            self._in_flight, carried = self._gather(first)
+            self._in_flight, self._carried = self._gather(first)
             self._deliver(self._run(conn, self._in_flight))
             self._in_flight = []
-            if isinstance(carried, _Stop):
+            if isinstance(self._carried, _Stop):
                 return
 
     def _shut(self, error: StoreError) -> None:
@@ -197,6 +214,9 @@ class GroupCommitWriter:
         with self._gate:
             self._dead = True
             waiting = self._in_flight
+            if isinstance(self._carried, _Request):
+                waiting.append(self._carried)
+            self._in_flight, self._carried = [], None
             while True:
                 try:
                     request = self._requests.get_nowait()
@@ -227,7 +247,7 @@ class GroupCommitWriter:
         changes = conn.total_changes
         try:
             results = _transaction(conn, [request.op for request in batch])
-        except Exception as exc:
+        except Exception as exc:  # the transaction is lost, or its commit failed
             if len(batch) == 1 or unavailable(exc) is not None:  # would fail every write alike
                 return [_Outcome(request.future, error=exc) for request in batch]
             logger.warning(
@@ -238,7 +258,7 @@ class GroupCommitWriter:
             return [_attempt(conn, request, in_transaction=True) for request in batch]
         wrote = conn.total_changes != changes
         return [
-            _Outcome(request.future, result, wrote=wrote)
+            _Outcome(request.future, result.value, result.error, wrote=wrote)
             for request, result in zip(batch, results, strict=True)
         ]
 
@@ -283,12 +303,13 @@ def _attempt(conn: sqlite3.Connection, request: _Request, *, in_transaction: boo
         if in_transaction:
             (result,) = _transaction(conn, [request.op])
         else:
-            result = request.op(conn)
+            result = _Result(request.op(conn))
     except Exception as exc:
         if conn.in_transaction:  # a setup call that failed half way must not leave one open
             conn.execute("ROLLBACK")
         return _Outcome(request.future, error=exc)
-    return _Outcome(request.future, result, wrote=in_transaction and conn.total_changes != changes)
+    wrote = in_transaction and conn.total_changes != changes
+    return _Outcome(request.future, result.value, result.error, wrote=wrote)
 
 
 def unavailable(exc: BaseException) -> StorageUnavailable | None:
@@ -302,7 +323,7 @@ def unavailable(exc: BaseException) -> StorageUnavailable | None:
     return refusal
 
 
-def _transaction(conn: sqlite3.Connection, ops: list[WriteOp[Any]]) -> list[Any]:
+def _transaction(conn: sqlite3.Connection, ops: list[WriteOp[Any]]) -> list[_Result]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         results = _run_in_order(conn, ops)
@@ -314,20 +335,43 @@ def _transaction(conn: sqlite3.Connection, ops: list[WriteOp[Any]]) -> list[Any]
     return results
 
 
-def _run_in_order(conn: sqlite3.Connection, ops: list[WriteOp[Any]]) -> list[Any]:
-    """Each op's result, in order; a run of :class:`Combined` ops of one kind makes one call."""
-    results: list[Any] = []
+def _run_in_order(conn: sqlite3.Connection, ops: list[WriteOp[Any]]) -> list[_Result]:
+    """Each op's result or error, in order; a run of :class:`Combined` ops of one kind makes one
+    call, and if that call fails, each of them runs again alone to find the one at fault."""
+    results: list[_Result] = []
     for _, run in itertools.groupby(ops, key=lambda op: op.run_many if isinstance(op, Combined) else op):
         group = list(run)
-        first = group[0]
-        if isinstance(first, Combined) and len(group) > 1:
-            combined = first.run_many(conn, [cast(Combined, op).item for op in group])
-            if len(combined) != len(group):
-                raise StoreError(f"{len(group)} combined writes gave {len(combined)} results")
-            results.extend(combined)
-        else:
-            results.extend(op(conn) for op in group)
+        if isinstance(group[0], Combined) and len(group) > 1:
+            combined = _isolated(conn, functools.partial(_run_combined, conn, cast(list[Combined], group)))
+            if combined.error is None:
+                results.extend(_Result(value) for value in combined.value)
+                continue
+        results.extend(_isolated(conn, functools.partial(op, conn)) for op in group)
     return results
+
+
+def _run_combined(conn: sqlite3.Connection, group: list[Combined]) -> list[Any]:
+    combined = group[0].run_many(conn, [op.item for op in group])
+    if len(combined) != len(group):
+        raise StoreError(f"{len(group)} combined writes gave {len(combined)} results")
+    return combined
+
+
+def _isolated(conn: sqlite3.Connection, run: Callable[[], Any]) -> _Result:
+    """``run()`` inside a savepoint: if it raises, what it wrote is rolled back and the error is
+    its result. An error that says the file cannot be used, or one after which SQLite rolled the
+    whole transaction back, is raised: it is every write's, not this one's."""
+    conn.execute("SAVEPOINT write")
+    try:
+        value = run()
+    except Exception as exc:
+        if unavailable(exc) is not None or not conn.in_transaction:
+            raise
+        conn.execute("ROLLBACK TO write")
+        conn.execute("RELEASE write")
+        return _Result(error=exc)
+    conn.execute("RELEASE write")
+    return _Result(value)
 
 
 def _settle(outcomes: list[_Outcome]) -> None:
