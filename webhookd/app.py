@@ -25,7 +25,7 @@ from webhookd.delivery.retry import RetryPolicy
 from webhookd.delivery.sender import AiohttpSender, Sender
 from webhookd.delivery.ssrf import AddressGuard
 from webhookd.delivery.worker import Worker
-from webhookd.exceptions import ApiError, RequestError, StorageUnavailable
+from webhookd.exceptions import ApiError, Overloaded, RequestError, StorageUnavailable
 from webhookd.metrics import Metrics
 from webhookd.models import utcnow
 from webhookd.ratelimit import RateLimiter
@@ -38,6 +38,7 @@ from webhookd.web import (
     RequestContextMiddleware,
     Services,
     error_response,
+    overload_refusal,
     storage_refusal,
 )
 
@@ -107,6 +108,11 @@ async def _storage_unavailable(request: Request, exc: Exception) -> Response:
     # A handler of its own, not the catch-all below: that one logs a traceback and closes the
     # connection, once per request of an outage.
     return storage_refusal()
+
+
+async def _overloaded(request: Request, exc: Exception) -> Response:
+    # Like an outage: a flood of refusals must not log a traceback each.
+    return overload_refusal()
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
@@ -208,6 +214,7 @@ def create_app(
         exception_handlers={
             RequestError: _request_error,
             StorageUnavailable: _storage_unavailable,
+            Overloaded: _overloaded,
             ClientDisconnect: _client_gone,
             HTTPException: _http_error,
             Exception: _internal_error,

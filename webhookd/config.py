@@ -23,6 +23,9 @@ DEFAULT_RETRY_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 3
 # customer A no more listings than 1 or 2 did, and took CPU from customer B's publishes (B's p99
 # 54 ms with 4, against 28 and 31 ms with 1 and 2; one run each).
 DEFAULT_SQLITE_READERS = 2
+# A few seconds of publishes at the rate one SQLite writer commits them; beyond that a client is
+# better told to come back than left waiting.
+DEFAULT_MAX_PENDING_WRITES = 4096
 
 
 def _parse_bool(raw: str) -> bool:
@@ -216,6 +219,13 @@ class Settings:
         _parse_positive_float,
         10.0,
         "how long in-flight attempts may finish after SIGTERM",
+    )
+    max_pending_writes: int = _setting(
+        "WEBHOOKD_MAX_PENDING_WRITES",
+        _parse_positive_int,
+        DEFAULT_MAX_PENDING_WRITES,
+        "SQLite writes that may wait for the writer; past it publishes and carrier callbacks are"
+        " answered 503 overloaded",
     )
     request_head_timeout_s: float = _setting(
         "WEBHOOKD_REQUEST_HEAD_TIMEOUT_S",

@@ -4,13 +4,15 @@ WebhookdError
 ├── ConfigError              a setting does not parse; startup stops
 ├── StoreError               the database failed or its schema is not what we expect
 │   ├── Conflict             a uniqueness rule or the record's state forbids the change
-│   └── StorageUnavailable   the database cannot be reached or written for now (answered 503)
+│   ├── StorageUnavailable   the database cannot be reached or written for now (answered 503)
+│   └── Overloaded           too many writes wait already; this one was not taken (answered 503)
 ├── CryptoError              a secret cannot be decrypted (wrong master key?)
 ├── RequestError             a client's request is refused: carries the HTTP status and code
 │   ├── ApiError             management API refusals (400, 401, 403, 404, 409, 429)
 │   ├── PayloadTooLarge      413, for any body over WEBHOOKD_MAX_BODY_BYTES
 │   ├── RequestTimeout       408: the body did not arrive within WEBHOOKD_REQUEST_BODY_TIMEOUT_S
 │   ├── StorageRefusal       503: the request needed the database while it was unavailable
+│   ├── OverloadRefusal      503: the request's write met a full queue of writes
 │   └── IngestError          a carrier callback is refused
 │       ├── SourceNotFound   404: unknown source, or carrier does not match it
 │       ├── SignatureInvalid 401: missing, bad or stale signature
@@ -45,6 +47,11 @@ class StorageUnavailable(StoreError):
     The store raises it after rolling back whatever the operation had begun, so nothing is half
     stored (a connection lost during a commit may leave the whole of it stored: retrying with the
     same idempotency key is safe); the same operation may succeed once the database answers."""
+
+
+class Overloaded(StoreError):
+    """More writes wait for the database than WEBHOOKD_MAX_PENDING_WRITES allows: this one was
+    refused before anything of it was queued, so retrying it later is safe."""
 
 
 class CryptoError(WebhookdError):
@@ -99,6 +106,13 @@ class StorageRefusal(RequestError):
 
     status = 503
     code = "storage_unavailable"
+
+
+class OverloadRefusal(RequestError):
+    """The answer to a request that met :class:`Overloaded`."""
+
+    status = 503
+    code = "overloaded"
 
 
 class IngestError(RequestError):

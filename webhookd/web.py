@@ -22,7 +22,15 @@ from webhookd import logs
 from webhookd.config import Settings
 from webhookd.crypto import SecretBox
 from webhookd.delivery.ssrf import AddressGuard
-from webhookd.exceptions import ApiError, PayloadTooLarge, RequestError, StorageRefusal, StorageUnavailable
+from webhookd.exceptions import (
+    ApiError,
+    Overloaded,
+    OverloadRefusal,
+    PayloadTooLarge,
+    RequestError,
+    StorageRefusal,
+    StorageUnavailable,
+)
 from webhookd.inputs import json_problem
 from webhookd.metrics import Metrics
 from webhookd.models import ApiKey
@@ -103,8 +111,9 @@ class HotRoute:
     Starlette's exception middleware, router and per-request wrappers cost about as much as the
     publish handler itself, and ``POST /api/v1/events`` takes the platform's whole event stream.
     The route stays registered in the router as well (the OpenAPI document is built from there);
-    this only gets to it first. ``endpoint``'s refusals (:class:`RequestError`, and
-    :class:`StorageUnavailable`) are answered here as the exception middleware would, a client
+    this only gets to it first. ``endpoint``'s refusals (:class:`RequestError`,
+    :class:`StorageUnavailable` and :class:`Overloaded`) are answered here as the exception
+    middleware would, a client
     gone is let go; anything else goes on to the server-error handler.
     """
 
@@ -126,6 +135,8 @@ class HotRoute:
             response = error_response(exc)
         except StorageUnavailable:
             response = storage_refusal()
+        except Overloaded:
+            response = overload_refusal()
         except ClientDisconnect:
             return  # gone before its body was read (or cut off by the body deadline): nobody to answer
         await response(scope, receive, send)
@@ -218,6 +229,21 @@ def storage_refusal() -> JSONResponse:
             "storage is unavailable for the moment and this request changed nothing;"
             f" retry it in {STORAGE_RETRY_AFTER_S} seconds",
             headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
+        )
+    )
+
+
+OVERLOAD_RETRY_AFTER_S = 1
+
+
+def overload_refusal() -> JSONResponse:
+    """The answer to a request whose write met :class:`Overloaded`: a 503 the client can retry
+    shortly, on a connection that stays open."""
+    return error_response(
+        OverloadRefusal(
+            "webhookd has more writes waiting than it accepts and this request changed nothing;"
+            f" retry it in {OVERLOAD_RETRY_AFTER_S} second",
+            headers={"Retry-After": str(OVERLOAD_RETRY_AFTER_S)},
         )
     )
 

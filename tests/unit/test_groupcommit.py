@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from webhookd.exceptions import Conflict, StorageUnavailable, StoreError
+from webhookd.exceptions import Conflict, Overloaded, StorageUnavailable, StoreError
 from webhookd.store.sqlite.writer import Combined, GroupCommitWriter
 
 pytestmark = pytest.mark.anyio
@@ -318,6 +318,26 @@ async def test_a_call_carried_behind_a_batch_that_dies_is_answered(tmp_path: Pat
     with pytest.raises(StoreError, match="stopped"):
         await asyncio.wait_for(carried, 5)
     await asyncio.wait_for(writer.stop(), 5)
+
+
+async def test_writes_past_max_pending_that_may_be_shed_are_refused_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    writer = GroupCommitWriter(connect_to(path), max_pending=2)
+    await writer.start()
+    try:
+        release, blocker = await hold_writer(writer)
+        queued = [writer.submit(insert(n), shed=True) for n in (1, 2)]
+        with pytest.raises(Overloaded, match="2 writes are waiting"):
+            writer.submit(insert(3), shed=True)
+        queued.append(writer.submit(insert(4)))  # the worker's writes are never shed
+        release.set()
+        await blocker
+
+        assert await asyncio.gather(*queued) == [1, 2, 4]
+        assert await writer.submit(insert(5), shed=True) == 5
+    finally:
+        await writer.stop()
+    assert stored(path) == [1, 2, 4, 5]
 
 
 async def test_stop_may_be_called_twice_at_once(writer: GroupCommitWriter) -> None:

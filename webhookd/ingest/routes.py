@@ -16,6 +16,8 @@ from webhookd.crypto import source_credentials_context
 from webhookd.exceptions import (
     CryptoError,
     DestinationBlocked,
+    Overloaded,
+    OverloadRefusal,
     PayloadInvalid,
     RequestError,
     SourceNotFound,
@@ -145,6 +147,9 @@ async def ingest(request: Request) -> Response:
         raise
     except StorageUnavailable:
         svc.metrics.ingest_requests.labels(label, StorageRefusal.code).inc()
+        raise
+    except Overloaded:
+        svc.metrics.ingest_requests.labels(label, OverloadRefusal.code).inc()
         raise
     svc.metrics.ingest_requests.labels(label, outcome).inc()
     return response

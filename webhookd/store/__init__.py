@@ -13,7 +13,9 @@ def store_from_settings(settings: Settings) -> Store:
     if path is not None:
         from webhookd.store.sqlite import SqliteStore
 
-        return SqliteStore(path, list_readers=settings.sqlite_readers)
+        return SqliteStore(
+            path, list_readers=settings.sqlite_readers, max_pending_writes=settings.max_pending_writes
+        )
     try:
         from webhookd.store.postgres import PostgresStore
     except ImportError as exc:

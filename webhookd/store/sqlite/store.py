@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from webhookd.config import DEFAULT_SQLITE_READERS
+from webhookd.config import DEFAULT_MAX_PENDING_WRITES, DEFAULT_SQLITE_READERS
 from webhookd.exceptions import StorageUnavailable, StoreError
 from webhookd.models import (
     ApiKey,
@@ -89,11 +89,18 @@ def make_private(path: Path) -> None:
 class SqliteStore:
     """The embedded default store. One file, no setup, durable on return."""
 
-    def __init__(self, path: Path | str, *, list_readers: int = DEFAULT_SQLITE_READERS) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        list_readers: int = DEFAULT_SQLITE_READERS,
+        max_pending_writes: int = DEFAULT_MAX_PENDING_WRITES,
+    ) -> None:
         if list_readers < 1:
             raise ValueError("list_readers must be at least 1")
         self._path = Path(path)
         self._list_readers = list_readers
+        self._max_pending_writes = max_pending_writes
         self._readers: Readers | None = None
         self._writer: GroupCommitWriter | None = None
         self._checkpointer: asyncio.Task[None] | None = None
@@ -111,7 +118,7 @@ class SqliteStore:
         """Open the writer (which migrates) first, then the aiosqlite readers."""
         if self._path.parent != Path():
             self._path.parent.mkdir(parents=True, exist_ok=True)
-        writer = GroupCommitWriter(self._connect_writer, self._health)
+        writer = GroupCommitWriter(self._connect_writer, self._health, max_pending=self._max_pending_writes)
         await writer.start()
         try:
             await writer.call(migrate_sqlite)
@@ -197,11 +204,13 @@ class SqliteStore:
         for listener in self._listeners:
             listener()
 
-    def _write(self, op: WriteOp[T]) -> asyncio.Future[T]:
-        """``op``'s result, once its group transaction committed (a future: see ``submit``)."""
+    def _write(self, op: WriteOp[T], *, shed: bool = False) -> asyncio.Future[T]:
+        """``op``'s result, once its group transaction committed (a future: see ``submit``).
+        ``shed``: a client's write it may retry, refused with :class:`Overloaded` when too many
+        wait already."""
         if self._writer is None:
             raise StoreError("the store is not open")
-        return self._writer.submit(op)
+        return self._writer.submit(op, shed=shed)
 
     def _open_readers(self) -> Readers:
         if self._readers is None:
@@ -428,7 +437,9 @@ class SqliteStore:
     # -- events and deliveries -------------------------------------------------------------------
 
     async def publish(self, event: NewEvent, *, delay_s: float = 0.0) -> PublishResult:
-        result: PublishResult = await self._write(Combined(publishing.publish_events, (event, delay_s)))
+        result: PublishResult = await self._write(
+            Combined(publishing.publish_events, (event, delay_s)), shed=True
+        )
         if result.deliveries:
             self._notify_work()
         return result
@@ -441,7 +452,7 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> CallbackOutcome:
             return publishing.record_callback(conn, receipt, decide, delay_s, received)
 
-        outcome = await self._write(op)
+        outcome = await self._write(op, shed=True)
         if outcome.published is not None and outcome.published.deliveries:
             self._notify_work()
         return outcome

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from webhookd.exceptions import StorageUnavailable, StoreError
+from webhookd.exceptions import Overloaded, StorageUnavailable, StoreError
 from webhookd.store.availability import Availability
 
 logger = logging.getLogger(__name__)
@@ -109,12 +109,22 @@ class GroupCommitWriter:
     that raises is rolled back to its savepoint and fails alone; only when the transaction itself
     is lost (or its commit fails) are the batch's writes retried one per transaction.
 
+    ``max_pending`` bounds the writes waiting for the thread: past it, a write submitted with
+    ``shed=True`` raises :class:`Overloaded` at once rather than queueing.
+
     A write refused because the file cannot be used for now raises :class:`StorageUnavailable`,
     counted in ``health``; a batch that committed changes tells ``health`` that writes work again.
     """
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], health: Availability | None = None) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        health: Availability | None = None,
+        *,
+        max_pending: int | None = None,
+    ) -> None:
         self._connect = connect
+        self._max_pending = max_pending
         self._health = health if health is not None else Availability("SQLite")
         self._conn: sqlite3.Connection | None = None
         self._requests: queue.SimpleQueue[_Request | _Stop] = queue.SimpleQueue()
@@ -149,17 +159,22 @@ class GroupCommitWriter:
         result: T = await self._enqueue(fn, batched=False)
         return result
 
-    def submit(self, op: WriteOp[T]) -> asyncio.Future[T]:
+    def submit(self, op: WriteOp[T], *, shed: bool = False) -> asyncio.Future[T]:
         """Queue ``op`` for the next group transaction; the future resolves once that committed.
+
+        With ``shed``, raise :class:`Overloaded` instead when ``max_pending`` writes wait already:
+        for writes a client makes and can retry (publishes, callbacks), not for the worker's.
 
         A plain future rather than a coroutine: every publish comes through here, and each
         coroutine level costs the event loop once on the way in and again on every resume."""
-        return self._enqueue(op, batched=True)
+        return self._enqueue(op, batched=True, shed=shed)
 
-    def _enqueue(self, op: WriteOp[Any], *, batched: bool) -> asyncio.Future[Any]:
+    def _enqueue(self, op: WriteOp[Any], *, batched: bool, shed: bool = False) -> asyncio.Future[Any]:
         with self._gate:
             if self._loop is None or self._thread is None or self._closing or self._dead:
                 raise StoreError("the SQLite writer is not running")
+            if shed and self._max_pending is not None and self._requests.qsize() >= self._max_pending:
+                raise Overloaded(f"{self._max_pending} writes are waiting for the SQLite writer already")
             request = _Request(op, batched, self._loop.create_future())
             self._requests.put(request)
         return request.future
