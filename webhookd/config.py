@@ -26,6 +26,9 @@ DEFAULT_SQLITE_READERS = 2
 # A few seconds of publishes at the rate one SQLite writer commits them; beyond that a client is
 # better told to come back than left waiting.
 DEFAULT_MAX_PENDING_WRITES = 4096
+# Below the usual 1024 open files a process may have, with room for the database, the delivery
+# worker's connections and the log.
+DEFAULT_MAX_CONNECTIONS = 800
 
 
 def _parse_bool(raw: str) -> bool:
@@ -226,6 +229,13 @@ class Settings:
         DEFAULT_MAX_PENDING_WRITES,
         "SQLite writes that may wait for the writer; past it publishes and carrier callbacks are"
         " answered 503 overloaded",
+    )
+    max_connections: int = _setting(
+        "WEBHOOKD_MAX_CONNECTIONS",
+        _parse_positive_int,
+        DEFAULT_MAX_CONNECTIONS,
+        "open HTTP connections (or requests in progress) the server takes; past it, new requests"
+        " are answered 503",
     )
     request_head_timeout_s: float = _setting(
         "WEBHOOKD_REQUEST_HEAD_TIMEOUT_S",

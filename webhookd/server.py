@@ -5,6 +5,9 @@ first byte of the next request). A client that sends half a request line, never 
 headers, or stalls in the middle of a body would hold its connection for ever, and a few hundred
 such clients hold the server's file descriptors. :class:`DeadlineProtocol` gives every request a
 deadline for its head and another for its body.
+
+``limit_concurrency`` bounds the connections (and requests in progress) uvicorn holds, so a flood
+is answered 503 at the door rather than growing memory without bound.
 """
 
 from __future__ import annotations
@@ -110,4 +113,5 @@ def server_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         server_header=False,
         proxy_headers=False,  # nothing here reads the client address or scheme
         access_log=False,
+        limit_concurrency=settings.max_connections,
     )

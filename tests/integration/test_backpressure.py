@@ -1,5 +1,6 @@
 """Backpressure over real HTTP: a full queue of SQLite writes answers publishes and carrier
-callbacks 503 overloaded at once, losing nothing it accepted."""
+callbacks 503 overloaded at once, losing nothing it accepted; too many connections are answered
+503 at the door."""
 
 from __future__ import annotations
 
@@ -111,3 +112,31 @@ async def test_a_full_write_queue_answers_503_overloaded_and_loses_nothing_it_ac
         row[0] for row in query(db, "SELECT idempotency_key FROM events WHERE idempotency_key LIKE 'bp-%'")
     }
     assert stored == accepted
+
+
+async def test_connections_past_the_limit_are_answered_503_until_one_closes(tmp_path: Path) -> None:
+    settings = server_settings(tmp_path / "c.db", WEBHOOKD_MAX_CONNECTIONS="2")
+    async with running_server(settings) as base, aiohttp.ClientSession() as http:
+        # One connection of its own, answered (so the server holds it), then left open and idle.
+        reader, writer = await asyncio.open_connection("127.0.0.1", settings.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        await writer.drain()
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+
+        async with http.get(f"{base}/healthz") as refused:
+            assert refused.status == 503
+
+        writer.close()
+        await writer.wait_closed()
+        statuses: list[int] = []
+
+        async def healthz() -> None:
+            async with http.get(f"{base}/healthz") as response:
+                statuses.append(response.status)
+
+        async def until_served() -> None:  # the server hears of the close in its own time
+            while not statuses or statuses[-1] != 200:
+                await healthz()
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(until_served(), 10)
