@@ -147,5 +147,5 @@ async def test_a_delivery_released_after_its_subscription_was_deleted_is_not_sen
     sub_id = await _sub_with_events(store, 1)
     (job,) = await claim(store)
     assert await store.delete_subscription("cus_acme", sub_id)
-    await store.release_deliveries([job.delivery_id])
+    await store.release_deliveries([(job.delivery_id, job.attempt_no)])
     assert await claim(store, later(3600)) == []

@@ -589,7 +589,7 @@ async def test_released_delivery_is_claimable_at_once_with_the_same_attempt_no(s
     await store.publish(make_event())
     job = await claim_one(store)
 
-    await store.release_deliveries([job.delivery_id])
+    await store.release_deliveries([(job.delivery_id, job.attempt_no)])
 
     again = await claim_one(store)
     assert (again.delivery_id, again.attempt_no) == (job.delivery_id, 1)
@@ -603,10 +603,29 @@ async def test_release_after_a_retry_keeps_the_retry_attempt_no(store: Store) ->
     await store.record_attempts([outcome(first, succeeded=False, next_attempt_at=start)])
     second = await claim_one(store, start)
 
-    await store.release_deliveries([second.delivery_id])
+    await store.release_deliveries([(second.delivery_id, second.attempt_no)])
 
     again = await claim_one(store)
     assert (again.delivery_id, again.attempt_no) == (first.delivery_id, 2)
+
+
+async def test_a_stale_release_does_not_undo_a_newer_claim(store: Store) -> None:
+    """Worker A's lease runs out, worker B claims the delivery again, then A shuts down and gives
+    back its claim: B's claim stands, so the delivery is not sent a second time meanwhile."""
+    await subscribe(store)
+    await store.publish(make_event())
+    start = utcnow()
+    stale = await claim_one(store, start)
+    current = await claim_one(store, start + timedelta(seconds=LEASE_S + 1))
+
+    await store.release_deliveries([(stale.delivery_id, stale.attempt_no)])
+
+    assert await claim(store, start + timedelta(seconds=LEASE_S + 2)) == []
+    detail = await store.get_delivery(ACME, current.delivery_id)
+    assert detail is not None
+    assert (detail.delivery.status, detail.delivery.attempts) == (DeliveryStatus.IN_FLIGHT, 2)
+    await store.record_attempts([outcome(current, succeeded=True)])
+    assert await claim(store, later(86400 * 7)) == []
 
 
 async def test_delete_subscription_cancels_its_pending_deliveries(store: Store) -> None:

@@ -272,7 +272,9 @@ class Worker:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
-        await self._store.release_deliveries([job.delivery_id for job in unstarted + unfinished])
+        await self._store.release_deliveries(
+            [(job.delivery_id, job.attempt_no) for job in unstarted + unfinished]
+        )
         if unfinished:
             logger.warning(
                 "released %d unfinished deliveries at shutdown",

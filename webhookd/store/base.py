@@ -28,6 +28,9 @@ from webhookd.models import (
 WorkListener = Callable[[], None]
 T = TypeVar("T")
 
+DeliveryClaim = tuple[str, int]
+"""A worker's claim on a delivery: its id and the attempt number it was claimed for."""
+
 
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
@@ -220,8 +223,9 @@ class Store(Protocol):
         """Store attempts, move each delivery on (delivered, pending, held, parked or failed) and
         apply each failure's ``CircuitChange``. Returns the ids of subscriptions this disabled."""
 
-    async def release_deliveries(self, delivery_ids: Sequence[str]) -> None:
-        """Give claimed deliveries back unattempted (graceful shutdown)."""
+    async def release_deliveries(self, claims: Sequence[DeliveryClaim]) -> None:
+        """Give claimed deliveries back unattempted (graceful shutdown). A claim whose lease ran
+        out and was claimed again since is no longer this worker's: it stays as it is."""
 
     async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
         """Delete up to ``limit`` finished deliveries last touched before ``deliveries_before``

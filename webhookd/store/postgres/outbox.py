@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind
-from webhookd.store.base import first_result_per_claim
+from webhookd.store.base import DeliveryClaim, first_result_per_claim
 from webhookd.store.postgres.db import Connection, count_rows
 
 WAITING_STATUS = """CASE WHEN s.deleted_at IS NOT NULL THEN 'canceled' WHEN NOT s.is_active THEN 'parked'
@@ -156,6 +156,15 @@ WHERE d.id = r.id AND s.id = d.subscription_id AND d.status = 'in_flight' AND d.
 """
 
 
+_RELEASE = f"""
+UPDATE deliveries AS d SET status = {WAITING_STATUS}, attempts = d.attempts - 1, lease_until = NULL,
+    next_attempt_at = $3
+FROM unnest($1::text[], $2::int[]) AS r(id, attempt_no), subscriptions AS s
+WHERE d.id = r.id AND s.id = d.subscription_id AND d.status = 'in_flight' AND d.attempts = r.attempt_no
+RETURNING d.id
+"""
+
+
 async def claim(conn: Connection, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
     """Expire dead leases, claim due deliveries of healthy subscriptions, then one probe for each
     failing subscription whose backoff has passed."""
@@ -257,23 +266,19 @@ async def enable(conn: Connection, customer_id: str, subscription_id: str, now: 
     return True
 
 
-async def release(conn: Connection, delivery_ids: Sequence[str], now: datetime) -> int:
-    """Give claimed deliveries back with their attempt unspent; returns how many went back."""
-    ids = list(delivery_ids)
+async def release(conn: Connection, claims: Sequence[DeliveryClaim], now: datetime) -> int:
+    """Give claimed deliveries back with their attempt unspent; returns how many went back. The
+    attempts guard leaves alone a delivery claimed again since (this claim's lease ran out), and
+    that claim's probe with it."""
+    ids = [delivery_id for delivery_id, _ in claims]
     await conn.execute(LOCK_SUBSCRIPTIONS, ids, [])
-    status = await conn.execute(
-        f"UPDATE deliveries AS d SET status = {WAITING_STATUS}, attempts = d.attempts - 1,"
-        " lease_until = NULL, next_attempt_at = $2 FROM subscriptions AS s"
-        " WHERE s.id = d.subscription_id AND d.id = ANY($1::text[]) AND d.status = 'in_flight'",
-        ids,
-        now,
-    )
+    released = [row[0] for row in await conn.fetch(_RELEASE, ids, [n for _, n in claims], now)]
     await conn.execute(
         "UPDATE subscriptions SET probe_delivery_id = NULL, probe_lease_until = NULL"
         " WHERE probe_delivery_id = ANY($1::text[])",
-        ids,
+        released,
     )
-    return count_rows(status)
+    return len(released)
 
 
 _DEDUPE_TABLES = (

@@ -29,6 +29,7 @@ from webhookd.store.base import (
     CallbackOutcome,
     CallbackReceipt,
     Decide,
+    DeliveryClaim,
     OutboxStats,
     Store,
     SubscriptionCreate,
@@ -286,13 +287,11 @@ class PostgresStore(PostgresReads):
             self._notifier.wake()
         return disabled
 
-    async def release_deliveries(self, delivery_ids: Sequence[str]) -> None:
+    async def release_deliveries(self, claims: Sequence[DeliveryClaim]) -> None:
         """Give them back, and tell the other processes (this one is shutting down)."""
-        if delivery_ids:
+        if claims:
             now = utcnow()
-            await self._transaction(
-                self._notifying(lambda conn: outbox.release(conn, delivery_ids, now), bool)
-            )
+            await self._transaction(self._notifying(lambda conn: outbox.release(conn, claims, now), bool))
 
     async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
         gone = await self._transaction(

@@ -15,7 +15,7 @@ from webhookd.models import (
     DeliveryJob,
     SubscriptionKind,
 )
-from webhookd.store.base import chunks, first_result_per_claim
+from webhookd.store.base import DeliveryClaim, chunks, first_result_per_claim
 from webhookd.store.sqlite.epoch import from_epoch, to_epoch
 from webhookd.store.sqlite.manage import WAITING_STATUS
 
@@ -118,6 +118,16 @@ _PARK = """
 UPDATE deliveries SET status = 'parked'
 WHERE subscription_id = ? AND status IN ('pending', 'held')
 """
+
+_RELEASE = f"""
+UPDATE deliveries SET status = {WAITING_STATUS}, attempts = attempts - 1, lease_until = NULL,
+    next_attempt_at = ?
+WHERE id = ? AND status = 'in_flight' AND attempts = ?
+"""
+
+_END_RELEASED_PROBE = (
+    "UPDATE subscriptions SET probe_delivery_id = NULL, probe_lease_until = NULL WHERE probe_delivery_id = ?"
+)
 
 # A probe's delivery belongs to its subscription, so the two id lists pair up by themselves.
 _END_PROBES = """
@@ -291,19 +301,14 @@ def enable(conn: sqlite3.Connection, customer_id: str, subscription_id: str, now
     return True
 
 
-def release(conn: sqlite3.Connection, delivery_ids: Sequence[str], now: datetime) -> None:
-    """Give claimed deliveries back with their attempt unspent."""
+def release(conn: sqlite3.Connection, claims: Sequence[DeliveryClaim], now: datetime) -> None:
+    """Give claimed deliveries back with their attempt unspent. The attempts guard leaves alone a
+    delivery claimed again since (this claim's lease ran out), and that claim's probe with it."""
     at = to_epoch(now)
-    conn.executemany(
-        f"UPDATE deliveries SET status = {WAITING_STATUS}, attempts = attempts - 1, lease_until = NULL,"
-        " next_attempt_at = ? WHERE id = ? AND status = 'in_flight'",
-        [(at, i) for i in delivery_ids],
-    )
-    conn.executemany(
-        "UPDATE subscriptions SET probe_delivery_id = NULL, probe_lease_until = NULL"
-        " WHERE probe_delivery_id = ?",
-        [(i,) for i in delivery_ids],
-    )
+    for delivery_id, attempt_no in claims:
+        released = conn.execute(_RELEASE, (at, delivery_id, attempt_no)).rowcount
+        if released:
+            conn.execute(_END_RELEASED_PROBE, (delivery_id,))
 
 
 _DEDUPE_TABLES = (

@@ -40,6 +40,7 @@ from webhookd.store.base import (
     CallbackOutcome,
     CallbackReceipt,
     Decide,
+    DeliveryClaim,
     DeliveryDetail,
     OutboxStats,
     Page,
@@ -582,10 +583,10 @@ class SqliteStore:
             self._notify_work()
         return disabled
 
-    async def release_deliveries(self, delivery_ids: Sequence[str]) -> None:
-        if delivery_ids:
+    async def release_deliveries(self, claims: Sequence[DeliveryClaim]) -> None:
+        if claims:
             now = utcnow()
-            await self._write(lambda conn: outbox.release(conn, delivery_ids, now))
+            await self._write(lambda conn: outbox.release(conn, claims, now))
 
     async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
         cutoffs = (to_epoch(deliveries_before), to_epoch(events_before))
