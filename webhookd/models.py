@@ -292,6 +292,8 @@ class CircuitChange:
     disable: DisabledReason | None = None
     force: bool = False
     """Apply whatever the generation (410 Gone disables at once)."""
+    customer_id: str = ""
+    """Whose subscription it is, for the log line when this disables it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,9 @@ async def test_disable_parks_deliveries_and_enable_resumes_them(store: Store) ->
         [failure(first, probe_at=later(10), disable=DisabledReason.CONSECUTIVE_FAILURES)]
     )
 
-    assert disabled == [sub_id]
+    assert [(c.subscription_id, c.disable) for c in disabled] == [
+        (sub_id, DisabledReason.CONSECUTIVE_FAILURES)
+    ]
     sub = await store.get_subscription("cus_acme", sub_id)
     assert sub is not None and not sub.is_active
     assert sub.disabled_reason is DisabledReason.CONSECUTIVE_FAILURES and sub.disabled_at is not None
@@ -100,6 +102,25 @@ async def test_gone_disables_even_when_the_generation_moved(store: Store) -> Non
 
     sub = await store.get_subscription("cus_acme", sub_id)
     assert sub is not None and not sub.is_active and sub.disabled_reason is DisabledReason.ENDPOINT_GONE
+
+
+async def test_the_change_returned_for_a_disable_is_the_one_that_disabled(store: Store) -> None:
+    """One batch with two disabling failures: the consecutive-failures one was claimed before a
+    failure was counted, so it does not count; the 410 Gone does, and is the reason stored."""
+    sub_id = await _sub_with_events(store, 3)
+    first, stale, gone = await claim(store)
+    await store.record_attempts([failure(first, probe_at=later(10))])
+
+    disabled = await store.record_attempts(
+        [
+            failure(stale, probe_at=later(10), disable=DisabledReason.CONSECUTIVE_FAILURES),
+            failure(gone, probe_at=later(0), disable=DisabledReason.ENDPOINT_GONE, force=True),
+        ]
+    )
+
+    assert [(c.subscription_id, c.disable) for c in disabled] == [(sub_id, DisabledReason.ENDPOINT_GONE)]
+    sub = await store.get_subscription("cus_acme", sub_id)
+    assert sub is not None and sub.disabled_reason is DisabledReason.ENDPOINT_GONE
 
 
 async def test_enable_of_another_customers_subscription_finds_nothing(store: Store) -> None:

@@ -33,7 +33,10 @@ class CircuitPolicy:
                 now,
                 disable=DisabledReason.ENDPOINT_GONE,
                 force=True,
+                customer_id=job.customer_id,
             )
         probe_at = now + timedelta(seconds=self.retry.probe_delay(count, retry_after_s))
         disable = DisabledReason.CONSECUTIVE_FAILURES if count >= self.disable_after else None
-        return CircuitChange(job.subscription_id, job.health_generation, count, probe_at, disable)
+        return CircuitChange(
+            job.subscription_id, job.health_generation, count, probe_at, disable, customer_id=job.customer_id
+        )

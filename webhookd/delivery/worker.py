@@ -22,7 +22,7 @@ from webhookd.delivery.sender import Sender
 from webhookd.delivery.signing import webhook_headers
 from webhookd.exceptions import DeliveryError, StorageUnavailable
 from webhookd.metrics import Metrics, status_class
-from webhookd.models import AttemptResult, DeliveryJob, SubscriptionKind, utcnow
+from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind, utcnow
 from webhookd.store.base import Store
 
 logger = logging.getLogger(__name__)
@@ -167,23 +167,26 @@ class Worker:
     async def _record(self, batch: list[AttemptResult]) -> None:
         if not batch:
             return
-        for subscription_id in await self._store.record_attempts(batch):
-            reason = next(
-                r.circuit.disable
-                for r in batch
-                if r.subscription_id == subscription_id and r.circuit is not None
-            )
-            self._metrics.auto_disables.labels(str(reason)).inc()
-            logger.warning(
-                "subscription %s disabled: %s",
-                subscription_id,
-                reason,
-                extra={
-                    "action": "subscription.disabled",
-                    "subscription_id": subscription_id,
-                    "reason": str(reason),
-                },
-            )
+        for change in await self._store.record_attempts(batch):
+            self._disabled(change)
+
+    def _disabled(self, change: CircuitChange) -> None:
+        """Count and log a disable, with the reason of the change that made it (the store says
+        which: a batch can hold several failures for one subscription)."""
+        reason = str(change.disable)
+        self._metrics.auto_disables.labels(reason).inc()
+        logger.warning(
+            "subscription %s of customer %s disabled: %s",
+            change.subscription_id,
+            change.customer_id,
+            reason,
+            extra={
+                "action": "subscription.disabled",
+                "customer_id": change.customer_id,
+                "subscription_id": change.subscription_id,
+                "reason": reason,
+            },
+        )
 
     async def deliver(self, job: DeliveryJob) -> AttemptResult:
         """Sign and POST one delivery, and classify what came back."""

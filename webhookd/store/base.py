@@ -14,6 +14,7 @@ from webhookd.models import (
     Attempt,
     AttemptResult,
     CallbackSecret,
+    CircuitChange,
     Customer,
     Delivery,
     DeliveryJob,
@@ -219,9 +220,10 @@ class Store(Protocol):
         """Lease up to ``limit`` due deliveries: those of healthy subscriptions, plus one probe per
         failing subscription whose backoff has passed. Expired leases are claimable again."""
 
-    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[str]:
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[CircuitChange]:
         """Store attempts, move each delivery on (delivered, pending, held, parked or failed) and
-        apply each failure's ``CircuitChange``. Returns the ids of subscriptions this disabled."""
+        apply each failure's ``CircuitChange``. Returns the changes that disabled a subscription:
+        the one that did it, whatever else the batch held for that subscription."""
 
     async def release_deliveries(self, claims: Sequence[DeliveryClaim]) -> None:
         """Give claimed deliveries back unattempted (graceful shutdown). A claim whose lease ran

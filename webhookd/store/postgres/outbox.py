@@ -155,7 +155,6 @@ FROM unnest($1::text[], $2::int[], $3::bool[], $4::timestamptz[], $5::int[], $6:
 WHERE d.id = r.id AND s.id = d.subscription_id AND d.status = 'in_flight' AND d.attempts = r.attempt_no
 """
 
-
 _RELEASE = f"""
 UPDATE deliveries AS d SET status = {WAITING_STATUS}, attempts = d.attempts - 1, lease_until = NULL,
     next_attempt_at = $3
@@ -184,9 +183,9 @@ def _job(r: Any) -> DeliveryJob:
     return DeliveryJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], kind, r[12])
 
 
-async def record(conn: Connection, results: Sequence[AttemptResult], now: datetime) -> list[str]:
+async def record(conn: Connection, results: Sequence[AttemptResult], now: datetime) -> list[CircuitChange]:
     """Store attempts, apply each outcome to its subscription's health, then finish each delivery.
-    Returns the subscriptions this disabled."""
+    Returns the changes that disabled a subscription."""
     delivery_ids = [r.delivery_id for r in results]
     # Where a delivery waits next, and a failure's count, depend on the subscription's state.
     waits = [r.delivery_id for r in results if r.circuit is not None or r.next_attempt_at is not None]
@@ -207,9 +206,7 @@ async def record(conn: Connection, results: Sequence[AttemptResult], now: dateti
     if recovered:
         await conn.execute(_UNHOLD, [row[0] for row in recovered])
     disabled = [
-        r.subscription_id
-        for r in results
-        if r.circuit is not None and await _count_failure(conn, r.circuit, now)
+        r.circuit for r in results if r.circuit is not None and await _count_failure(conn, r.circuit, now)
     ]
     finishing = first_result_per_claim(results)
     await conn.execute(

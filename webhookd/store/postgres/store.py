@@ -16,6 +16,7 @@ from webhookd.models import (
     ApiKey,
     AttemptResult,
     CallbackSecret,
+    CircuitChange,
     Customer,
     Delivery,
     DeliveryJob,
@@ -276,7 +277,7 @@ class PostgresStore(PostgresReads):
             return []
         return await self._transaction(lambda conn: outbox.claim(conn, limit, lease_s, now))
 
-    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[str]:
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[CircuitChange]:
         if not results:
             return []
         now = utcnow()

@@ -182,9 +182,9 @@ def _claim_probes(conn: sqlite3.Connection, params: dict[str, float]) -> list[st
     return claimed
 
 
-def record(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: datetime) -> list[str]:
+def record(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: datetime) -> list[CircuitChange]:
     """Store attempts, apply each outcome to its subscription's health, then finish each delivery.
-    Returns the subscriptions this disabled.
+    Returns the changes that disabled a subscription.
 
     A few statements per batch, not three per result: each statement is a GIL hand-off on the
     writer thread, which the worker's event loop is busy contending for."""
@@ -193,9 +193,7 @@ def record(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: date
         _insert_attempts(conn, chunk)
         _end_probes(conn, chunk)
     _recover(conn, {r.subscription_id for r in results if r.succeeded})
-    disabled = [
-        r.subscription_id for r in results if r.circuit is not None and _count_failure(conn, r.circuit, at)
-    ]
+    disabled = [r.circuit for r in results if r.circuit is not None and _count_failure(conn, r.circuit, at)]
     for chunk in chunks(first_result_per_claim(results), RESULTS_PER_STATEMENT):
         _finish_deliveries(conn, chunk, at)
     return disabled

@@ -21,6 +21,7 @@ from webhookd.models import (
     AttemptResult,
     CallbackSecret,
     Carrier,
+    CircuitChange,
     Customer,
     Delivery,
     DeliveryJob,
@@ -574,7 +575,7 @@ class SqliteStore:
     async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
         return await self._write(lambda conn: outbox.claim(conn, limit, lease_s, now))
 
-    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[str]:
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[CircuitChange]:
         if not results:
             return []
         now = utcnow()
