@@ -32,6 +32,8 @@ CLAIM_AHEAD = 2
 """Claimed-but-not-started jobs kept ready, as a multiple of the concurrency. A ready job waits at most
 one attempt for a slot; the lease check in ``webhookd.config`` (``LEASE_COVERS_ATTEMPTS``) counts on it."""
 KEY_CACHE_SIZE = 10_000
+CRASH_TEXT_CHARS = 500
+"""How much of an unexpected exception's text an attempt keeps as its error."""
 
 
 class Worker:
@@ -65,6 +67,7 @@ class Worker:
         self._keys: dict[bytes, bytes] = {}
         self._results: list[AttemptResult] = []
         self._results_ready = asyncio.Event()
+        self._closing = False
 
     def stop(self) -> None:
         """Stop claiming. ``run`` returns once in-flight attempts finish or the grace period ends."""
@@ -94,9 +97,12 @@ class Worker:
                     await asyncio.sleep(self._poll_interval_s)
         finally:
             await self._drain()
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
-            await self._record(self._take_results())
+            # Never cancel the flusher: a record cut short would leave its deliveries claimed until
+            # their leases run out, and then send them again. Wait for it, then record the rest once.
+            self._closing = True
+            self._results_ready.set()
+            await flusher
+            await self._record_logged(self._take_results())
             logger.info("delivery worker stopped", extra={"action": "worker.stop"})
 
     async def _claim_and_wait(self) -> None:
@@ -137,28 +143,66 @@ class Worker:
     async def _attempt(self, job: DeliveryJob) -> None:
         # Results are recorded in batches. If the process dies before a batch commits, the lease
         # expires and the delivery is sent again: at-least-once, never lost.
-        result = await self.deliver(job)
+        started, began = self._clock(), time.perf_counter()
+        try:
+            result = await self.deliver(job)
+        except Exception as exc:
+            result = self._crashed(job, exc, started, time.perf_counter() - began)
         # Append only after the await: the flusher swaps ``self._results`` meanwhile.
         self._results.append(result)
         self._results_ready.set()
 
+    def _crashed(
+        self, job: DeliveryJob, exc: Exception, started: datetime, duration_s: float
+    ) -> AttemptResult:
+        """An attempt that raised (a secret that does not decrypt, a bug) fails like any other and
+        follows the retry schedule: left claimed, it would be retried at each lease expiry, forever."""
+        logger.error(
+            "attempt %d of %s crashed",
+            job.attempt_no,
+            job.delivery_id,
+            exc_info=exc,
+            extra={"action": "worker.attempt_error", "delivery_id": job.delivery_id},
+        )
+        outcome = AttemptResult(
+            delivery_id=job.delivery_id,
+            attempt_no=job.attempt_no,
+            started_at=started,
+            duration_s=duration_s,
+            status_code=None,
+            error=f"internal error: {type(exc).__name__}: {exc}"[:CRASH_TEXT_CHARS],
+            response_excerpt=b"",
+            succeeded=False,
+            next_attempt_at=None,
+            subscription_id=job.subscription_id,
+        )
+        self._observe(job, outcome)
+        return self._failed(job, outcome, None)
+
     async def _flush_results(self) -> None:
+        """Record results as they come until shutdown, which waits for a record in progress."""
         while True:
             await self._results_ready.wait()
+            if self._closing:
+                return
             self._results_ready.clear()
-            try:
-                await self._record(self._take_results())
-            except StorageUnavailable as exc:
-                logger.warning(
-                    "recording attempts failed; their leases will expire and they will be sent again: %s",
-                    exc,
-                    extra={"action": "worker.record_error"},
-                )
-            except Exception:
-                logger.exception(
-                    "recording attempts failed; their leases will expire and they will be sent again",
-                    extra={"action": "worker.record_error"},
-                )
+            await self._record_logged(self._take_results())
+
+    async def _record_logged(self, batch: list[AttemptResult]) -> None:
+        """Record, or log why not (the leases run out and the deliveries are sent again)."""
+        try:
+            await self._record(batch)
+        except StorageUnavailable as exc:
+            logger.warning(
+                "recording attempts failed; their leases will expire and they will be sent again: %s",
+                exc,
+                extra={"action": "worker.record_error"},
+            )
+        except Exception:
+            logger.exception(
+                "recording attempts failed; their leases will expire and they will be sent again",
+                extra={"action": "worker.record_error"},
+            )
 
     def _take_results(self) -> list[AttemptResult]:
         batch, self._results = self._results, []

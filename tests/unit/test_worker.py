@@ -1,0 +1,251 @@
+"""The delivery worker's failure paths, on a real SqliteStore with a fake sender.
+
+The sender is the worker's injectable I/O edge: ``FakeSender`` answers from a script, and holds
+each send until the test opens its gate, so every interleaving here is one the test chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from webhookd.crypto import SecretBox, new_webhook_secret, subscription_secret_context
+from webhookd.delivery.circuit import CircuitPolicy
+from webhookd.delivery.retry import RetryPolicy
+from webhookd.delivery.sender import SendResponse
+from webhookd.delivery.worker import Worker
+from webhookd.metrics import Metrics
+from webhookd.models import (
+    AttemptResult,
+    CircuitChange,
+    DeliveryStatus,
+    DisabledReason,
+    NewEvent,
+    Subscription,
+    new_id,
+    utcnow,
+)
+from webhookd.store.base import DeliveryClaim, DeliveryDetail, PageRequest
+from webhookd.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.anyio
+
+KEY = bytes(range(32))
+CUSTOMER = "cus_worker"
+URL = "https://hooks.example.com/worker"
+
+Answer = SendResponse | Exception
+S = TypeVar("S", bound=SqliteStore)
+
+
+class FakeSender:
+    """Answers each send with the next scripted answer, the last one repeating (an exception is
+    raised). With a gate, each send takes its answer, then waits for the gate; ``arrived`` is set
+    once ``expected`` sends have arrived."""
+
+    def __init__(self, answers: Sequence[Answer], *, gate: asyncio.Event | None = None, expected: int = 0):
+        self._answers = collections.deque(answers)
+        self._gate = gate
+        self._expected = expected
+        self.sends = 0
+        self.arrived = asyncio.Event()
+
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResponse:
+        answer = self._answers.popleft() if len(self._answers) > 1 else self._answers[0]
+        self.sends += 1
+        if self.sends >= self._expected:
+            self.arrived.set()
+        if self._gate is not None:
+            await self._gate.wait()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def close(self) -> None:
+        pass
+
+
+class GatedStore(SqliteStore):
+    """A real SqliteStore whose records wait for ``gate`` (and say so in ``recording``), and which
+    says when the worker's shutdown released its claims (``released``)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate, self.recording, self.released = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[CircuitChange]:
+        self.recording.set()
+        await self.gate.wait()
+        return await super().record_attempts(results)
+
+    async def release_deliveries(self, claims: Sequence[DeliveryClaim]) -> None:
+        await super().release_deliveries(claims)
+        self.released.set()
+
+
+@contextlib.asynccontextmanager
+async def opened(store: S) -> AsyncIterator[S]:
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def subscribe(store: SqliteStore, box: SecretBox, *, secret: bytes | None = None) -> str:
+    await store.ensure_customer(CUSTOMER)
+    sub_id = new_id("sub")
+    sealed = secret or box.encrypt(new_webhook_secret().encode(), subscription_secret_context(sub_id))
+    sub = Subscription(sub_id, CUSTOMER, URL, ("call.completed",), None, sealed, True, utcnow())
+    await store.create_subscription(sub)
+    return sub_id
+
+
+async def publish(store: SqliteStore, count: int = 1) -> None:
+    for n in range(count):
+        await store.publish(NewEvent(CUSTOMER, "call.completed", {"call_id": f"c{n}"}))
+
+
+def worker(
+    store: SqliteStore,
+    sender: FakeSender,
+    *,
+    schedule_s: tuple[float, ...] = (0.0, 0.0),
+    disable_after: int = 100,
+    concurrency: int = 4,
+    metrics: Metrics | None = None,
+) -> Worker:
+    circuit = CircuitPolicy(RetryPolicy(schedule_s, jitter_ratio=0.0), disable_after)
+    return Worker(
+        store,
+        sender,
+        SecretBox(KEY),
+        circuit,
+        concurrency=concurrency,
+        lease_s=30.0,
+        poll_interval_s=0.05,
+        shutdown_grace_s=10.0,
+        metrics=metrics,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(w: Worker) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(w.run())
+    try:
+        yield task
+    finally:
+        w.stop()
+        await task
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
+    """Poll ``check`` until it holds; fail the test with a timeout otherwise."""
+
+    async def poll() -> None:
+        while not await check():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout_s)
+
+
+async def only_delivery(store: SqliteStore, sub_id: str) -> DeliveryDetail:
+    page = await store.list_deliveries(CUSTOMER, sub_id, PageRequest(limit=10))
+    assert len(page.items) == 1
+    detail = await store.get_delivery(CUSTOMER, page.items[0].id)
+    assert detail is not None
+    return detail
+
+
+async def test_a_sender_that_raises_fails_the_attempt_and_the_delivery_when_its_schedule_is_spent(
+    tmp_path: Path,
+) -> None:
+    async with opened(SqliteStore(tmp_path / "w.db")) as store:
+        sub_id = await subscribe(store, SecretBox(KEY))
+        await publish(store)
+        sender = FakeSender([RuntimeError("a bug in the sender")])
+
+        async def failed() -> bool:
+            return (await only_delivery(store, sub_id)).delivery.status is DeliveryStatus.FAILED
+
+        async with running(worker(store, sender, schedule_s=(0.0, 0.0))):
+            await until(failed)
+
+        detail = await only_delivery(store, sub_id)
+        assert [(a.attempt_no, a.status_code, a.error) for a in detail.attempts] == [
+            (n, None, "internal error: RuntimeError: a bug in the sender") for n in (1, 2)
+        ]
+        assert sender.sends == 2
+
+
+async def test_a_secret_that_does_not_decrypt_fails_the_attempt_without_sending(tmp_path: Path) -> None:
+    async with opened(SqliteStore(tmp_path / "w.db")) as store:
+        sub_id = await subscribe(store, SecretBox(KEY), secret=b"not a sealed secret")
+        await publish(store)
+        sender = FakeSender([SendResponse(200, b"ok")])
+
+        async def failed() -> bool:
+            return (await only_delivery(store, sub_id)).delivery.status is DeliveryStatus.FAILED
+
+        async with running(worker(store, sender, schedule_s=(0.0,))):
+            await until(failed)
+
+        (attempt,) = (await only_delivery(store, sub_id)).attempts
+        assert attempt.error is not None and attempt.error.startswith("internal error: ")
+        assert sender.sends == 0
+
+
+async def test_shutdown_waits_for_a_record_in_progress(tmp_path: Path) -> None:
+    async with opened(GatedStore(tmp_path / "w.db")) as store:
+        sub_id = await subscribe(store, SecretBox(KEY))
+        await publish(store)
+        w = worker(store, FakeSender([SendResponse(200, b"ok")]))
+        run = asyncio.create_task(w.run())
+
+        await store.recording.wait()  # the attempt is done and its record has begun
+        w.stop()
+        await store.released.wait()  # shutdown has drained the in-flight attempts
+        store.gate.set()
+        await run
+
+        assert (await only_delivery(store, sub_id)).delivery.status is DeliveryStatus.DELIVERED
+
+
+async def test_the_disable_logged_is_the_one_that_disabled_the_subscription(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One batch: a 500 (counted, not disabling) then a 410 Gone (disabling)."""
+    async with opened(SqliteStore(tmp_path / "w.db")) as store:
+        sub_id = await subscribe(store, SecretBox(KEY))
+        await publish(store, 2)
+        gate = asyncio.Event()
+        sender = FakeSender([SendResponse(500, b""), SendResponse(410, b"")], gate=gate, expected=2)
+        metrics = Metrics()
+        w = worker(store, sender, concurrency=2, metrics=metrics)
+
+        async def disabled() -> bool:
+            sub = await store.get_subscription(CUSTOMER, sub_id)
+            return sub is not None and not sub.is_active
+
+        with caplog.at_level(logging.WARNING, logger="webhookd.delivery.worker"):
+            async with running(w):
+                await sender.arrived.wait()
+                gate.set()  # both answers come back in one loop step: one batch to record
+                await until(disabled)
+
+        sub = await store.get_subscription(CUSTOMER, sub_id)
+        assert sub is not None and sub.disabled_reason is DisabledReason.ENDPOINT_GONE
+        (line,) = [r for r in caplog.records if getattr(r, "action", None) == "subscription.disabled"]
+        assert line.getMessage() == f"subscription {sub_id} of customer {CUSTOMER} disabled: endpoint_gone"
+        assert (line.__dict__["customer_id"], line.__dict__["reason"]) == (CUSTOMER, "endpoint_gone")
+        disables = metrics.registry.get_sample_value(
+            "webhookd_subscription_auto_disables_total", {"reason": "endpoint_gone"}
+        )
+        assert disables == 1
