@@ -100,6 +100,8 @@ async def migrate(conn: Connection, schema: str | None) -> list[str]:
     """Create ``schema`` if given, then apply every pending migration: one transaction, under an
     advisory lock, so processes that start together apply each migration once."""
     files = migration_files("postgres")
+    if files and await _version(conn) == files[-1][0]:
+        return []  # up to date: a start writes nothing (and so works on read-only connections)
     applied: list[str] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
@@ -122,6 +124,14 @@ async def migrate(conn: Connection, schema: str | None) -> list[str]:
     for name in applied:
         logger.info("applied migration %s", name, extra={"action": "store.migrate"})
     return applied
+
+
+async def _version(conn: Connection) -> int | None:
+    """The schema's applied version, ``None`` before the first migration (read without a lock)."""
+    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        return None
+    version: int | None = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+    return version
 
 
 async def _apply(conn: Connection, version: int, name: str, sql: str) -> None:
