@@ -308,7 +308,7 @@ async def test_outbox_stats_count_by_status_and_age_the_oldest_due(
     await b.record_attempts([outcome(first, succeeded=True), outcome(second, succeeded=False)])
 
     stats = await a.outbox_stats(later(30))
-    again = await b.outbox_stats(later(30))  # after a fold by the first read
+    again = await b.outbox_stats(later(30))  # the other process reads the same
 
     expected = {
         "pending": 4,
@@ -322,3 +322,28 @@ async def test_outbox_stats_count_by_status_and_age_the_oldest_due(
     assert stats.deliveries_by_status == again.deliveries_by_status == expected
     assert 29 < stats.oldest_due_age_s < 60
     assert stats.subscriptions_by_state == {"active": 2, "failing": 0, "disabled": 0}
+
+
+async def test_a_metrics_scrape_runs_no_write_on_a_read_only_connection(
+    postgres_server: PostgresServer,
+) -> None:
+    writer = await open_postgres_store(postgres_server)
+    # asyncpg passes unknown URL parameters to the server as settings: every transaction of this
+    # store's connections is read-only, so a write in the scrape is refused. (The schema goes in
+    # the URL too: the schema option would create it, a write.)
+    separator = "&" if "?" in postgres_server.dsn else "?"
+    settings = f"search_path={postgres_server.schema}&default_transaction_read_only=on"
+    scraper = PostgresStore(f"{postgres_server.dsn}{separator}{settings}")
+    try:
+        await subscribe(writer)
+        for _ in range(3):
+            await writer.publish(make_event())
+        await scraper.open()
+
+        stats = await scraper.outbox_stats(utcnow())
+    finally:
+        await scraper.close()
+        await writer.close()
+
+    assert stats.deliveries_by_status["pending"] == 3
+    assert stats.subscriptions_by_state == {"active": 1, "failing": 0, "disabled": 0}

@@ -28,6 +28,8 @@ WAITING_STATUS = """CASE WHEN s.deleted_at IS NOT NULL THEN 'canceled' WHEN NOT 
 """Where a delivery waits for its next attempt, given its subscription ``s``."""
 
 EXPIRED_BATCH = 1000
+# pg_try_advisory_xact_lock key of folding outbox_counts: "whkdfold".
+FOLD_LOCK = int.from_bytes(b"whkdfold", "big") - 2**63
 
 # The subscriptions of deliveries $1, in id order, and those of deliveries $2 only while failing
 # (a success there recovers it). A success to a healthy subscription, the hot path, locks nothing.
@@ -322,3 +324,13 @@ async def prune(conn: Connection, deliveries_before: datetime, events_before: da
             )
         )
     return gone
+
+
+async def fold_counts(conn: Connection) -> None:
+    """Fold the appended count deltas into one row per status (one process at a time; the others
+    skip, as their deltas are folded all the same)."""
+    if await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", FOLD_LOCK):
+        await conn.execute(
+            "WITH gone AS (DELETE FROM outbox_counts RETURNING status, n)"
+            " INSERT INTO outbox_counts (status, n) SELECT status, sum(n) FROM gone GROUP BY status"
+        )

@@ -38,8 +38,6 @@ from webhookd.store.postgres.db import Connection, on_connection
 from webhookd.store.postgres.publish import event_from_row
 
 T = TypeVar("T")
-# pg_try_advisory_xact_lock key of folding outbox_counts: "whkdfold".
-FOLD_LOCK = int.from_bytes(b"whkdfold", "big") - 2**63
 
 SUB_COLUMNS = (
     "id, customer_id, url, events_key, description, secret, is_active, created_at, failure_count,"
@@ -210,16 +208,6 @@ class PostgresReads:
             *params,
             page.limit + 1,
             offset,
-        )
-
-
-async def fold_outbox_counts(conn: Connection) -> None:
-    """Fold the appended count deltas into one row per status (one process at a time; the others
-    skip, as their deltas are folded all the same)."""
-    if await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", FOLD_LOCK):
-        await conn.execute(
-            "WITH gone AS (DELETE FROM outbox_counts RETURNING status, n)"
-            " INSERT INTO outbox_counts (status, n) SELECT status, sum(n) FROM gone GROUP BY status"
         )
 
 

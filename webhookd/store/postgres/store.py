@@ -7,6 +7,7 @@ their row mapping in ``reads``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
@@ -53,6 +54,8 @@ from webhookd.store.postgres.reads import PostgresReads
 T = TypeVar("T")
 DEFAULT_POOL_SIZE = 10
 CREATE_ATTEMPTS = 3
+FOLD_INTERVAL_S = 10.0
+"""How often a worker's claims fold the outbox count deltas, so the metrics scrape sums few rows."""
 
 
 class PostgresStore(PostgresReads):
@@ -66,6 +69,7 @@ class PostgresStore(PostgresReads):
         super().__init__()
         self._dsn, self._schema, self._pool_size = dsn, schema, pool_size
         self._notifier = WorkNotifier(dsn, schema)
+        self._folded_at = float("-inf")
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -275,7 +279,9 @@ class PostgresStore(PostgresReads):
     async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
         if limit <= 0:
             return []
-        return await self._transaction(lambda conn: outbox.claim(conn, limit, lease_s, now))
+        jobs = await self._transaction(lambda conn: outbox.claim(conn, limit, lease_s, now))
+        await self._fold_now_and_then()
+        return jobs
 
     async def record_attempts(self, results: Sequence[AttemptResult]) -> list[CircuitChange]:
         if not results:
@@ -298,12 +304,19 @@ class PostgresStore(PostgresReads):
         gone = await self._transaction(
             lambda conn: outbox.prune(conn, deliveries_before, events_before, limit)
         )
-        await self._transaction(reads.fold_outbox_counts)
+        await self._transaction(outbox.fold_counts)
         return gone
 
     async def outbox_stats(self, now: datetime) -> OutboxStats:
-        await self._transaction(reads.fold_outbox_counts)
+        """Plain reads: a scrape writes nothing and waits for no lock (the writers fold)."""
         return await self._run(lambda conn: reads.outbox_stats(conn, now))
+
+    async def _fold_now_and_then(self) -> None:
+        """Fold the count deltas at most every ``FOLD_INTERVAL_S``, on the worker's claim path
+        (which runs every poll, busy or idle) rather than in the scrape."""
+        if time.monotonic() - self._folded_at >= FOLD_INTERVAL_S:
+            self._folded_at = time.monotonic()
+            await self._transaction(outbox.fold_counts)
 
 
 def _made_deliveries(outcome: CallbackOutcome) -> bool:
