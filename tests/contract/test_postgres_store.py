@@ -6,6 +6,8 @@ Two ``PostgresStore`` instances (two pools, two LISTEN connections) stand for tw
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import secrets
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -32,6 +34,7 @@ from webhookd.models import DeliveryJob, utcnow
 from webhookd.store.base import PageRequest
 from webhookd.store.migrate import migration_files
 from webhookd.store.postgres import PostgresStore
+from webhookd.store.postgres.db import WORK_CHANNEL
 
 pytestmark = pytest.mark.anyio
 
@@ -347,3 +350,118 @@ async def test_a_metrics_scrape_runs_no_write_on_a_read_only_connection(
 
     assert stats.deliveries_by_status["pending"] == 3
     assert stats.subscriptions_by_state == {"active": 1, "failing": 0, "disabled": 0}
+
+
+# -- NOTIFY: one per transaction that made work due ------------------------------------------------
+
+
+class WorkNotifications:
+    """A plain asyncpg connection LISTENing on the work channel, counting one schema's notifications.
+
+    ``count`` first sends a marker of its own: notifications arrive in commit order, so once the
+    marker is back every notification committed before it is counted. The marker's scope is no
+    schema's, so it wakes no store."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self._server = server
+        self._scope = f"{server.schema}:"
+        self._marker = f"{server.schema}.marker:{secrets.token_hex(4)}"
+        self._heard: list[str] = []
+        self._marked = asyncio.Event()
+        self._conn: Any = None
+
+    async def __aenter__(self) -> WorkNotifications:
+        self._conn = await asyncpg.connect(self._server.dsn)
+        await self._conn.add_listener(WORK_CHANNEL, self._heard_one)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._conn.close()
+
+    def _heard_one(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if payload == self._marker:
+            self._marked.set()
+        elif payload.startswith(self._scope):
+            self._heard.append(payload)
+
+    async def count(self) -> int:
+        """How many notifications for the schema arrived since the last count."""
+        self._marked.clear()
+        await self._conn.execute("SELECT pg_notify($1, $2)", WORK_CHANNEL, self._marker)
+        await asyncio.wait_for(self._marked.wait(), timeout=5)
+        heard, self._heard = len(self._heard), []
+        return heard
+
+
+@pytest.fixture
+async def alone(postgres_server: PostgresServer) -> AsyncIterator[PostgresStore]:
+    """One store, so every notification on the schema is its own."""
+    store = await open_postgres_store(postgres_server)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_a_publish_fanning_out_to_several_subscriptions_notifies_once(
+    postgres_server: PostgresServer, alone: PostgresStore
+) -> None:
+    for name in ("a", "b", "c"):
+        await subscribe(alone, url=f"https://hooks.example.com/{name}")
+    async with WorkNotifications(postgres_server) as notifications:
+        event = dataclasses.replace(
+            make_event(idempotency_key="once"), callback_url="https://hooks.example.com/callback"
+        )
+        published = await alone.publish(event)
+        assert published.deliveries == 4
+        assert await notifications.count() == 1
+
+        again = await alone.publish(dataclasses.replace(event, id="evt_other"))  # same key: nothing new
+        assert again.deliveries == 0
+        assert await notifications.count() == 0
+
+
+async def test_a_callback_publishing_to_several_subscriptions_notifies_once(
+    postgres_server: PostgresServer, alone: PostgresStore
+) -> None:
+    for name in ("a", "b", "c"):
+        await subscribe(alone, url=f"https://hooks.example.com/{name}")
+    decide, _ = counting(emit=True)
+    async with WorkNotifications(postgres_server) as notifications:
+        recorded = await alone.record_callback(receipt("k1"), decide)
+        assert recorded.published is not None and recorded.published.deliveries == 3
+        assert await notifications.count() == 1
+
+        await alone.record_callback(receipt("k1"), decide)  # a duplicate makes nothing due
+        assert await notifications.count() == 0
+
+
+async def test_recording_several_retries_notifies_once(
+    postgres_server: PostgresServer, alone: PostgresStore
+) -> None:
+    for name in ("a", "b", "c"):
+        await subscribe(alone, url=f"https://hooks.example.com/{name}")
+    await alone.publish(make_event())
+    jobs = await claim(alone)
+    async with WorkNotifications(postgres_server) as notifications:
+        await alone.record_attempts([outcome(job, succeeded=False, next_attempt_at=utcnow()) for job in jobs])
+        assert await notifications.count() == 1
+
+
+async def test_a_successful_probe_releasing_held_deliveries_notifies_once(
+    postgres_server: PostgresServer, alone: PostgresStore
+) -> None:
+    await subscribe(alone)
+    for _ in range(3):
+        await alone.publish(make_event())
+    (first,) = await claim(alone, limit=1)
+    await alone.record_attempts([failure(first, later(10))])
+    (probe,) = await claim(alone, later(11))
+    woken: list[None] = []
+    alone.add_work_listener(lambda: woken.append(None))
+    async with WorkNotifications(postgres_server) as notifications:
+        # Only a success, no retry: yet the two held deliveries are due again.
+        await alone.record_attempts([outcome(probe, succeeded=True)])
+        assert await notifications.count() == 1
+    assert woken == [None]
+    assert len(await claim(alone, later(11))) == 2

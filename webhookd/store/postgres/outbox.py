@@ -16,6 +16,7 @@ deliveries, so that transactions wait for each other but never deadlock:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -185,9 +186,17 @@ def _job(r: Any) -> DeliveryJob:
     return DeliveryJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], kind, r[12])
 
 
-async def record(conn: Connection, results: Sequence[AttemptResult], now: datetime) -> list[CircuitChange]:
-    """Store attempts, apply each outcome to its subscription's health, then finish each delivery.
-    Returns the changes that disabled a subscription."""
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording attempts did: the changes that disabled a subscription, and whether it gave work back
+    to the queue (a retry, or held deliveries of a subscription that recovered)."""
+
+    disabled: list[CircuitChange]
+    made_work: bool
+
+
+async def record(conn: Connection, results: Sequence[AttemptResult], now: datetime) -> Recorded:
+    """Store attempts, apply each outcome to its subscription's health, then finish each delivery."""
     delivery_ids = [r.delivery_id for r in results]
     # Where a delivery waits next, and a failure's count, depend on the subscription's state.
     waits = [r.delivery_id for r in results if r.circuit is not None or r.next_attempt_at is not None]
@@ -205,8 +214,9 @@ async def record(conn: Connection, results: Sequence[AttemptResult], now: dateti
     )
     await conn.execute(_END_PROBES, [r.subscription_id for r in results], delivery_ids)
     recovered = await conn.fetch(_RECOVER, list({r.subscription_id for r in results if r.succeeded}))
+    released = 0
     if recovered:
-        await conn.execute(_UNHOLD, [row[0] for row in recovered])
+        released = count_rows(await conn.execute(_UNHOLD, [row[0] for row in recovered]))
     disabled = [
         r.circuit for r in results if r.circuit is not None and await _count_failure(conn, r.circuit, now)
     ]
@@ -221,7 +231,8 @@ async def record(conn: Connection, results: Sequence[AttemptResult], now: dateti
         [r.error for r in finishing],
         now,
     )
-    return disabled
+    retries = any(r.next_attempt_at is not None for r in results)
+    return Recorded(disabled, made_work=retries or released > 0)
 
 
 async def _count_failure(conn: Connection, change: CircuitChange, now: datetime) -> bool:

@@ -287,12 +287,11 @@ class PostgresStore(PostgresReads):
         if not results:
             return []
         now = utcnow()
-        retries = any(r.next_attempt_at is not None for r in results)
-        op = self._notifying(lambda conn: outbox.record(conn, results, now), lambda _: retries)
-        disabled = await self._transaction(op)
-        if retries:
+        op = self._notifying(lambda conn: outbox.record(conn, results, now), lambda done: done.made_work)
+        done = await self._transaction(op)
+        if done.made_work:
             self._notifier.wake()
-        return disabled
+        return done.disabled
 
     async def release_deliveries(self, claims: Sequence[DeliveryClaim]) -> None:
         """Give them back, and tell the other processes (this one is shutting down)."""
