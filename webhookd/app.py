@@ -60,7 +60,7 @@ def build_worker(
         box,
         circuit,
         concurrency=settings.worker_concurrency,
-        lease_s=settings.lease_s,
+        per_subscription=settings.max_in_flight_per_subscription,
         poll_interval_s=settings.poll_interval_s,
         shutdown_grace_s=settings.shutdown_grace_s,
         metrics=metrics,

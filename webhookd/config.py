@@ -15,8 +15,6 @@ from webhookd.exceptions import ConfigError
 
 LogFormat = Literal["text", "json"]
 
-LEASE_COVERS_ATTEMPTS = 2
-"""How many delivery timeouts a lease must outlast: a claimed delivery's wait for a slot, then its own."""
 
 DEFAULT_RETRY_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 # Listings that scan are CPU-bound. In the paging benchmark on 2 cores, 4 list connections served
@@ -199,11 +197,11 @@ class Settings:
         "text",
         "text or json",
     )
-    lease_s: float = _setting(
-        "WEBHOOKD_LEASE_S",
-        _parse_positive_float,
-        60.0,
-        "how long a claimed delivery stays claimed before another worker may take it",
+    max_in_flight_per_subscription: int = _setting(
+        "WEBHOOKD_MAX_IN_FLIGHT_PER_SUBSCRIPTION",
+        _parse_positive_int,
+        16,
+        "attempts in flight for one subscription at most, across all workers",
     )
     poll_interval_s: float = _setting(
         "WEBHOOKD_POLL_INTERVAL_S",
@@ -268,26 +266,7 @@ class Settings:
                 values[item.name] = item.metadata["parse"](raw)
             except ValueError as exc:
                 raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
-        settings = cls(**values)
-        settings.check_combinations()
-        return settings
-
-    def check_combinations(self) -> None:
-        """Refuse settings that parse one by one but are dangerous together.
-
-        A worker keeps up to one more batch of claims waiting while its slots are busy (see
-        ``CLAIM_AHEAD`` in ``webhookd/delivery/worker.py``), so a claimed delivery may wait out one
-        attempt's timeout before its own attempt starts. A lease shorter than those two timeouts can
-        run out mid-attempt: another worker then claims the delivery and sends it again.
-        """
-        if self.lease_s <= LEASE_COVERS_ATTEMPTS * self.delivery_timeout_s:
-            raise ConfigError(
-                f"WEBHOOKD_LEASE_S={self.lease_s:g} is too short for "
-                f"WEBHOOKD_DELIVERY_TIMEOUT_S={self.delivery_timeout_s:g}: a lease must outlast "
-                f"{LEASE_COVERS_ATTEMPTS} attempts, or deliveries are sent twice. "
-                f"Set WEBHOOKD_LEASE_S above {LEASE_COVERS_ATTEMPTS * self.delivery_timeout_s:g} "
-                "or lower WEBHOOKD_DELIVERY_TIMEOUT_S."
-            )
+        return cls(**values)
 
     @property
     def effective_public_base_url(self) -> str:

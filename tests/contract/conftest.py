@@ -21,12 +21,15 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
+from webhookd.models import utcnow
 from webhookd.store.base import Store
 from webhookd.store.postgres import PostgresStore
 from webhookd.store.sqlite import SqliteStore
 
 T = TypeVar("T")
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+LIVE_WORKER = "wkr_live"
+"""The worker the contract tests claim as, registered with every store: alive throughout."""
 
 
 @dataclass
@@ -131,6 +134,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         backend = SqliteStore(tmp_path / "w.db")
         await backend.open()
     try:
+        await backend.register_worker(LIVE_WORKER, utcnow())
         yield backend
     finally:
         await backend.close()

@@ -15,13 +15,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.contract.conftest import PostgresServer, open_postgres_store
+from tests.contract.conftest import LIVE_WORKER, PostgresServer, open_postgres_store
 from tests.contract.test_store_callbacks import counting, receipt
 from tests.contract.test_store_circuit import failure
 from tests.contract.test_store_contract import (
     ACME,
     COMPLETED,
-    LEASE_S,
     claim,
     later,
     make_event,
@@ -35,6 +34,7 @@ from webhookd.store.base import PageRequest
 from webhookd.store.migrate import migration_files
 from webhookd.store.postgres import PostgresStore
 from webhookd.store.postgres.db import WORK_CHANNEL
+from webhookd.store.scheduling import ClaimRequest
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +46,7 @@ async def stores(postgres_server: PostgresServer) -> AsyncIterator[tuple[Postgre
     second = PostgresStore(postgres_server.dsn, schema=postgres_server.schema)
     try:
         await second.open()
+        await first.register_worker(LIVE_WORKER, utcnow())
         yield first, second
     finally:
         await second.close()
@@ -118,10 +119,19 @@ def test_a_schema_that_is_not_a_plain_name_is_refused() -> None:
 # -- many processes, one database --------------------------------------------------------------
 
 
-async def _claim_until_empty(store: PostgresStore, at: datetime) -> list[DeliveryJob]:
+async def _claim_until_all_taken(
+    store: PostgresStore, worker: str, at: datetime, taken: list[DeliveryJob], total: int
+) -> list[DeliveryJob]:
+    """Claim until the two stores have taken ``total`` between them: one claim can come back empty
+    while the other store is filling the same subscriptions."""
     claimed: list[DeliveryJob] = []
-    while jobs := await store.claim_deliveries(limit=7, lease_s=LEASE_S, now=at):
+    await store.register_worker(worker, at)
+    for _ in range(10 * total):
+        if len(taken) >= total:
+            break
+        jobs = await store.claim_deliveries(ClaimRequest(worker, 7, 1000, at))
         claimed += jobs
+        taken += jobs
     return claimed
 
 
@@ -134,7 +144,10 @@ async def test_two_stores_claiming_at_once_never_get_the_same_delivery(
     published = await asyncio.gather(*(a.publish(make_event()) for _ in range(50)))
 
     at = utcnow()
-    by_a, by_b = await asyncio.gather(*(_claim_until_empty(s, at) for s in (a, b)))
+    taken: list[DeliveryJob] = []
+    by_a, by_b = await asyncio.gather(
+        _claim_until_all_taken(a, "wkr_a", at, taken, 200), _claim_until_all_taken(b, "wkr_b", at, taken, 200)
+    )
     ids = [job.delivery_id for job in by_a + by_b]
 
     assert sum(r.deliveries for r in published) == 200

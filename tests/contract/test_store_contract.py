@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import orjson
 import pytest
 
+from tests.contract.conftest import LIVE_WORKER
 from webhookd.models import (
     ApiKey,
     AttemptResult,
@@ -26,13 +27,17 @@ from webhookd.models import (
     utcnow,
 )
 from webhookd.store.base import PageRequest, Store
+from webhookd.store.scheduling import RECLAIM_EVERY_S, ClaimRequest
 
 pytestmark = pytest.mark.anyio
 
 ACME = "cus_acme"
 OTHER = "cus_other"
 COMPLETED = "call.completed"
-LEASE_S = 30.0
+GHOST = "wkr_ghost"
+"""A worker that claimed and died: no store knows it as alive."""
+CAP = 1000
+"""No per-subscription cap, for the tests about other rules."""
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -75,12 +80,19 @@ def make_event(
     return NewEvent(customer_id, event_type, {"call_id": "c1"}, idempotency_key=idempotency_key)
 
 
-async def claim(store: Store, at: datetime | None = None, *, limit: int = 100) -> list[DeliveryJob]:
-    return await store.claim_deliveries(limit=limit, lease_s=LEASE_S, now=at or utcnow())
+async def claim(
+    store: Store,
+    at: datetime | None = None,
+    *,
+    limit: int = 100,
+    worker: str = LIVE_WORKER,
+    cap: int = CAP,
+) -> list[DeliveryJob]:
+    return await store.claim_deliveries(ClaimRequest(worker, limit, cap, at or utcnow()))
 
 
-async def claim_one(store: Store, at: datetime | None = None) -> DeliveryJob:
-    jobs = await claim(store, at)
+async def claim_one(store: Store, at: datetime | None = None, *, worker: str = LIVE_WORKER) -> DeliveryJob:
+    jobs = await claim(store, at, worker=worker)
     assert len(jobs) == 1, jobs
     return jobs[0]
 
@@ -402,7 +414,7 @@ async def test_repeated_idempotency_key_returns_the_original_and_stores_nothing(
     assert (repeat.created, repeat.deliveries) == (False, 0)
     assert repeat.event.id == first.event.id
     assert repeat.event.payload == first.event.payload
-    # The original delivery is still leased, so anything claimable now would be a new one.
+    # The original delivery is still claimed, so anything claimable now would be a new one.
     assert await claim(store) == []
 
 
@@ -440,25 +452,43 @@ async def test_claim_respects_the_limit(store: Store) -> None:
     assert {j.delivery_id for j in first}.isdisjoint({j.delivery_id for j in rest})
 
 
-async def test_claimed_delivery_is_not_claimed_again_while_leased(store: Store) -> None:
+async def test_a_claim_lasts_while_its_worker_heartbeats_however_long(store: Store) -> None:
+    """No lease runs out under a slow attempt: another worker an hour later does not take it."""
     await subscribe(store)
     await store.publish(make_event())
     start = utcnow()
-    await claim_one(store, start)
+    await store.register_worker("wkr_slow", start)
+    await claim_one(store, start, worker="wkr_slow")
 
-    assert await claim(store, start + timedelta(seconds=LEASE_S - 1)) == []
+    an_hour_later = start + timedelta(hours=1)
+    await store.worker_heartbeat("wkr_slow", an_hour_later - timedelta(seconds=1))
+    assert await claim(store, an_hour_later) == []
 
 
-async def test_expired_lease_makes_the_delivery_claimable_with_the_next_attempt_no(store: Store) -> None:
+async def test_a_dead_workers_claim_comes_back_first_with_the_next_attempt_no(store: Store) -> None:
+    """Its due time is untouched: it goes out ahead of work that became due after it."""
     await subscribe(store)
     await store.publish(make_event())
     start = utcnow()
-    first = await claim_one(store, start)
+    first = await claim_one(store, start, worker=GHOST)
+    await store.publish(make_event())
 
-    again = await claim_one(store, start + timedelta(seconds=LEASE_S + 1))
+    again = await claim(store, start + timedelta(seconds=RECLAIM_EVERY_S), limit=1)
 
-    assert again.delivery_id == first.delivery_id
-    assert again.attempt_no == 2
+    assert [(j.delivery_id, j.attempt_no) for j in again] == [(first.delivery_id, 2)]
+
+
+async def test_a_retired_workers_leftover_claims_come_back(store: Store) -> None:
+    await subscribe(store)
+    await store.publish(make_event())
+    start = utcnow()
+    await store.register_worker("wkr_gone", start)
+    first = await claim_one(store, start, worker="wkr_gone")
+    await store.retire_worker("wkr_gone")
+
+    again = await claim_one(store, start + timedelta(seconds=RECLAIM_EVERY_S))
+
+    assert (again.delivery_id, again.attempt_no) == (first.delivery_id, 2)
 
 
 # -- recording attempts ------------------------------------------------------------------------
@@ -502,13 +532,13 @@ async def test_stale_success_does_not_finish_a_reclaimed_delivery(store: Store) 
     await subscribe(store)
     await store.publish(make_event())
     start = utcnow()
-    stale = await claim_one(store, start)
-    current = await claim_one(store, start + timedelta(seconds=LEASE_S + 1))
+    stale = await claim_one(store, start, worker=GHOST)
+    current = await claim_one(store, start + timedelta(seconds=RECLAIM_EVERY_S), worker="wkr_ghost2")
 
     await store.record_attempts([outcome(stale, succeeded=True)])
 
-    # The re-claim's lease still runs out, so the delivery comes back for a third attempt.
-    third = await claim_one(store, start + timedelta(seconds=2 * LEASE_S + 2))
+    # The second claimer died too, so the delivery comes back for a third attempt.
+    third = await claim_one(store, start + timedelta(seconds=2 * RECLAIM_EVERY_S))
     assert (third.delivery_id, third.attempt_no) == (current.delivery_id, 3)
 
 
@@ -516,10 +546,10 @@ async def test_stale_retry_does_not_release_a_reclaimed_delivery_early(store: St
     await subscribe(store)
     await store.publish(make_event())
     start = utcnow()
-    stale = await claim_one(store, start)
-    current = await claim_one(store, start + timedelta(seconds=LEASE_S + 1))
+    stale = await claim_one(store, start, worker=GHOST)
+    current = await claim_one(store, start + timedelta(seconds=RECLAIM_EVERY_S))
 
-    retry_at = start + timedelta(seconds=LEASE_S + 2)
+    retry_at = start + timedelta(seconds=RECLAIM_EVERY_S + 1)
     await store.record_attempts([outcome(stale, succeeded=False, next_attempt_at=retry_at)])
 
     assert await claim(store, retry_at + timedelta(seconds=1)) == []
@@ -561,7 +591,7 @@ async def test_one_record_call_of_many_mixed_outcomes_finishes_each_delivery_as_
         if result.next_attempt_at is not None and detail.delivery.status is DeliveryStatus.PENDING:
             assert detail.delivery.next_attempt_at is not None
             assert abs((detail.delivery.next_attempt_at - retry_at).total_seconds()) < 0.01
-    assert len(await claim(store, retry_at, limit=500)) == 80 + 1  # and the stale one's lease ran out
+    assert len(await claim(store, retry_at, limit=500)) == 80  # the stale one stays its live worker's
 
 
 async def test_two_results_for_one_claim_in_one_call_finish_it_as_the_first_says(store: Store) -> None:
@@ -610,17 +640,17 @@ async def test_release_after_a_retry_keeps_the_retry_attempt_no(store: Store) ->
 
 
 async def test_a_stale_release_does_not_undo_a_newer_claim(store: Store) -> None:
-    """Worker A's lease runs out, worker B claims the delivery again, then A shuts down and gives
+    """Worker A is taken for dead, worker B claims the delivery again, then A shuts down and gives
     back its claim: B's claim stands, so the delivery is not sent a second time meanwhile."""
     await subscribe(store)
     await store.publish(make_event())
     start = utcnow()
-    stale = await claim_one(store, start)
-    current = await claim_one(store, start + timedelta(seconds=LEASE_S + 1))
+    stale = await claim_one(store, start, worker=GHOST)
+    current = await claim_one(store, start + timedelta(seconds=RECLAIM_EVERY_S))
 
     await store.release_deliveries([(stale.delivery_id, stale.attempt_no)])
 
-    assert await claim(store, start + timedelta(seconds=LEASE_S + 2)) == []
+    assert await claim(store, start + timedelta(seconds=2 * RECLAIM_EVERY_S)) == []
     detail = await store.get_delivery(ACME, current.delivery_id)
     assert detail is not None
     assert (detail.delivery.status, detail.delivery.attempts) == (DeliveryStatus.IN_FLIGHT, 2)
@@ -652,16 +682,18 @@ async def test_delivery_in_flight_at_delete_is_not_retried_to_the_deleted_subscr
     assert await claim(store, later(86400 * 7)) == []
 
 
-async def test_delivery_leased_at_delete_is_not_reclaimed_after_its_lease_expires(store: Store) -> None:
+async def test_delivery_claimed_at_delete_is_not_sent_when_its_dead_workers_claims_come_back(
+    store: Store,
+) -> None:
     sub = await subscribe(store)
     await store.publish(make_event())
     start = utcnow()
-    await claim_one(store, start)
+    await claim_one(store, start, worker=GHOST)
 
-    # The worker holding the lease dies; the subscription is deleted meanwhile.
+    # The worker holding the claim dies; the subscription is deleted meanwhile.
     await store.delete_subscription(ACME, sub.id)
 
-    assert await claim(store, start + timedelta(seconds=LEASE_S + 1)) == []
+    assert await claim(store, start + timedelta(seconds=RECLAIM_EVERY_S)) == []
 
 
 # -- work listeners ----------------------------------------------------------------------------

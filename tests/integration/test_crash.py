@@ -97,8 +97,7 @@ class Node:
 
 
 async def test_kill_9_during_burst_loses_no_acknowledged_event(tmp_path: Path) -> None:
-    # A short lease: deliveries claimed when the process died come back quickly.
-    node = Node.create(tmp_path, WEBHOOKD_LEASE_S="1", WEBHOOKD_DELIVERY_TIMEOUT_S="0.45")
+    node = Node.create(tmp_path, WEBHOOKD_DELIVERY_TIMEOUT_S="0.45")
     acked: set[str] = set()
     async with running_receiver() as receiver, aiohttp.ClientSession() as http:
         async with node.process() as process:
@@ -118,7 +117,7 @@ async def test_kill_9_during_burst_loses_no_acknowledged_event(tmp_path: Path) -
 
 
 async def test_kill_9_during_delivery_loses_nothing(tmp_path: Path) -> None:
-    node = Node.create(tmp_path, WEBHOOKD_LEASE_S="1", WEBHOOKD_DELIVERY_TIMEOUT_S="0.45")
+    node = Node.create(tmp_path, WEBHOOKD_DELIVERY_TIMEOUT_S="0.45")
     async with running_receiver() as receiver, aiohttp.ClientSession() as http:
         receiver.delay_s = 0.05
         async with node.process() as process:

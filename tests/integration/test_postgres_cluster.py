@@ -69,7 +69,6 @@ def _cluster(schema: str, tmp_path: Path) -> Cluster:
         {
             "WEBHOOKD_DATABASE_URL": f"{DSN}?search_path={schema}",
             "WEBHOOKD_PORT": str(port),
-            "WEBHOOKD_LEASE_S": "2",
             "WEBHOOKD_DELIVERY_TIMEOUT_S": "0.95",
             "WEBHOOKD_RATE_LIMIT_PER_MIN": "100000",
         }

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -140,38 +137,11 @@ def test_master_key_is_not_in_repr() -> None:
     assert "port=8080" in repr(settings)
 
 
-@pytest.mark.parametrize(
-    ("lease_s", "timeout_s"),
-    [("3", "30"), ("30", "15"), ("29", "15"), ("1", "0.5")],
-)
-def test_a_lease_that_an_attempt_can_outlive_is_refused_naming_both_variables(
-    lease_s: str, timeout_s: str
-) -> None:
-    env = {"WEBHOOKD_LEASE_S": lease_s, "WEBHOOKD_DELIVERY_TIMEOUT_S": timeout_s}
-    with pytest.raises(ConfigError) as refused:
-        Settings.from_env(env)
-    assert "WEBHOOKD_LEASE_S" in str(refused.value)
-    assert "WEBHOOKD_DELIVERY_TIMEOUT_S" in str(refused.value)
-
-
-@pytest.mark.parametrize(("lease_s", "timeout_s"), [("60", "15"), ("31", "15"), ("1", "0.45")])
-def test_a_lease_that_outlasts_two_attempts_is_accepted(lease_s: str, timeout_s: str) -> None:
-    settings = Settings.from_env({"WEBHOOKD_LEASE_S": lease_s, "WEBHOOKD_DELIVERY_TIMEOUT_S": timeout_s})
-    assert (settings.lease_s, settings.delivery_timeout_s) == (float(lease_s), float(timeout_s))
-
-
-def test_the_cli_refuses_a_dangerous_lease_before_serving(tmp_path: Path) -> None:
-    """The whole path a user takes: the command exits 2 with the message, and creates nothing."""
-    env = {
-        **os.environ,
-        "WEBHOOKD_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
-        "WEBHOOKD_PORT": "0",
-        "WEBHOOKD_LEASE_S": "3",
-        "WEBHOOKD_DELIVERY_TIMEOUT_S": "30",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "webhookd", "serve"], env=env, capture_output=True, text=True, timeout=60
+def test_the_per_subscription_cap_defaults_to_16_and_must_be_positive() -> None:
+    assert Settings.from_env({}).max_in_flight_per_subscription == 16
+    assert (
+        Settings.from_env({"WEBHOOKD_MAX_IN_FLIGHT_PER_SUBSCRIPTION": "4"}).max_in_flight_per_subscription
+        == 4
     )
-    assert done.returncode == 2
-    assert "WEBHOOKD_LEASE_S=3 is too short for WEBHOOKD_DELIVERY_TIMEOUT_S=30" in done.stderr
-    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match="WEBHOOKD_MAX_IN_FLIGHT_PER_SUBSCRIPTION"):
+        Settings.from_env({"WEBHOOKD_MAX_IN_FLIGHT_PER_SUBSCRIPTION": "0"})

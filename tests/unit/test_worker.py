@@ -129,7 +129,7 @@ def worker(
         SecretBox(KEY),
         circuit,
         concurrency=concurrency,
-        lease_s=30.0,
+        per_subscription=100,
         poll_interval_s=0.05,
         shutdown_grace_s=10.0,
         metrics=metrics,

@@ -22,15 +22,16 @@ from webhookd.delivery.sender import Sender
 from webhookd.delivery.signing import webhook_headers
 from webhookd.exceptions import DeliveryError, StorageUnavailable
 from webhookd.metrics import Metrics, status_class
-from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind, utcnow
+from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind, new_id, utcnow
 from webhookd.store.base import Store
+from webhookd.store.scheduling import HEARTBEAT_S, ClaimRequest
 
 logger = logging.getLogger(__name__)
 
 CLAIM_BATCH = 100
 CLAIM_AHEAD = 2
-"""Claimed-but-not-started jobs kept ready, as a multiple of the concurrency. A ready job waits at most
-one attempt for a slot; the lease check in ``webhookd.config`` (``LEASE_COVERS_ATTEMPTS``) counts on it."""
+"""Claimed-but-not-started jobs kept ready, as a multiple of the concurrency. A claim lasts while its
+worker lives (see ``webhookd.store.scheduling``), so a ready job may wait any time for a slot."""
 KEY_CACHE_SIZE = 10_000
 CRASH_TEXT_CHARS = 500
 """How much of an unexpected exception's text an attempt keeps as its error."""
@@ -47,7 +48,7 @@ class Worker:
         circuit: CircuitPolicy,
         *,
         concurrency: int,
-        lease_s: float,
+        per_subscription: int,
         poll_interval_s: float,
         shutdown_grace_s: float,
         clock: Callable[[], datetime] = utcnow,
@@ -55,7 +56,8 @@ class Worker:
     ) -> None:
         self._store, self._sender, self._box, self._circuit = store, sender, box, circuit
         self._concurrency = concurrency
-        self._lease_s = lease_s
+        self._per_subscription = per_subscription
+        self.worker_id = new_id("wkr")
         self._poll_interval_s = poll_interval_s
         self._shutdown_grace_s = shutdown_grace_s
         self._clock = clock
@@ -76,10 +78,14 @@ class Worker:
 
     async def run(self) -> None:
         self._store.add_work_listener(self._wake.set)
+        await self._store.register_worker(self.worker_id, self._clock())
         flusher = asyncio.create_task(self._flush_results(), name="webhookd-record-attempts")
+        heartbeat = asyncio.create_task(self._heartbeat_forever(), name="webhookd-worker-heartbeat")
         logger.info(
-            "delivery worker started (concurrency %d)",
+            "delivery worker %s started (concurrency %d, %d per subscription)",
+            self.worker_id,
             self._concurrency,
+            self._per_subscription,
             extra={"action": "worker.start"},
         )
         try:
@@ -97,13 +103,34 @@ class Worker:
                     await asyncio.sleep(self._poll_interval_s)
         finally:
             await self._drain()
-            # Never cancel the flusher: a record cut short would leave its deliveries claimed until
-            # their leases run out, and then send them again. Wait for it, then record the rest once.
+            # Never cancel the flusher: a record cut short would have its deliveries sent again.
+            # Wait for it, then record the rest once; what still fails goes back when we retire.
             self._closing = True
             self._results_ready.set()
             await flusher
             await self._record_logged(self._take_results())
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            await self._retire()
             logger.info("delivery worker stopped", extra={"action": "worker.stop"})
+
+    async def _heartbeat_forever(self) -> None:
+        """Say this worker lives; silent for ``WORKER_DEAD_AFTER_S``, its claims are taken back."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self._store.worker_heartbeat(self.worker_id, self._clock())
+            except StorageUnavailable:
+                pass  # the store logs the outage; the next beat tries again
+            except Exception:
+                logger.exception("heartbeat failed", extra={"action": "worker.heartbeat_error"})
+
+    async def _retire(self) -> None:
+        """Forget this worker (anything it still held is then anyone's to take back)."""
+        try:
+            await self._store.retire_worker(self.worker_id)
+        except Exception:
+            logger.warning("could not retire worker %s", self.worker_id, extra={"action": "worker.stop"})
 
     async def _claim_and_wait(self) -> None:
         """Keep up to twice the concurrency claimed ahead, so a send never waits for a claim's
@@ -113,7 +140,8 @@ class Worker:
         wanted = min(CLAIM_AHEAD * self._concurrency - len(self._ready) - len(self._inflight), CLAIM_BATCH)
         jobs: list[DeliveryJob] = []
         if wanted > 0:
-            jobs = await self._store.claim_deliveries(limit=wanted, lease_s=self._lease_s, now=self._clock())
+            request = ClaimRequest(self.worker_id, wanted, self._per_subscription, self._clock())
+            jobs = await self._store.claim_deliveries(request)
             self._ready.extend(jobs)
             self._start_ready()
         if wanted <= 0 or len(jobs) < wanted:
@@ -141,8 +169,8 @@ class Worker:
             )
 
     async def _attempt(self, job: DeliveryJob) -> None:
-        # Results are recorded in batches. If the process dies before a batch commits, the lease
-        # expires and the delivery is sent again: at-least-once, never lost.
+        # Results are recorded in batches. If the process dies before a batch commits, its claims
+        # are taken back and the delivery is sent again: at-least-once, never lost.
         started, began = self._clock(), time.perf_counter()
         try:
             result = await self.deliver(job)
@@ -156,7 +184,7 @@ class Worker:
         self, job: DeliveryJob, exc: Exception, started: datetime, duration_s: float
     ) -> AttemptResult:
         """An attempt that raised (a secret that does not decrypt, a bug) fails like any other and
-        follows the retry schedule: left claimed, it would be retried at each lease expiry, forever."""
+        follows the retry schedule: left claimed, it would stay claimed for as long as this worker lives."""
         logger.error(
             "attempt %d of %s crashed",
             job.attempt_no,
@@ -186,22 +214,41 @@ class Worker:
             if self._closing:
                 return
             self._results_ready.clear()
-            await self._record_logged(self._take_results())
+            if not await self._record_logged(self._take_results()):
+                await asyncio.sleep(self._poll_interval_s)  # the store is out: try again shortly
+                self._results_ready.set()
 
-    async def _record_logged(self, batch: list[AttemptResult]) -> None:
-        """Record, or log why not (the leases run out and the deliveries are sent again)."""
+    async def _record_logged(self, batch: list[AttemptResult]) -> bool:
+        """Record, or log why not; False if the batch waits for another try. A claim lasts while
+        this worker lives, so results that could not be recorded must not just be dropped: with the
+        store out they wait; after any other failure their claims go back, to be sent again."""
         try:
             await self._record(batch)
         except StorageUnavailable as exc:
             logger.warning(
-                "recording attempts failed; their leases will expire and they will be sent again: %s",
+                "recording %d attempts failed; trying again: %s",
+                len(batch),
                 exc,
                 extra={"action": "worker.record_error"},
             )
+            self._results[:0] = batch
+            return False
         except Exception:
             logger.exception(
-                "recording attempts failed; their leases will expire and they will be sent again",
+                "recording attempts failed; their deliveries will be sent again",
                 extra={"action": "worker.record_error"},
+            )
+            await self._release_logged([(r.delivery_id, r.attempt_no) for r in batch])
+        return True
+
+    async def _release_logged(self, claims: list[tuple[str, int]]) -> None:
+        try:
+            await self._store.release_deliveries(claims)
+        except Exception:
+            logger.exception(
+                "releasing %d claims failed; they go back when this worker stops",
+                len(claims),
+                extra={"action": "worker.release"},
             )
 
     def _take_results(self) -> list[AttemptResult]:
@@ -213,6 +260,20 @@ class Worker:
             return
         for change in await self._store.record_attempts(batch):
             self._disabled(change)
+        await self._give_back_unsent({r.subscription_id for r in batch if not r.succeeded})
+
+    async def _give_back_unsent(self, failing: set[str]) -> None:
+        """A failure puts its subscription on hold: the jobs claimed for it and not yet started go back
+        unspent (as held) rather than into an endpoint now known to fail. Called after the record
+        committed the hold, so they cannot be claimed again as pending."""
+        if not failing or not self._ready:
+            return
+        unsent = [job for job in self._ready if job.subscription_id in failing]
+        if not unsent:
+            return
+        for job in unsent:
+            self._ready.remove(job)
+        await self._store.release_deliveries([(job.delivery_id, job.attempt_no) for job in unsent])
 
     def _disabled(self, change: CircuitChange) -> None:
         """Count and log a disable, with the reason of the change that made it (the store says

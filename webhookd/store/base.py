@@ -25,6 +25,7 @@ from webhookd.models import (
     Source,
     Subscription,
 )
+from webhookd.store.scheduling import ClaimRequest
 
 WorkListener = Callable[[], None]
 T = TypeVar("T")
@@ -216,9 +217,20 @@ class Store(Protocol):
         """Atomically: drop a duplicate callback; else record it, run ``decide`` on its call's state,
         store the new state, and publish the event ``decide`` returns (as :meth:`publish` does)."""
 
-    async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
-        """Lease up to ``limit`` due deliveries: those of healthy subscriptions, plus one probe per
-        failing subscription whose backoff has passed. Expired leases are claimable again."""
+    async def register_worker(self, worker_id: str, now: datetime) -> None:
+        """Make ``worker_id`` known as alive: its claims last while it does."""
+
+    async def worker_heartbeat(self, worker_id: str, now: datetime) -> None:
+        """Say that ``worker_id`` still lives (every ``HEARTBEAT_S``)."""
+
+    async def retire_worker(self, worker_id: str) -> None:
+        """Forget ``worker_id`` at a clean stop, after it released what it had claimed."""
+
+    async def claim_deliveries(self, request: ClaimRequest) -> list[DeliveryJob]:
+        """Claim due deliveries for ``request.worker_id``, a few per subscription in turn and never
+        more than ``request.per_subscription`` in flight for one subscription, plus one probe per
+        failing subscription whose backoff has passed. Claims of dead workers go back to wait first,
+        keeping their place."""
 
     async def record_attempts(self, results: Sequence[AttemptResult]) -> list[CircuitChange]:
         """Store attempts, move each delivery on (delivered, pending, held, parked or failed) and
@@ -226,8 +238,9 @@ class Store(Protocol):
         the one that did it, whatever else the batch held for that subscription."""
 
     async def release_deliveries(self, claims: Sequence[DeliveryClaim]) -> None:
-        """Give claimed deliveries back unattempted (graceful shutdown). A claim whose lease ran
-        out and was claimed again since is no longer this worker's: it stays as it is."""
+        """Give claimed deliveries back unattempted, keeping their place (graceful shutdown, or a
+        subscription put on hold). A claim taken back and claimed again since is no longer this
+        worker's: it stays as it is."""
 
     async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
         """Delete up to ``limit`` finished deliveries last touched before ``deliveries_before``

@@ -23,6 +23,14 @@ from typing import Any
 from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind
 from webhookd.store.base import DeliveryClaim, first_result_per_claim
 from webhookd.store.postgres.db import Connection, count_rows
+from webhookd.store.scheduling import (
+    FAIR_SHARES,
+    RING,
+    RING_VISITS,
+    WORKER_DEAD_AFTER_S,
+    ClaimRequest,
+    RingPosition,
+)
 
 WAITING_STATUS = """CASE WHEN s.deleted_at IS NOT NULL THEN 'canceled' WHEN NOT s.is_active THEN 'parked'
     WHEN s.failure_count > 0 THEN 'held' ELSE 'pending' END"""
@@ -41,23 +49,43 @@ WHERE s.id IN (SELECT subscription_id FROM deliveries WHERE id = ANY($1::text[])
 ORDER BY s.id FOR NO KEY UPDATE
 """
 
-# A delivery whose worker died goes back to wait: pending, or held if its subscription is failing.
-_EXPIRE_LEASES = f"""
-WITH expired AS MATERIALIZED (
+# Claims of dead workers (silent since $1), and claims no worker owns, go back to wait where they were
+# in the queue: their due time is untouched. Never the claiming worker's own ($2).
+_RECLAIM = f"""
+WITH back AS MATERIALIZED (
     SELECT d.id FROM deliveries AS d JOIN subscriptions AS s ON s.id = d.subscription_id
-    WHERE d.status = 'in_flight' AND d.lease_until <= $1
-    ORDER BY d.lease_until LIMIT {EXPIRED_BATCH}
+    WHERE d.status = 'in_flight' AND d.claimed_by IS DISTINCT FROM $2
+      AND (d.claimed_by IS NULL OR NOT EXISTS (
+          SELECT 1 FROM workers AS w WHERE w.id = d.claimed_by AND w.heartbeat_at > $1))
+    LIMIT {EXPIRED_BATCH}
     FOR UPDATE OF d SKIP LOCKED FOR SHARE OF s SKIP LOCKED)
-UPDATE deliveries AS d SET status = {WAITING_STATUS}, next_attempt_at = d.lease_until, lease_until = NULL
-FROM expired, subscriptions AS s
-WHERE d.id = expired.id AND s.id = d.subscription_id
+UPDATE deliveries AS d SET status = {WAITING_STATUS}, claimed_by = NULL
+FROM back, subscriptions AS s
+WHERE d.id = back.id AND s.id = d.subscription_id
+RETURNING d.id
 """
 
-_CLAIM_DUE = """
-WITH picked AS MATERIALIZED (
-    SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1
-    ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-UPDATE deliveries AS d SET status = 'in_flight', lease_until = $2, attempts = d.attempts + 1,
+_FORGET_DEAD_WORKERS = """
+DELETE FROM workers AS w WHERE w.heartbeat_at <= $1 AND w.id <> $2
+  AND NOT EXISTS (SELECT 1 FROM deliveries WHERE claimed_by = w.id AND status = 'in_flight')
+"""
+
+# pg_try_advisory_xact_lock class of a subscription's claims: two processes never fill one
+# subscription's room at once, and neither waits for the other (it moves on to the next).
+CLAIM_LOCK_CLASS = int.from_bytes(b"whkc", "big")
+
+# Up to $4 of subscription $3's due deliveries, fewer if it already has $5 in flight.
+_CLAIM_FROM = f"""
+WITH room AS (
+    SELECT $5::int - (SELECT count(*) FROM deliveries
+                      WHERE subscription_id = $3 AND status = 'in_flight') AS n
+    WHERE pg_try_advisory_xact_lock({CLAIM_LOCK_CLASS}, hashtext($3))
+), picked AS MATERIALIZED (
+    SELECT id FROM deliveries
+    WHERE status = 'pending' AND subscription_id = $3 AND next_attempt_at <= $1
+    ORDER BY next_attempt_at LIMIT least($4::int, greatest(0, (SELECT n FROM room)))
+    FOR UPDATE SKIP LOCKED)
+UPDATE deliveries AS d SET status = 'in_flight', claimed_by = $2, attempts = d.attempts + 1,
     updated_at = $1, claimed_gen = s.health_gen
 FROM picked, subscriptions AS s
 WHERE d.id = picked.id AND s.id = d.subscription_id
@@ -69,7 +97,7 @@ _CLAIM_PROBES = """
 WITH due AS MATERIALIZED (
     SELECT id, health_gen FROM subscriptions
     WHERE failure_count > 0 AND is_active AND deleted_at IS NULL AND probe_at <= $1
-      AND (probe_delivery_id IS NULL OR probe_lease_until <= $1)
+      AND probe_delivery_id IS NULL
     ORDER BY probe_at LIMIT $3 FOR NO KEY UPDATE SKIP LOCKED
 ), picked AS MATERIALIZED (
     SELECT due.id AS subscription_id, due.health_gen, held.id
@@ -77,12 +105,12 @@ WITH due AS MATERIALIZED (
         SELECT id FROM deliveries WHERE subscription_id = due.id AND status = 'held'
         ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) AS held
 ), claimed AS (
-    UPDATE deliveries AS d SET status = 'in_flight', lease_until = $2, attempts = d.attempts + 1,
+    UPDATE deliveries AS d SET status = 'in_flight', claimed_by = $2, attempts = d.attempts + 1,
         updated_at = $1, claimed_gen = picked.health_gen
     FROM picked WHERE d.id = picked.id
     RETURNING d.id, d.subscription_id
 )
-UPDATE subscriptions AS s SET probe_delivery_id = claimed.id, probe_lease_until = $2
+UPDATE subscriptions AS s SET probe_delivery_id = claimed.id
 FROM claimed WHERE s.id = claimed.subscription_id
 RETURNING claimed.id
 """
@@ -159,26 +187,66 @@ WHERE d.id = r.id AND s.id = d.subscription_id AND d.status = 'in_flight' AND d.
 """
 
 _RELEASE = f"""
-UPDATE deliveries AS d SET status = {WAITING_STATUS}, attempts = d.attempts - 1, lease_until = NULL,
-    next_attempt_at = $3
+UPDATE deliveries AS d SET status = {WAITING_STATUS}, attempts = d.attempts - 1, claimed_by = NULL
 FROM unnest($1::text[], $2::int[]) AS r(id, attempt_no), subscriptions AS s
 WHERE d.id = r.id AND s.id = d.subscription_id AND d.status = 'in_flight' AND d.attempts = r.attempt_no
 RETURNING d.id
 """
 
 
-async def claim(conn: Connection, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
-    """Expire dead leases, claim due deliveries of healthy subscriptions, then one probe for each
-    failing subscription whose backoff has passed."""
-    lease = now + timedelta(seconds=lease_s)
-    await conn.execute(_EXPIRE_LEASES, now)
-    ids: list[str] = [row[0] for row in await conn.fetch(_CLAIM_DUE, now, lease, limit)]
-    if len(ids) < limit:
-        ids += [row[0] for row in await conn.fetch(_CLAIM_PROBES, now, lease, limit - len(ids))]
+async def claim(conn: Connection, request: ClaimRequest, ring: RingPosition) -> list[DeliveryJob]:
+    """Claim due deliveries a few per subscription in turn, then one probe for each failing
+    subscription whose backoff has passed."""
+    ids = await _claim_round(conn, request, ring)
+    if len(ids) < request.limit:
+        probes = await conn.fetch(_CLAIM_PROBES, request.now, request.worker_id, request.limit - len(ids))
+        ids += [row[0] for row in probes]
     if not ids:
         return []
-    rows = {row[0]: row for row in await conn.fetch(_JOB_DETAILS, ids, now)}
+    rows = {row[0]: row for row in await conn.fetch(_JOB_DETAILS, ids, request.now)}
     return [_job(rows[i]) for i in ids]
+
+
+async def _claim_round(conn: Connection, request: ClaimRequest, ring: RingPosition) -> list[str]:
+    """Walk the subscriptions with pending work from where this process's last claim stopped, each
+    taking its share of the batch; then, if the batch is not full, let those visited take more, up to
+    the cap."""
+    share = max(1, min(request.per_subscription, request.limit // FAIR_SHARES))
+    ids: list[str] = []
+    visited: list[str] = []
+    for sub_id, due in await conn.fetch(RING.format(cursor="$1", visits=RING_VISITS), ring.after):
+        if len(ids) >= request.limit:
+            break
+        ring.after = sub_id
+        if due <= request.now:
+            visited.append(sub_id)
+            ids += await _claim_from(conn, request, sub_id, min(share, request.limit - len(ids)))
+    for sub_id in visited:
+        if len(ids) >= request.limit:
+            break
+        ids += await _claim_from(conn, request, sub_id, request.limit - len(ids))
+    return ids
+
+
+async def _claim_from(conn: Connection, request: ClaimRequest, sub_id: str, take: int) -> list[str]:
+    rows = await conn.fetch(
+        _CLAIM_FROM, request.now, request.worker_id, sub_id, take, request.per_subscription
+    )
+    return [row[0] for row in rows]
+
+
+async def reclaim(conn: Connection, worker_id: str, now: datetime) -> int:
+    """Put the claims of dead workers back to wait, ending their probes, and forget the dead workers
+    that hold nothing any more. Returns how many claims went back."""
+    silent_since = now - timedelta(seconds=WORKER_DEAD_AFTER_S)
+    back = [row[0] for row in await conn.fetch(_RECLAIM, silent_since, worker_id)]
+    if back:
+        await conn.execute(
+            "UPDATE subscriptions SET probe_delivery_id = NULL WHERE probe_delivery_id = ANY($1::text[])",
+            back,
+        )
+    await conn.execute(_FORGET_DEAD_WORKERS, silent_since, worker_id)
+    return len(back)
 
 
 def _job(r: Any) -> DeliveryJob:
@@ -276,13 +344,13 @@ async def enable(conn: Connection, customer_id: str, subscription_id: str, now: 
     return True
 
 
-async def release(conn: Connection, claims: Sequence[DeliveryClaim], now: datetime) -> int:
+async def release(conn: Connection, claims: Sequence[DeliveryClaim]) -> int:
     """Give claimed deliveries back with their attempt unspent; returns how many went back. The
-    attempts guard leaves alone a delivery claimed again since (this claim's lease ran out), and
-    that claim's probe with it."""
+    attempts guard leaves alone a delivery claimed again since (taken back from this worker, thought
+    dead), and that claim's probe with it."""
     ids = [delivery_id for delivery_id, _ in claims]
     await conn.execute(LOCK_SUBSCRIPTIONS, ids, [])
-    released = [row[0] for row in await conn.fetch(_RELEASE, ids, [n for _, n in claims], now)]
+    released = [row[0] for row in await conn.fetch(_RELEASE, ids, [n for _, n in claims])]
     await conn.execute(
         "UPDATE subscriptions SET probe_delivery_id = NULL, probe_lease_until = NULL"
         " WHERE probe_delivery_id = ANY($1::text[])",

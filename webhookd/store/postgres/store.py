@@ -7,6 +7,7 @@ their row mapping in ``reads``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -50,7 +51,9 @@ from webhookd.store.postgres.db import (
     quote_schema,
 )
 from webhookd.store.postgres.reads import PostgresReads
+from webhookd.store.scheduling import ClaimRequest, RingPosition
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_POOL_SIZE = 10
 CREATE_ATTEMPTS = 3
@@ -70,6 +73,7 @@ class PostgresStore(PostgresReads):
         self._dsn, self._schema, self._pool_size = dsn, schema, pool_size
         self._notifier = WorkNotifier(dsn, schema)
         self._folded_at = float("-inf")
+        self._ring = RingPosition()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -276,10 +280,33 @@ class PostgresStore(PostgresReads):
 
     # -- the outbox ------------------------------------------------------------------------------
 
-    async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
-        if limit <= 0:
+    async def register_worker(self, worker_id: str, now: datetime) -> None:
+        await self._transaction(
+            lambda conn: conn.execute("INSERT INTO workers VALUES ($1, $2, $2)", worker_id, now)
+        )
+
+    async def worker_heartbeat(self, worker_id: str, now: datetime) -> None:
+        """Upsert: a worker forgotten while it could not reach the database comes back."""
+        await self._transaction(
+            lambda conn: conn.execute(
+                "INSERT INTO workers VALUES ($1, $2, $2)"
+                " ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                worker_id,
+                now,
+            )
+        )
+
+    async def retire_worker(self, worker_id: str) -> None:
+        await self._transaction(lambda conn: conn.execute("DELETE FROM workers WHERE id = $1", worker_id))
+
+    async def claim_deliveries(self, request: ClaimRequest) -> list[DeliveryJob]:
+        if request.limit <= 0:
             return []
-        jobs = await self._transaction(lambda conn: outbox.claim(conn, limit, lease_s, now))
+        if self._ring.reclaim_due(request.now.timestamp()):
+            op = self._notifying(lambda conn: outbox.reclaim(conn, request.worker_id, request.now), bool)
+            if await self._transaction(op):
+                logger.info("took back the claims of dead workers", extra={"action": "worker.reclaim"})
+        jobs = await self._transaction(lambda conn: outbox.claim(conn, request, self._ring))
         await self._fold_now_and_then()
         return jobs
 
@@ -296,8 +323,7 @@ class PostgresStore(PostgresReads):
     async def release_deliveries(self, claims: Sequence[DeliveryClaim]) -> None:
         """Give them back, and tell the other processes (this one is shutting down)."""
         if claims:
-            now = utcnow()
-            await self._transaction(self._notifying(lambda conn: outbox.release(conn, claims, now), bool))
+            await self._transaction(self._notifying(lambda conn: outbox.release(conn, claims), bool))
 
     async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
         gone = await self._transaction(

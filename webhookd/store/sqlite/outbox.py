@@ -5,9 +5,11 @@ Every function here runs inside a transaction of the group-commit writer.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from webhookd.models import (
     AttemptResult,
@@ -16,39 +18,41 @@ from webhookd.models import (
     SubscriptionKind,
 )
 from webhookd.store.base import DeliveryClaim, chunks, first_result_per_claim
+from webhookd.store.scheduling import FAIR_SHARES, RING, RING_VISITS, ClaimRequest, RingPosition
 from webhookd.store.sqlite.epoch import from_epoch, to_epoch
 from webhookd.store.sqlite.manage import WAITING_STATUS
 
-# A delivery whose worker died goes back to wait: pending, or held if its subscription is failing.
-_EXPIRE_LEASES = """
-UPDATE deliveries SET status = CASE
-        WHEN s.deleted_at IS NOT NULL THEN 'canceled'
-        WHEN s.is_active = 0 THEN 'parked'
-        WHEN s.failure_count > 0 THEN 'held'
-        ELSE 'pending' END,
-    next_attempt_at = lease_until, lease_until = NULL
-FROM subscriptions AS s
-WHERE s.id = deliveries.subscription_id AND deliveries.status = 'in_flight' AND deliveries.lease_until <= ?
+# A dead worker's claims go back to wait where they were in the queue: their due time is untouched.
+_RECLAIM = f"""
+UPDATE deliveries SET status = {WAITING_STATUS}, claimed_by = NULL
+WHERE status = 'in_flight' AND claimed_by IS NOT :me
+  AND (claimed_by IS NULL OR claimed_by IN (SELECT value FROM json_each(:dead))
+       OR claimed_by NOT IN (SELECT id FROM workers))
+RETURNING id
 """
 
-_CLAIM_HEALTHY = """
-UPDATE deliveries SET status = 'in_flight', lease_until = :lease, attempts = attempts + 1,
-    updated_at = :now,
-    claimed_gen = (SELECT health_gen FROM subscriptions WHERE id = subscription_id)
-WHERE seq IN (SELECT seq FROM deliveries WHERE status = 'pending' AND next_attempt_at <= :now
-              ORDER BY next_attempt_at LIMIT :limit)
+# Up to :take of one subscription's due deliveries, fewer if it already has :cap in flight.
+_CLAIM_FROM = """
+UPDATE deliveries SET status = 'in_flight', claimed_by = :worker, attempts = attempts + 1,
+    updated_at = :now, claimed_gen = (SELECT health_gen FROM subscriptions WHERE id = :sub)
+WHERE seq IN (
+    SELECT seq FROM deliveries
+    WHERE status = 'pending' AND subscription_id = :sub AND next_attempt_at <= :now
+    ORDER BY next_attempt_at
+    LIMIT max(0, min(:take, :cap - (SELECT count(*) FROM deliveries
+                                    WHERE subscription_id = :sub AND status = 'in_flight'))))
 RETURNING id
 """
 
 _DUE_PROBES = """
 SELECT id, health_gen FROM subscriptions
 WHERE failure_count > 0 AND is_active = 1 AND deleted_at IS NULL AND probe_at <= :now
-  AND (probe_delivery_id IS NULL OR probe_lease_until <= :now)
+  AND probe_delivery_id IS NULL
 ORDER BY probe_at LIMIT :limit
 """
 
 _CLAIM_PROBE = """
-UPDATE deliveries SET status = 'in_flight', lease_until = :lease, attempts = attempts + 1,
+UPDATE deliveries SET status = 'in_flight', claimed_by = :worker, attempts = attempts + 1,
     updated_at = :now, claimed_gen = :gen
 WHERE seq = (SELECT seq FROM deliveries WHERE subscription_id = :sub AND status = 'held'
              ORDER BY next_attempt_at LIMIT 1)
@@ -120,8 +124,7 @@ WHERE subscription_id = ? AND status IN ('pending', 'held')
 """
 
 _RELEASE = f"""
-UPDATE deliveries SET status = {WAITING_STATUS}, attempts = attempts - 1, lease_until = NULL,
-    next_attempt_at = ?
+UPDATE deliveries SET status = {WAITING_STATUS}, attempts = attempts - 1, claimed_by = NULL
 WHERE id = ? AND status = 'in_flight' AND attempts = ?
 """
 
@@ -136,50 +139,94 @@ WHERE id IN ({subs}) AND probe_delivery_id IN ({deliveries})
 """
 
 
-def claim(conn: sqlite3.Connection, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
-    """Expire dead leases, claim due deliveries of healthy subscriptions, then one probe for each
-    failing subscription whose backoff has passed."""
-    at = to_epoch(now)
-    params = {"lease": at + lease_s, "now": at, "limit": limit}
-    conn.execute(_EXPIRE_LEASES, (at,))
-    ids = [row[0] for row in conn.execute(_CLAIM_HEALTHY, params).fetchall()]
-    if len(ids) < limit:
-        ids += _claim_probes(conn, {**params, "limit": limit - len(ids)})
+def claim(conn: sqlite3.Connection, request: ClaimRequest, ring: RingPosition) -> list[DeliveryJob]:
+    """Claim due deliveries a few per subscription in turn, then one probe for each failing
+    subscription whose backoff has passed."""
+    at = to_epoch(request.now)
+    ids = _claim_round(conn, request, ring, at)
+    if len(ids) < request.limit:
+        params = {"now": at, "limit": request.limit - len(ids), "worker": request.worker_id}
+        ids += _claim_probes(conn, params)
     if not ids:
         return []
     rows = conn.execute(_JOB_DETAILS.format(marks=_marks(len(ids))), [at, at, *ids]).fetchall()
-    return [
-        DeliveryJob(
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            r[6],
-            from_epoch(r[7]),
-            r[8],
-            r[9],
-            r[10],
-            SubscriptionKind(r[11]),
-            r[12],
-        )
-        for r in rows
-    ]
+    return [_job(r) for r in rows]
 
 
-def _claim_probes(conn: sqlite3.Connection, params: dict[str, float]) -> list[str]:
+def _claim_round(conn: sqlite3.Connection, request: ClaimRequest, ring: RingPosition, at: float) -> list[str]:
+    """Walk the subscriptions with pending work from where the last claim stopped, each taking its
+    share of the batch; then, if the batch is not full, let those visited take more, up to the cap."""
+    share = max(1, min(request.per_subscription, request.limit // FAIR_SHARES))
+    ids: list[str] = []
+    visited: list[str] = []
+    walk = conn.execute(RING.format(cursor=":cursor", visits=RING_VISITS), {"cursor": ring.after})
+    for sub_id, due in walk.fetchall():
+        if len(ids) >= request.limit:
+            break
+        ring.after = sub_id
+        if due <= at:
+            visited.append(sub_id)
+            ids += _claim_from(conn, request, sub_id, min(share, request.limit - len(ids)), at)
+    for sub_id in visited:
+        if len(ids) >= request.limit:
+            break
+        ids += _claim_from(conn, request, sub_id, request.limit - len(ids), at)
+    return ids
+
+
+def _claim_from(
+    conn: sqlite3.Connection, request: ClaimRequest, sub_id: str, take: int, at: float
+) -> list[str]:
+    params = {
+        "worker": request.worker_id,
+        "now": at,
+        "sub": sub_id,
+        "take": take,
+        "cap": request.per_subscription,
+    }
+    return [row[0] for row in conn.execute(_CLAIM_FROM, params)]
+
+
+def _job(r: sqlite3.Row | tuple[Any, ...]) -> DeliveryJob:
+    return DeliveryJob(
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        from_epoch(r[7]),
+        r[8],
+        r[9],
+        r[10],
+        SubscriptionKind(r[11]),
+        r[12],
+    )
+
+
+def _claim_probes(conn: sqlite3.Connection, params: dict[str, Any]) -> list[str]:
     due = conn.execute(_DUE_PROBES, params).fetchall()
     claimed = []
     for sub_id, generation in due:
         row = conn.execute(_CLAIM_PROBE, {**params, "sub": sub_id, "gen": generation}).fetchone()
         if row is not None:
-            conn.execute(
-                "UPDATE subscriptions SET probe_delivery_id = ?, probe_lease_until = ? WHERE id = ?",
-                (row[0], params["lease"], sub_id),
-            )
+            conn.execute("UPDATE subscriptions SET probe_delivery_id = ? WHERE id = ?", (row[0], sub_id))
             claimed.append(row[0])
     return claimed
+
+
+def reclaim(conn: sqlite3.Connection, worker_id: str, dead_workers: Sequence[str]) -> int:
+    """Put the claims of dead workers (and claims no worker owns) back to wait, ending their probes,
+    and forget the dead workers. Never ``worker_id``'s own. Returns how many claims went back."""
+    params = {"me": worker_id, "dead": json.dumps(list(dead_workers))}
+    back = [row[0] for row in conn.execute(_RECLAIM, params).fetchall()]
+    for chunk in chunks(back, RESULTS_PER_STATEMENT):
+        marks = _marks(len(chunk))
+        sql = f"UPDATE subscriptions SET probe_delivery_id = NULL WHERE probe_delivery_id IN ({marks})"
+        conn.execute(sql, chunk)
+    conn.executemany("DELETE FROM workers WHERE id = ?", [(w,) for w in dead_workers])
+    return len(back)
 
 
 def record(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: datetime) -> list[CircuitChange]:
@@ -299,12 +346,12 @@ def enable(conn: sqlite3.Connection, customer_id: str, subscription_id: str, now
     return True
 
 
-def release(conn: sqlite3.Connection, claims: Sequence[DeliveryClaim], now: datetime) -> None:
-    """Give claimed deliveries back with their attempt unspent. The attempts guard leaves alone a
-    delivery claimed again since (this claim's lease ran out), and that claim's probe with it."""
-    at = to_epoch(now)
+def release(conn: sqlite3.Connection, claims: Sequence[DeliveryClaim]) -> None:
+    """Give claimed deliveries back with their attempt unspent and their place kept. The attempts
+    guard leaves alone a delivery claimed again since (taken back from this worker, thought dead),
+    and that claim's probe with it."""
     for delivery_id, attempt_no in claims:
-        released = conn.execute(_RELEASE, (at, delivery_id, attempt_no)).rowcount
+        released = conn.execute(_RELEASE, (delivery_id, attempt_no)).rowcount
         if released:
             conn.execute(_END_RELEASED_PROBE, (delivery_id,))
 

@@ -56,9 +56,11 @@ from webhookd.store.base import (
     events_key,
     log_page,
 )
+from webhookd.store.scheduling import ClaimRequest, RingPosition
 from webhookd.store.sqlite import manage, outbox
 from webhookd.store.sqlite import publish as publishing
 from webhookd.store.sqlite.epoch import from_epoch, from_epoch_or_none, to_epoch
+from webhookd.store.sqlite.liveness import WorkerLocks
 from webhookd.store.sqlite.migrate import migrate_sqlite
 from webhookd.store.sqlite.readers import Readers
 from webhookd.store.sqlite.writer import Combined, GroupCommitWriter, WriteOp, unavailable
@@ -108,6 +110,8 @@ class SqliteStore:
         self._checkpointer: asyncio.Task[None] | None = None
         self._listeners: list[WorkListener] = []
         self._health = Availability("SQLite")
+        self._worker_locks = WorkerLocks(self._path)
+        self._ring = RingPosition()
 
     @property
     def health(self) -> Availability:
@@ -187,6 +191,7 @@ class SqliteStore:
         if self._readers is not None:
             await self._readers.close()
         self._readers = self._writer = None
+        self._worker_locks.close()
 
     async def ping(self) -> None:
         try:
@@ -572,8 +577,32 @@ class SqliteStore:
             [*params, page.limit + 1, offset],
         )
 
-    async def claim_deliveries(self, *, limit: int, lease_s: float, now: datetime) -> list[DeliveryJob]:
-        return await self._write(lambda conn: outbox.claim(conn, limit, lease_s, now))
+    async def register_worker(self, worker_id: str, now: datetime) -> None:
+        self._worker_locks.hold(worker_id)
+        at = to_epoch(now)
+        await self._write(
+            lambda conn: conn.execute("INSERT INTO workers VALUES (?, ?, ?)", (worker_id, at, at))
+        )
+
+    async def worker_heartbeat(self, worker_id: str, now: datetime) -> None:
+        """Nothing to write: on one SQLite file a worker's lock file says it lives, and says at once
+        when it died."""
+
+    async def retire_worker(self, worker_id: str) -> None:
+        await self._write(lambda conn: conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,)))
+        self._worker_locks.drop(worker_id)
+
+    async def claim_deliveries(self, request: ClaimRequest) -> list[DeliveryJob]:
+        reclaim = self._ring.reclaim_due(to_epoch(request.now))
+        return await self._write(lambda conn: self._claim(conn, request, reclaim))
+
+    def _claim(self, conn: sqlite3.Connection, request: ClaimRequest, reclaim: bool) -> list[DeliveryJob]:
+        if reclaim:
+            workers = [row[0] for row in conn.execute("SELECT id FROM workers")]
+            dead = [worker_id for worker_id in workers if self._worker_locks.is_dead(worker_id)]
+            if outbox.reclaim(conn, request.worker_id, dead):
+                logger.info("took back the claims of dead workers", extra={"action": "worker.reclaim"})
+        return outbox.claim(conn, request, self._ring)
 
     async def record_attempts(self, results: Sequence[AttemptResult]) -> list[CircuitChange]:
         if not results:
@@ -586,8 +615,7 @@ class SqliteStore:
 
     async def release_deliveries(self, claims: Sequence[DeliveryClaim]) -> None:
         if claims:
-            now = utcnow()
-            await self._write(lambda conn: outbox.release(conn, claims, now))
+            await self._write(lambda conn: outbox.release(conn, claims))
 
     async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
         cutoffs = (to_epoch(deliveries_before), to_epoch(events_before))
