@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -97,6 +98,7 @@ class Received:
     body: bytes
     status: int = 0
     """What the receiver answered."""
+    arrived_at: float = field(default_factory=time.monotonic)
 
     def json(self) -> Any:
         return orjson.loads(self.body)
