@@ -249,3 +249,33 @@ async def test_the_disable_logged_is_the_one_that_disabled_the_subscription(
             "webhookd_subscription_auto_disables_total", {"reason": "endpoint_gone"}
         )
         assert disables == 1
+
+
+async def test_a_failure_gives_back_what_was_claimed_for_its_subscription_and_not_sent(
+    tmp_path: Path,
+) -> None:
+    """One slot: the first attempt fails while another is claimed and waiting behind it. The failure
+    puts the subscription on hold, so that one goes back held with no attempt spent, instead of
+    going into an endpoint known to fail."""
+    async with opened(SqliteStore(tmp_path / "w.db")) as store:
+        sub_id = await subscribe(store, SecretBox(KEY))
+        await publish(store, 5)
+        gate = asyncio.Event()
+        sender = FakeSender([SendResponse(500, b"down")], gate=gate, expected=1)
+        w = worker(store, sender, schedule_s=(600.0, 600.0), concurrency=1)
+
+        async def statuses() -> collections.Counter[DeliveryStatus]:
+            page = await store.list_deliveries(CUSTOMER, sub_id, PageRequest(limit=10))
+            return collections.Counter(d.status for d in page.items)
+
+        async def all_held() -> bool:
+            return (await statuses())[DeliveryStatus.HELD] == 5
+
+        async with running(w):
+            await sender.arrived.wait()
+            gate.set()
+            await until(all_held)
+
+        page = await store.list_deliveries(CUSTOMER, sub_id, PageRequest(limit=10))
+        assert sorted(d.attempts for d in page.items) == [0, 0, 0, 0, 1]
+        assert sender.sends == 1

@@ -66,6 +66,9 @@ class Worker:
         self._stopping = False
         self._inflight: dict[asyncio.Task[None], DeliveryJob] = {}
         self._ready: collections.deque[DeliveryJob] = collections.deque()
+        self._failing: set[str] = set()
+        """Subscriptions whose last attempt here failed: on hold until a claim hands out their work."""
+        self._unsent: list[DeliveryJob] = []
         self._keys: dict[bytes, bytes] = {}
         self._results: list[AttemptResult] = []
         self._results_ready = asyncio.Event()
@@ -142,6 +145,7 @@ class Worker:
         if wanted > 0:
             request = ClaimRequest(self.worker_id, wanted, self._per_subscription, self._clock())
             jobs = await self._store.claim_deliveries(request)
+            self._failing.difference_update(job.subscription_id for job in jobs)
             self._ready.extend(jobs)
             self._start_ready()
         if wanted <= 0 or len(jobs) < wanted:
@@ -153,6 +157,9 @@ class Worker:
     def _start_ready(self) -> None:
         while self._ready and len(self._inflight) < self._concurrency and not self._stopping:
             job = self._ready.popleft()
+            if job.subscription_id in self._failing:
+                self._unsent.append(job)  # given back once the failure's record committed the hold
+                continue
             task = asyncio.create_task(self._attempt(job), name=f"deliver-{job.delivery_id}")
             self._inflight[task] = job
             task.add_done_callback(self._finished)
@@ -176,6 +183,12 @@ class Worker:
             result = await self.deliver(job)
         except Exception as exc:
             result = self._crashed(job, exc, started, time.perf_counter() - began)
+        # A failure puts the subscription on hold: its jobs claimed and not started yet must not go
+        # into an endpoint now known to fail. A later claim of its deliveries says it is open again.
+        if result.succeeded:
+            self._failing.discard(job.subscription_id)
+        else:
+            self._failing.add(job.subscription_id)
         # Append only after the await: the flusher swaps ``self._results`` meanwhile.
         self._results.append(result)
         self._results_ready.set()
@@ -260,20 +273,9 @@ class Worker:
             return
         for change in await self._store.record_attempts(batch):
             self._disabled(change)
-        await self._give_back_unsent({r.subscription_id for r in batch if not r.succeeded})
-
-    async def _give_back_unsent(self, failing: set[str]) -> None:
-        """A failure puts its subscription on hold: the jobs claimed for it and not yet started go back
-        unspent (as held) rather than into an endpoint now known to fail. Called after the record
-        committed the hold, so they cannot be claimed again as pending."""
-        if not failing or not self._ready:
-            return
-        unsent = [job for job in self._ready if job.subscription_id in failing]
-        if not unsent:
-            return
-        for job in unsent:
-            self._ready.remove(job)
-        await self._store.release_deliveries([(job.delivery_id, job.attempt_no) for job in unsent])
+        if self._unsent:
+            unsent, self._unsent = self._unsent, []
+            await self._release_logged([(job.delivery_id, job.attempt_no) for job in unsent])
 
     def _disabled(self, change: CircuitChange) -> None:
         """Count and log a disable, with the reason of the change that made it (the store says
@@ -371,8 +373,9 @@ class Worker:
     async def _drain(self) -> None:
         """Let in-flight attempts finish within the grace period, then release the rest, and
         the jobs claimed ahead that never started."""
-        unstarted = list(self._ready)
+        unstarted = [*self._ready, *self._unsent]
         self._ready.clear()
+        self._unsent = []
         unfinished: list[DeliveryJob] = []
         if self._inflight:
             _, running = await asyncio.wait(list(self._inflight), timeout=self._shutdown_grace_s)
