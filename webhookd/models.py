@@ -170,6 +170,10 @@ class Subscription:
     """The rotated-out secret's ciphertext, which keeps signing until ``previous_secret_until``."""
     previous_secret_until: datetime | None = None
     kind: SubscriptionKind = SubscriptionKind.WEBHOOK
+    rate_limit_per_second: int | None = None
+    """Attempts per second at most, across all workers; ``None``: no limit."""
+    ordered: bool = False
+    """Deliveries sharing an event's ``ordering_key`` go one at a time, in event order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +190,8 @@ class NewEvent:
     """Also deliver this event here, signed with the customer's callback secret."""
     only_subscription_id: str | None = None
     """Deliver to this subscription alone, whatever its event types (``webhook.test``)."""
+    ordering_key: str | None = None
+    """Events sharing a key (a call's id) reach an ordered subscription one at a time, in order."""
 
     def envelope(self) -> dict[str, Any]:
         """The JSON body receivers get: id, type, timestamp, customer_id and data."""
@@ -209,6 +215,7 @@ class Event:
     payload: bytes
     created_at: datetime
     callback_url: str | None = None
+    ordering_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +285,8 @@ class DeliveryJob:
     """During a rotation's grace period, the old secret's ciphertext: deliveries carry both."""
     kind: SubscriptionKind = SubscriptionKind.WEBHOOK
     customer_id: str = ""
+    not_before: datetime | None = None
+    """A paced subscription's slot: the attempt must not start earlier."""
 
 
 @dataclass(frozen=True, slots=True)

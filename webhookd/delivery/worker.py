@@ -69,6 +69,8 @@ class Worker:
         self._failing: set[str] = set()
         """Subscriptions whose last attempt here failed: on hold until a claim hands out their work."""
         self._unsent: list[DeliveryJob] = []
+        self._pacing: dict[str, tuple[asyncio.TimerHandle, DeliveryJob]] = {}
+        """Paced jobs waiting for their slot."""
         self._keys: dict[bytes, bytes] = {}
         self._results: list[AttemptResult] = []
         self._results_ready = asyncio.Event()
@@ -160,9 +162,25 @@ class Worker:
             if job.subscription_id in self._failing:
                 self._unsent.append(job)  # given back once the failure's record committed the hold
                 continue
+            if job.not_before is not None and job.not_before > self._clock():
+                self._wait_for_slot(job, job.not_before)
+                continue
             task = asyncio.create_task(self._attempt(job), name=f"deliver-{job.delivery_id}")
             self._inflight[task] = job
             task.add_done_callback(self._finished)
+
+    def _wait_for_slot(self, job: DeliveryJob, slot: datetime) -> None:
+        """A paced subscription's job waits for its slot outside the worker's slots, then goes first."""
+        wait_s = (slot - self._clock()).total_seconds()
+        self._pacing[job.delivery_id] = (
+            asyncio.get_running_loop().call_later(wait_s, self._slot_reached, job),
+            job,
+        )
+
+    def _slot_reached(self, job: DeliveryJob) -> None:
+        self._pacing.pop(job.delivery_id, None)
+        self._ready.appendleft(dataclasses.replace(job, not_before=None))
+        self._start_ready()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
@@ -373,9 +391,12 @@ class Worker:
     async def _drain(self) -> None:
         """Let in-flight attempts finish within the grace period, then release the rest, and
         the jobs claimed ahead that never started."""
-        unstarted = [*self._ready, *self._unsent]
+        for handle, _ in self._pacing.values():
+            handle.cancel()
+        unstarted = [*self._ready, *self._unsent, *(job for _, job in self._pacing.values())]
         self._ready.clear()
         self._unsent = []
+        self._pacing.clear()
         unfinished: list[DeliveryJob] = []
         if self._inflight:
             _, running = await asyncio.wait(list(self._inflight), timeout=self._shutdown_grace_s)

@@ -58,6 +58,9 @@ class SubscriptionUpdate:
     url: str | None = None
     events: tuple[str, ...] | None = None
     description: str | None = None
+    rate_limit_per_second: int | None = None
+    """``0`` removes the limit."""
+    ordered: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ attempt or the wait for a slot.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,10 +43,48 @@ WITH RECURSIVE ring(sub, n, first) AS (
     SELECT {_NEXT.format(after="ring.sub")}, ring.n + 1, ring.first FROM ring
     WHERE ring.n < {{visits}} AND {_NEXT.format(after="ring.sub")} <> ring.first
 )
-SELECT sub, (SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'
-             AND subscription_id = ring.sub) AS due
-FROM ring ORDER BY n
+SELECT ring.sub, (SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'
+                  AND subscription_id = ring.sub) AS due,
+       s.rate_limit_per_second, s.next_send_at, s.ordered
+FROM ring JOIN subscriptions AS s ON s.id = ring.sub ORDER BY ring.n
 """
+
+# Only the head of an ordered subscription's ordering key may go: no delivery of the same key stored
+# before it ({d}) is still unfinished.
+HEAD_OF_KEY = """({d}.ordering_key IS NULL OR NOT EXISTS (
+    SELECT 1 FROM deliveries AS ahead
+    WHERE ahead.subscription_id = {d}.subscription_id AND ahead.ordering_key = {d}.ordering_key
+      AND ahead.seq < {d}.seq AND ahead.status IN ('pending', 'in_flight', 'held', 'parked')))"""
+
+PACE_AHEAD_S = 1.0
+"""A paced subscription's claims take the slots of the next second; each job waits for its slot."""
+PACING_HEADROOM = 1.02
+"""Slots are 2 % wider than 1/limit, so a send a few milliseconds late never lets a second hold one
+more attempt than the limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """A paced subscription's free slots within the next ``PACE_AHEAD_S``, in epoch seconds."""
+
+    first: float
+    interval: float
+    room: int
+
+    def slot(self, n: int) -> float:
+        """When the ``n``-th job of this claim (from 0) may start; ``slot(count)`` is the next free one."""
+        return self.first + n * self.interval
+
+
+def pace(rate_limit_per_second: int | None, next_send_at: float | None, now: float) -> Pace | None:
+    """The slots a claim at ``now`` may use, or ``None`` for a subscription without a limit."""
+    if rate_limit_per_second is None:
+        return None
+    interval = PACING_HEADROOM / rate_limit_per_second
+    first = now if next_send_at is None else max(now, next_send_at)
+    horizon = now + PACE_AHEAD_S
+    room = 0 if first >= horizon else math.ceil((horizon - first) / interval)
+    return Pace(first, interval, room)
 
 
 @dataclass(frozen=True, slots=True)

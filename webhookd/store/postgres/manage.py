@@ -19,9 +19,18 @@ from webhookd.store.postgres.outbox import WAITING_STATUS
 
 _INSERT_SUBSCRIPTION = """
 INSERT INTO subscriptions (id, customer_id, url, events_key, description, secret, is_active,
-                           created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, true, $7, $7)
+                           created_at, updated_at, rate_limit_per_second, ordered)
+VALUES ($1, $2, $3, $4, $5, $6, true, $7, $7, $8, $9)
 ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING
+"""
+
+# A PATCH's optional fields: (given?, value) pairs; a rate limit of 0 or a description of "" clears it.
+_UPDATE_SUBSCRIPTION = """
+UPDATE subscriptions SET url = $1, events_key = $2, updated_at = $3,
+    description = CASE WHEN $5 THEN nullif($6, '') ELSE description END,
+    rate_limit_per_second = CASE WHEN $7 THEN nullif($8::int, 0) ELSE rate_limit_per_second END,
+    ordered = CASE WHEN $9 THEN $10::bool ELSE ordered END
+WHERE id = $4
 """
 
 _INSERT_EVENT_TYPES = """
@@ -43,6 +52,8 @@ async def insert_subscription(conn: Connection, sub: Subscription) -> bool:
         sub.description,
         sub.secret,
         sub.created_at,
+        sub.rate_limit_per_second,
+        sub.ordered,
     )
     if not count_rows(status):
         return False
@@ -66,9 +77,10 @@ async def update_subscription(
     key = events_key(update.events) if update.events is not None else row[1]
     try:
         await conn.execute(
-            "UPDATE subscriptions SET url = $1, events_key = $2, updated_at = $3,"
-            " description = CASE WHEN $4 THEN nullif($5, '') ELSE description END WHERE id = $6",
-            *(url, key, now, update.description is not None, update.description, subscription_id),
+            _UPDATE_SUBSCRIPTION,
+            *(url, key, now, subscription_id, update.description is not None, update.description),
+            *(update.rate_limit_per_second is not None, update.rate_limit_per_second),
+            *(update.ordered is not None, update.ordered),
         )
     except asyncpg.UniqueViolationError:
         raise Conflict("another subscription already has this url and set of events") from None

@@ -15,9 +15,10 @@ deliveries, so that transactions wait for each other but never deadlock:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind
@@ -25,11 +26,14 @@ from webhookd.store.base import DeliveryClaim, first_result_per_claim
 from webhookd.store.postgres.db import Connection, count_rows
 from webhookd.store.scheduling import (
     FAIR_SHARES,
+    HEAD_OF_KEY,
     RING,
     RING_VISITS,
     WORKER_DEAD_AFTER_S,
     ClaimRequest,
+    Pace,
     RingPosition,
+    pace,
 )
 
 WAITING_STATUS = """CASE WHEN s.deleted_at IS NOT NULL THEN 'canceled' WHEN NOT s.is_active THEN 'parked'
@@ -74,15 +78,16 @@ DELETE FROM workers AS w WHERE w.heartbeat_at <= $1 AND w.id <> $2
 # subscription's room at once, and neither waits for the other (it moves on to the next).
 CLAIM_LOCK_CLASS = int.from_bytes(b"whkc", "big")
 
-# Up to $4 of subscription $3's due deliveries, fewer if it already has $5 in flight.
-_CLAIM_FROM = f"""
+# Up to $4 of subscription $3's due deliveries, fewer if it already has $5 in flight. A paced
+# subscription's row is locked first (subscriptions before deliveries), as its next slot moves on.
+_CLAIM_FROM = """
 WITH room AS (
     SELECT $5::int - (SELECT count(*) FROM deliveries
                       WHERE subscription_id = $3 AND status = 'in_flight') AS n
-    WHERE pg_try_advisory_xact_lock({CLAIM_LOCK_CLASS}, hashtext($3))
+    {lock}
 ), picked AS MATERIALIZED (
-    SELECT id FROM deliveries
-    WHERE status = 'pending' AND subscription_id = $3 AND next_attempt_at <= $1
+    SELECT id FROM deliveries AS d
+    WHERE status = 'pending' AND subscription_id = $3 AND next_attempt_at <= $1 {heads}
     ORDER BY next_attempt_at LIMIT least($4::int, greatest(0, (SELECT n FROM room)))
     FOR UPDATE SKIP LOCKED)
 UPDATE deliveries AS d SET status = 'in_flight', claimed_by = $2, attempts = d.attempts + 1,
@@ -91,18 +96,32 @@ FROM picked, subscriptions AS s
 WHERE d.id = picked.id AND s.id = d.subscription_id
 RETURNING d.id
 """
+_TAKE_TURN = f"WHERE pg_try_advisory_xact_lock({CLAIM_LOCK_CLASS}, hashtext($3))"
+_TAKE_TURN_AND_ROW = (
+    f"FROM subscriptions WHERE id = $3 AND pg_try_advisory_xact_lock({CLAIM_LOCK_CLASS}, hashtext($3))"
+    " FOR NO KEY UPDATE SKIP LOCKED"
+)
 
-# One probe per failing subscription whose backoff has passed, and none while one is in flight.
-_CLAIM_PROBES = """
+
+@functools.cache
+def _claim_from_sql(ordered: bool, paced: bool) -> str:
+    heads = "AND " + HEAD_OF_KEY.format(d="d") if ordered else ""
+    return _CLAIM_FROM.format(heads=heads, lock=_TAKE_TURN_AND_ROW if paced else _TAKE_TURN)
+
+
+# One probe per failing subscription whose backoff has passed, and none while one is in flight; for
+# an ordered subscription, the head of a key.
+_CLAIM_PROBES = f"""
 WITH due AS MATERIALIZED (
-    SELECT id, health_gen FROM subscriptions
+    SELECT id, health_gen, ordered FROM subscriptions
     WHERE failure_count > 0 AND is_active AND deleted_at IS NULL AND probe_at <= $1
       AND probe_delivery_id IS NULL
     ORDER BY probe_at LIMIT $3 FOR NO KEY UPDATE SKIP LOCKED
 ), picked AS MATERIALIZED (
     SELECT due.id AS subscription_id, due.health_gen, held.id
     FROM due CROSS JOIN LATERAL (
-        SELECT id FROM deliveries WHERE subscription_id = due.id AND status = 'held'
+        SELECT id FROM deliveries AS d WHERE subscription_id = due.id AND status = 'held'
+          AND (NOT due.ordered OR {HEAD_OF_KEY.format(d="d")})
         ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED) AS held
 ), claimed AS (
     UPDATE deliveries AS d SET status = 'in_flight', claimed_by = $2, attempts = d.attempts + 1,
@@ -197,42 +216,76 @@ RETURNING d.id
 async def claim(conn: Connection, request: ClaimRequest, ring: RingPosition) -> list[DeliveryJob]:
     """Claim due deliveries a few per subscription in turn, then one probe for each failing
     subscription whose backoff has passed."""
-    ids = await _claim_round(conn, request, ring)
+    slots = await _claim_round(conn, request, ring)
+    ids = list(slots)
     if len(ids) < request.limit:
         probes = await conn.fetch(_CLAIM_PROBES, request.now, request.worker_id, request.limit - len(ids))
         ids += [row[0] for row in probes]
     if not ids:
         return []
     rows = {row[0]: row for row in await conn.fetch(_JOB_DETAILS, ids, request.now)}
-    return [_job(rows[i]) for i in ids]
+    return [_job(rows[i], slots.get(i)) for i in ids]
 
 
-async def _claim_round(conn: Connection, request: ClaimRequest, ring: RingPosition) -> list[str]:
+@dataclass
+class _Visit:
+    """A subscription with due work, as one claim's walk found it."""
+
+    sub_id: str
+    ordered: bool
+    pace: Pace | None
+
+
+async def _claim_round(
+    conn: Connection, request: ClaimRequest, ring: RingPosition
+) -> dict[str, float | None]:
     """Walk the subscriptions with pending work from where this process's last claim stopped, each
     taking its share of the batch; then, if the batch is not full, let those visited take more, up to
-    the cap."""
+    the cap. Returns the claimed ids, each with the slot a paced subscription's job must wait for."""
     share = max(1, min(request.per_subscription, request.limit // FAIR_SHARES))
-    ids: list[str] = []
-    visited: list[str] = []
-    for sub_id, due in await conn.fetch(RING.format(cursor="$1", visits=RING_VISITS), ring.after):
-        if len(ids) >= request.limit:
+    at = request.now.timestamp()
+    claimed: dict[str, float | None] = {}
+    visited: list[_Visit] = []
+    walk = await conn.fetch(RING.format(cursor="$1", visits=RING_VISITS), ring.after)
+    for sub_id, due, rate, next_send_at, ordered in walk:
+        if len(claimed) >= request.limit:
             break
         ring.after = sub_id
         if due <= request.now:
-            visited.append(sub_id)
-            ids += await _claim_from(conn, request, sub_id, min(share, request.limit - len(ids)))
-    for sub_id in visited:
-        if len(ids) >= request.limit:
+            sent_at = None if next_send_at is None else next_send_at.timestamp()
+            visit = _Visit(sub_id, ordered, pace(rate, sent_at, at))
+            visited.append(visit)
+            await _claim_from(conn, request, visit, min(share, request.limit - len(claimed)), claimed)
+    for visit in visited:
+        if len(claimed) >= request.limit:
             break
-        ids += await _claim_from(conn, request, sub_id, request.limit - len(ids))
-    return ids
+        await _claim_from(conn, request, visit, request.limit - len(claimed), claimed)
+    return claimed
 
 
-async def _claim_from(conn: Connection, request: ClaimRequest, sub_id: str, take: int) -> list[str]:
-    rows = await conn.fetch(
-        _CLAIM_FROM, request.now, request.worker_id, sub_id, take, request.per_subscription
+async def _claim_from(
+    conn: Connection, request: ClaimRequest, visit: _Visit, take: int, claimed: dict[str, float | None]
+) -> None:
+    """Claim up to ``take`` of one subscription's due deliveries into ``claimed``; a paced one takes
+    no more than its free slots, and moves its next free slot on."""
+    paced = visit.pace
+    if paced is not None:
+        take = min(take, paced.room)
+        if take <= 0:
+            return
+    sql = _claim_from_sql(visit.ordered, paced is not None)
+    rows = await conn.fetch(sql, request.now, request.worker_id, visit.sub_id, take, request.per_subscription)
+    ids = [row[0] for row in rows]
+    if paced is None:
+        claimed.update(dict.fromkeys(ids))
+        return
+    claimed.update((delivery_id, paced.slot(n)) for n, delivery_id in enumerate(ids))
+    visit.pace = Pace(paced.slot(len(ids)), paced.interval, paced.room - len(ids))
+    await conn.execute(
+        "UPDATE subscriptions SET next_send_at = $1 WHERE id = $2",
+        datetime.fromtimestamp(visit.pace.first, UTC),
+        visit.sub_id,
     )
-    return [row[0] for row in rows]
 
 
 async def reclaim(conn: Connection, worker_id: str, now: datetime) -> int:
@@ -249,9 +302,12 @@ async def reclaim(conn: Connection, worker_id: str, now: datetime) -> int:
     return len(back)
 
 
-def _job(r: Any) -> DeliveryJob:
+def _job(r: Any, slot: float | None) -> DeliveryJob:
     kind = SubscriptionKind(r[11])
-    return DeliveryJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], kind, r[12])
+    not_before = None if slot is None else datetime.fromtimestamp(slot, UTC)
+    return DeliveryJob(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], kind, r[12], not_before
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,17 +26,18 @@ NEW_DELIVERY_ID = (
 NEW_SUBSCRIPTION_ID = "'sub_' || upper(left(translate(gen_random_uuid()::text, '-', ''), 26))"
 
 _INSERT_EVENT = """
-INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, callback_url)
-VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, callback_url,
+                    ordering_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (customer_id, idempotency_key) DO NOTHING
 """
 
-_EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url"
+_EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url, ordering_key"
 
 _FAN_OUT = f"""
 INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
-                        next_attempt_at, created_at, updated_at)
+                        next_attempt_at, created_at, updated_at, ordering_key)
 SELECT {NEW_DELIVERY_ID}, $1, s.id, s.customer_id,
-       CASE WHEN s.failure_count > 0 THEN 'held' ELSE 'pending' END, 0, $2, $3, $3
+       CASE WHEN s.failure_count > 0 THEN 'held' ELSE 'pending' END, 0, $2, $3, $3, $6::text
 FROM subscription_event_types AS t JOIN subscriptions AS s ON s.id = t.subscription_id
 WHERE t.customer_id = $4 AND t.event_type = $5 AND s.is_active AND s.deleted_at IS NULL
 ORDER BY s.id FOR SHARE OF s
@@ -44,9 +45,9 @@ ORDER BY s.id FOR SHARE OF s
 
 _FAN_OUT_ONE = f"""
 INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
-                        next_attempt_at, created_at, updated_at)
+                        next_attempt_at, created_at, updated_at, ordering_key)
 SELECT {NEW_DELIVERY_ID}, $1, id, customer_id,
-       CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, $2, $3, $3
+       CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, $2, $3, $3, $6::text
 FROM subscriptions WHERE id = $5 AND customer_id = $4 AND is_active AND deleted_at IS NULL
 FOR SHARE
 """
@@ -60,9 +61,9 @@ ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING
 
 _FAN_OUT_CALLBACK = f"""
 INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
-                        next_attempt_at, created_at, updated_at)
+                        next_attempt_at, created_at, updated_at, ordering_key)
 SELECT {NEW_DELIVERY_ID}, $1, id, customer_id,
-       CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, $2, $3, $3
+       CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, $2, $3, $3, $6::text
 FROM subscriptions WHERE customer_id = $4 AND url = $5 AND events_key = '' AND kind = 'callback'
   AND is_active AND deleted_at IS NULL
 FOR SHARE
@@ -70,7 +71,7 @@ FOR SHARE
 
 
 def event_from_row(row: Any) -> Event:
-    return Event(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+    return Event(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
 
 async def publish_event(conn: Connection, event: NewEvent, delay_s: float) -> PublishResult:
@@ -78,21 +79,33 @@ async def publish_event(conn: Connection, event: NewEvent, delay_s: float) -> Pu
     payload = orjson.dumps(event.envelope())
     e = event
     inserted = await conn.execute(
-        _INSERT_EVENT, e.id, e.customer_id, e.type, e.idempotency_key, payload, e.created_at, e.callback_url
+        _INSERT_EVENT,
+        *(
+            e.id,
+            e.customer_id,
+            e.type,
+            e.idempotency_key,
+            payload,
+            e.created_at,
+            e.callback_url,
+            e.ordering_key,
+        ),
     )
     if not count_rows(inserted):
         return PublishResult(await _existing_event(conn, event), created=False, deliveries=0)
     due = event.created_at + timedelta(seconds=delay_s)
     if event.only_subscription_id is None:
-        fanned = await conn.execute(_FAN_OUT, e.id, due, e.created_at, e.customer_id, e.type)
+        fanned = await conn.execute(_FAN_OUT, e.id, due, e.created_at, e.customer_id, e.type, e.ordering_key)
     else:
         fanned = await conn.execute(
-            _FAN_OUT_ONE, e.id, due, e.created_at, e.customer_id, e.only_subscription_id
+            _FAN_OUT_ONE, e.id, due, e.created_at, e.customer_id, e.only_subscription_id, e.ordering_key
         )
     deliveries = count_rows(fanned)
     if event.callback_url is not None:
         deliveries += await fan_out_callback(conn, event, event.callback_url, due)
-    stored = Event(e.id, e.customer_id, e.type, e.idempotency_key, payload, e.created_at, e.callback_url)
+    stored = Event(
+        e.id, e.customer_id, e.type, e.idempotency_key, payload, e.created_at, e.callback_url, e.ordering_key
+    )
     return PublishResult(stored, created=True, deliveries=deliveries)
 
 
@@ -111,7 +124,9 @@ async def fan_out_callback(conn: Connection, event: NewEvent, url: str, due: dat
     """A delivery to the event's ``callback_url``, through a hidden 'callback' subscription so it
     gets the same retries, health tracking and log as any other."""
     await conn.execute(_CALLBACK_SUBSCRIPTION, event.customer_id, url, event.created_at)
-    status = await conn.execute(_FAN_OUT_CALLBACK, event.id, due, event.created_at, event.customer_id, url)
+    status = await conn.execute(
+        _FAN_OUT_CALLBACK, event.id, due, event.created_at, event.customer_id, url, event.ordering_key
+    )
     return count_rows(status)
 
 

@@ -41,13 +41,14 @@ T = TypeVar("T")
 
 SUB_COLUMNS = (
     "id, customer_id, url, events_key, description, secret, is_active, created_at, failure_count,"
-    " disabled_reason, disabled_at, previous_secret, previous_secret_until, kind"
+    " disabled_reason, disabled_at, previous_secret, previous_secret_until, kind, rate_limit_per_second,"
+    " ordered"
 )
 DELIVERY_COLUMNS = (
     "id, event_id, subscription_id, customer_id, status, attempts, next_attempt_at, created_at,"
     " updated_at, last_status, last_error, delivered_at"
 )
-EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url"
+EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url, ordering_key"
 
 
 class PostgresReads:
@@ -243,6 +244,8 @@ def subscription_from_row(row: Any) -> Subscription:
         previous_secret=row[11],
         previous_secret_until=row[12],
         kind=SubscriptionKind(row[13]),
+        rate_limit_per_second=row[14],
+        ordered=row[15],
     )
 
 

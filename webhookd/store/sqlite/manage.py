@@ -21,6 +21,27 @@ WAITING_STATUS = """
 """
 
 
+# A PATCH's optional fields: (given?, value) pairs; a rate limit of 0 or a description of "" clears it.
+_UPDATE_SUBSCRIPTION = """
+UPDATE subscriptions SET url = ?, events_key = ?, updated_at = ?,
+    description = CASE WHEN ? THEN nullif(?, '') ELSE description END,
+    rate_limit_per_second = CASE WHEN ? THEN nullif(?, 0) ELSE rate_limit_per_second END,
+    ordered = CASE WHEN ? THEN ? ELSE ordered END
+WHERE id = ?
+"""
+
+
+def _optional(update: SubscriptionUpdate) -> tuple[object, ...]:
+    return (
+        update.description is not None,
+        update.description,
+        update.rate_limit_per_second is not None,
+        update.rate_limit_per_second,
+        update.ordered is not None,
+        update.ordered,
+    )
+
+
 def update_subscription(
     conn: sqlite3.Connection,
     customer_id: str,
@@ -39,11 +60,7 @@ def update_subscription(
     url = update.url if update.url is not None else row[0]
     key = events_key(update.events) if update.events is not None else row[1]
     try:
-        conn.execute(
-            "UPDATE subscriptions SET url = ?, events_key = ?, updated_at = ?,"
-            " description = CASE WHEN ? THEN nullif(?, '') ELSE description END WHERE id = ?",
-            (url, key, to_epoch(now), update.description is not None, update.description, subscription_id),
-        )
+        conn.execute(_UPDATE_SUBSCRIPTION, (url, key, to_epoch(now), *_optional(update), subscription_id))
     except sqlite3.IntegrityError:
         raise Conflict("another subscription already has this url and set of events") from None
     if update.events is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,16 @@ from webhookd.models import (
     SubscriptionKind,
 )
 from webhookd.store.base import DeliveryClaim, chunks, first_result_per_claim
-from webhookd.store.scheduling import FAIR_SHARES, RING, RING_VISITS, ClaimRequest, RingPosition
+from webhookd.store.scheduling import (
+    FAIR_SHARES,
+    HEAD_OF_KEY,
+    RING,
+    RING_VISITS,
+    ClaimRequest,
+    Pace,
+    RingPosition,
+    pace,
+)
 from webhookd.store.sqlite.epoch import from_epoch, to_epoch
 from webhookd.store.sqlite.manage import WAITING_STATUS
 
@@ -36,13 +46,15 @@ _CLAIM_FROM = """
 UPDATE deliveries SET status = 'in_flight', claimed_by = :worker, attempts = attempts + 1,
     updated_at = :now, claimed_gen = (SELECT health_gen FROM subscriptions WHERE id = :sub)
 WHERE seq IN (
-    SELECT seq FROM deliveries
-    WHERE status = 'pending' AND subscription_id = :sub AND next_attempt_at <= :now
+    SELECT seq FROM deliveries AS d
+    WHERE status = 'pending' AND subscription_id = :sub AND next_attempt_at <= :now {heads}
     ORDER BY next_attempt_at
     LIMIT max(0, min(:take, :cap - (SELECT count(*) FROM deliveries
                                     WHERE subscription_id = :sub AND status = 'in_flight'))))
 RETURNING id
 """
+_CLAIM_FROM_ANY = _CLAIM_FROM.format(heads="")
+_CLAIM_HEADS_FROM = _CLAIM_FROM.format(heads="AND " + HEAD_OF_KEY.format(d="d"))
 
 _DUE_PROBES = """
 SELECT id, health_gen FROM subscriptions
@@ -51,13 +63,15 @@ WHERE failure_count > 0 AND is_active = 1 AND deleted_at IS NULL AND probe_at <=
 ORDER BY probe_at LIMIT :limit
 """
 
+# A failing subscription's single probe; for an ordered one, the head of a key.
 _CLAIM_PROBE = """
 UPDATE deliveries SET status = 'in_flight', claimed_by = :worker, attempts = attempts + 1,
     updated_at = :now, claimed_gen = :gen
-WHERE seq = (SELECT seq FROM deliveries WHERE subscription_id = :sub AND status = 'held'
+WHERE seq = (SELECT seq FROM deliveries AS d WHERE subscription_id = :sub AND status = 'held'
+               AND (NOT (SELECT ordered FROM subscriptions WHERE id = :sub) OR {head})
              ORDER BY next_attempt_at LIMIT 1)
 RETURNING id
-"""
+""".replace("{head}", HEAD_OF_KEY.format(d="d"))
 
 # A callback subscription signs with its customer's callback secret; during a rotation's grace
 # period the previous secret comes along so deliveries carry both signatures.
@@ -143,51 +157,83 @@ def claim(conn: sqlite3.Connection, request: ClaimRequest, ring: RingPosition) -
     """Claim due deliveries a few per subscription in turn, then one probe for each failing
     subscription whose backoff has passed."""
     at = to_epoch(request.now)
-    ids = _claim_round(conn, request, ring, at)
+    slots = _claim_round(conn, request, ring, at)
+    ids = list(slots)
     if len(ids) < request.limit:
         params = {"now": at, "limit": request.limit - len(ids), "worker": request.worker_id}
         ids += _claim_probes(conn, params)
     if not ids:
         return []
     rows = conn.execute(_JOB_DETAILS.format(marks=_marks(len(ids))), [at, at, *ids]).fetchall()
-    return [_job(r) for r in rows]
+    return [_job(r, slots.get(r[0])) for r in rows]
 
 
-def _claim_round(conn: sqlite3.Connection, request: ClaimRequest, ring: RingPosition, at: float) -> list[str]:
+@dataclass
+class _Visit:
+    """A subscription with due work, as one claim's walk found it."""
+
+    sub_id: str
+    ordered: bool
+    pace: Pace | None
+
+
+def _claim_round(
+    conn: sqlite3.Connection, request: ClaimRequest, ring: RingPosition, at: float
+) -> dict[str, float | None]:
     """Walk the subscriptions with pending work from where the last claim stopped, each taking its
-    share of the batch; then, if the batch is not full, let those visited take more, up to the cap."""
+    share of the batch; then, if the batch is not full, let those visited take more, up to the cap.
+    Returns the claimed ids, each with the slot a paced subscription's job must wait for."""
     share = max(1, min(request.per_subscription, request.limit // FAIR_SHARES))
-    ids: list[str] = []
-    visited: list[str] = []
+    claimed: dict[str, float | None] = {}
+    visited: list[_Visit] = []
     walk = conn.execute(RING.format(cursor=":cursor", visits=RING_VISITS), {"cursor": ring.after})
-    for sub_id, due in walk.fetchall():
-        if len(ids) >= request.limit:
+    for sub_id, due, rate, next_send_at, ordered in walk.fetchall():
+        if len(claimed) >= request.limit:
             break
         ring.after = sub_id
         if due <= at:
-            visited.append(sub_id)
-            ids += _claim_from(conn, request, sub_id, min(share, request.limit - len(ids)), at)
-    for sub_id in visited:
-        if len(ids) >= request.limit:
+            visit = _Visit(sub_id, bool(ordered), pace(rate, next_send_at, at))
+            visited.append(visit)
+            _claim_from(conn, request, visit, min(share, request.limit - len(claimed)), claimed)
+    for visit in visited:
+        if len(claimed) >= request.limit:
             break
-        ids += _claim_from(conn, request, sub_id, request.limit - len(ids), at)
-    return ids
+        _claim_from(conn, request, visit, request.limit - len(claimed), claimed)
+    return claimed
 
 
 def _claim_from(
-    conn: sqlite3.Connection, request: ClaimRequest, sub_id: str, take: int, at: float
-) -> list[str]:
+    conn: sqlite3.Connection,
+    request: ClaimRequest,
+    visit: _Visit,
+    take: int,
+    claimed: dict[str, float | None],
+) -> None:
+    """Claim up to ``take`` of one subscription's due deliveries into ``claimed``; a paced one takes
+    no more than its free slots, and moves its next free slot on."""
+    paced = visit.pace
+    if paced is not None:
+        take = min(take, paced.room)
+        if take <= 0:
+            return
     params = {
         "worker": request.worker_id,
-        "now": at,
-        "sub": sub_id,
+        "now": to_epoch(request.now),
+        "sub": visit.sub_id,
         "take": take,
         "cap": request.per_subscription,
     }
-    return [row[0] for row in conn.execute(_CLAIM_FROM, params)]
+    sql = _CLAIM_HEADS_FROM if visit.ordered else _CLAIM_FROM_ANY
+    ids = [row[0] for row in conn.execute(sql, params)]
+    if paced is None:
+        claimed.update(dict.fromkeys(ids))
+        return
+    claimed.update((delivery_id, paced.slot(n)) for n, delivery_id in enumerate(ids))
+    visit.pace = Pace(paced.slot(len(ids)), paced.interval, paced.room - len(ids))
+    conn.execute("UPDATE subscriptions SET next_send_at = ? WHERE id = ?", (visit.pace.first, visit.sub_id))
 
 
-def _job(r: sqlite3.Row | tuple[Any, ...]) -> DeliveryJob:
+def _job(r: sqlite3.Row | tuple[Any, ...], slot: float | None) -> DeliveryJob:
     return DeliveryJob(
         r[0],
         r[1],
@@ -202,6 +248,7 @@ def _job(r: sqlite3.Row | tuple[Any, ...]) -> DeliveryJob:
         r[10],
         SubscriptionKind(r[11]),
         r[12],
+        None if slot is None else from_epoch(slot),
     )
 
 

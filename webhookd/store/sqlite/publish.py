@@ -22,7 +22,8 @@ from webhookd.store.sqlite.epoch import from_epoch, to_epoch
 # edge instead of dirtying a random page per delivery in every commit.
 _DELIVERY_ID = "'dlv_' || substr({event_id}, 5, 10) || hex(randomblob(8))"
 _DELIVERY_COLUMNS = (
-    "id, event_id, subscription_id, customer_id, status, attempts, next_attempt_at, created_at, updated_at"
+    "id, event_id, subscription_id, customer_id, status, attempts, next_attempt_at, created_at, updated_at,"
+    " ordering_key"
 )
 _WAITING = "CASE WHEN s.failure_count > 0 THEN 'held' ELSE 'pending' END"
 _LIVE = "s.is_active = 1 AND s.deleted_at IS NULL"
@@ -30,7 +31,7 @@ _LIVE = "s.is_active = 1 AND s.deleted_at IS NULL"
 _FOR_ONE_EVENT = f"""
 INSERT INTO deliveries ({_DELIVERY_COLUMNS})
 SELECT {_DELIVERY_ID.format(event_id=":event_id")}, :event_id, s.id, s.customer_id, {_WAITING}, 0,
-       :due, :now, :now
+       :due, :now, :now, :ordering_key
 """
 
 _FAN_OUT = f"""{_FOR_ONE_EVENT}
@@ -51,7 +52,7 @@ WHERE s.customer_id = :customer_id AND s.url = :url AND s.events_key = '' AND s.
 _FAN_OUT_RANGE = f"""
 INSERT INTO deliveries ({_DELIVERY_COLUMNS})
 SELECT {_DELIVERY_ID.format(event_id="e.id")}, e.id, s.id, s.customer_id, {_WAITING}, 0,
-       e.created_at + :delay, e.created_at, e.created_at
+       e.created_at + :delay, e.created_at, e.created_at, NULL
 FROM events AS e
 JOIN subscription_event_types AS t ON t.customer_id = e.customer_id AND t.event_type = e.type
 JOIN subscriptions AS s ON s.id = t.subscription_id
@@ -59,8 +60,9 @@ WHERE e.seq BETWEEN :first AND :last AND {_LIVE}
 """
 
 _INSERT_EVENT = """
-INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, callback_url)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, callback_url,
+                    ordering_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 """
 
@@ -90,7 +92,12 @@ def publish_events(conn: sqlite3.Connection, requests: list[tuple[NewEvent, floa
 
 
 def _is_plain(event: NewEvent) -> bool:
-    return event.idempotency_key is None and event.callback_url is None and event.only_subscription_id is None
+    return (
+        event.idempotency_key is None
+        and event.callback_url is None
+        and event.only_subscription_id is None
+        and event.ordering_key is None
+    )
 
 
 def _publish_plain(conn: sqlite3.Connection, events: list[NewEvent], delay_s: float) -> list[PublishResult]:
@@ -129,7 +136,8 @@ def publish_event(conn: sqlite3.Connection, event: NewEvent, delay_s: float) -> 
     payload, created = orjson.dumps(event.envelope()), to_epoch(event.created_at)
     e = event
     inserted = conn.execute(
-        _INSERT_EVENT, (e.id, e.customer_id, e.type, e.idempotency_key, payload, created, e.callback_url)
+        _INSERT_EVENT,
+        (e.id, e.customer_id, e.type, e.idempotency_key, payload, created, e.callback_url, e.ordering_key),
     ).rowcount
     if not inserted:
         return PublishResult(_existing_event(conn, event), created=False, deliveries=0)
@@ -141,21 +149,24 @@ def publish_event(conn: sqlite3.Connection, event: NewEvent, delay_s: float) -> 
         "now": created,
         "sub": e.only_subscription_id,
         "url": e.callback_url,
+        "ordering_key": e.ordering_key,
     }
     deliveries = conn.execute(_FAN_OUT if e.only_subscription_id is None else _FAN_OUT_ONE, params).rowcount
     if e.callback_url is not None:
         deliveries += _fan_out_callback(conn, params)
-    stored = Event(e.id, e.customer_id, e.type, e.idempotency_key, payload, e.created_at, e.callback_url)
+    stored = Event(
+        e.id, e.customer_id, e.type, e.idempotency_key, payload, e.created_at, e.callback_url, e.ordering_key
+    )
     return PublishResult(stored, created=True, deliveries=deliveries)
 
 
 def _existing_event(conn: sqlite3.Connection, event: NewEvent) -> Event:
     row = conn.execute(
-        "SELECT id, customer_id, type, idempotency_key, payload, created_at, callback_url FROM events"
-        " WHERE customer_id = ? AND idempotency_key = ?",
+        "SELECT id, customer_id, type, idempotency_key, payload, created_at, callback_url, ordering_key"
+        " FROM events WHERE customer_id = ? AND idempotency_key = ?",
         (event.customer_id, event.idempotency_key),
     ).fetchone()
-    return Event(row[0], row[1], row[2], row[3], row[4], from_epoch(row[5]), row[6])
+    return Event(row[0], row[1], row[2], row[3], row[4], from_epoch(row[5]), row[6], row[7])
 
 
 def _fan_out_callback(conn: sqlite3.Connection, params: dict[str, object]) -> int:

@@ -332,9 +332,21 @@ class SqliteStore:
         def op(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 "INSERT INTO subscriptions (id, customer_id, url, events_key, description, secret,"
-                " is_active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)"
+                " is_active, created_at, updated_at, rate_limit_per_second, ordered)"
+                " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)"
                 " ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING",
-                (sub.id, sub.customer_id, sub.url, key, sub.description, sub.secret, now, now),
+                (
+                    sub.id,
+                    sub.customer_id,
+                    sub.url,
+                    key,
+                    sub.description,
+                    sub.secret,
+                    now,
+                    now,
+                    sub.rate_limit_per_second,
+                    sub.ordered,
+                ),
             )
             if cursor.rowcount == 0:
                 return False
@@ -633,7 +645,8 @@ class SqliteStore:
 
 _SUB_COLUMNS = (
     "id, customer_id, url, events_key, description, secret, is_active, created_at, failure_count,"
-    " disabled_reason, disabled_at, previous_secret, previous_secret_until, kind"
+    " disabled_reason, disabled_at, previous_secret, previous_secret_until, kind, rate_limit_per_second,"
+    " ordered"
 )
 
 
@@ -641,7 +654,7 @@ _DELIVERY_COLUMNS = (
     "id, event_id, subscription_id, customer_id, status, attempts, next_attempt_at, created_at,"
     " updated_at, last_status, last_error, delivered_at"
 )
-_EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url"
+_EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url, ordering_key"
 
 
 def _rewrite_last_migration(conn: sqlite3.Connection) -> None:
@@ -670,7 +683,7 @@ def _delivery(row: sqlite3.Row) -> Delivery:
 
 
 def _event(row: sqlite3.Row) -> Event:
-    return Event(row[0], row[1], row[2], row[3], row[4], from_epoch(row[5]), row[6])
+    return Event(row[0], row[1], row[2], row[3], row[4], from_epoch(row[5]), row[6], row[7])
 
 
 def _subscription(row: sqlite3.Row) -> Subscription:
@@ -689,6 +702,8 @@ def _subscription(row: sqlite3.Row) -> Subscription:
         previous_secret=row[11],
         previous_secret_until=None if row[12] is None else from_epoch(row[12]),
         kind=SubscriptionKind(row[13]),
+        rate_limit_per_second=row[14],
+        ordered=bool(row[15]),
     )
 
 
