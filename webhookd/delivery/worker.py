@@ -23,7 +23,7 @@ from webhookd.delivery.signing import webhook_headers
 from webhookd.exceptions import DeliveryError, StorageUnavailable
 from webhookd.metrics import Metrics, status_class
 from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind, new_id, utcnow
-from webhookd.store.base import Store
+from webhookd.store.base import Outbox
 from webhookd.store.scheduling import HEARTBEAT_S, ClaimRequest
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Worker:
 
     def __init__(
         self,
-        store: Store,
+        store: Outbox,
         sender: Sender,
         box: SecretBox,
         circuit: CircuitPolicy,

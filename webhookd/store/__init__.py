@@ -1,10 +1,11 @@
-"""Storage backends behind one ``Store`` protocol, chosen by URL scheme and imported lazily."""
+"""Storage backends behind one ``Store`` protocol (its ``Outbox`` and ``Management`` sides), chosen by URL
+scheme and imported lazily."""
 
 from __future__ import annotations
 
 from webhookd.config import Settings
 from webhookd.exceptions import ConfigError
-from webhookd.store.base import Store
+from webhookd.store.base import Management, Outbox, Store
 
 
 def store_from_settings(settings: Settings) -> Store:
@@ -26,4 +27,4 @@ def store_from_settings(settings: Settings) -> Store:
     return PostgresStore(settings.database_url)
 
 
-__all__ = ["Store", "store_from_settings"]
+__all__ = ["Management", "Outbox", "Store", "store_from_settings"]

@@ -111,21 +111,64 @@ class SubscriptionCreate:
     created: bool
 
 
-class Store(Protocol):
-    """Durable state of webhookd, expressed as domain operations.
+class Outbox(Protocol):
+    """What the delivery worker and ingest need: publish and record callbacks, then claim,
+    record and release deliveries, with the workers' registry, pruning and the scrape's counts."""
 
-    Every write is durable when its coroutine returns. Implementations: ``SqliteStore`` (the
-    default) and ``PostgresStore``. Timestamps are timezone-aware UTC datetimes.
-    """
+    async def publish(self, event: NewEvent, *, delay_s: float = 0.0) -> PublishResult:
+        """Store the event and fan it out to every matching active subscription, atomically.
 
-    async def open(self) -> None:
-        """Connect and apply pending migrations."""
+        Each delivery becomes due ``delay_s`` after the event (the retry schedule's first step).
 
-    async def close(self) -> None:
-        """Flush pending writes and disconnect."""
+        A repeated ``(customer_id, idempotency_key)`` stores nothing and returns the original
+        event with ``created=False``.
+        """
 
-    async def ping(self) -> None:
-        """Raise ``StoreError`` unless the database answers."""
+    async def record_callback(
+        self, receipt: CallbackReceipt, decide: Decide, *, delay_s: float = 0.0
+    ) -> CallbackOutcome:
+        """Atomically: drop a duplicate callback; else record it, run ``decide`` on its call's state,
+        store the new state, and publish the event ``decide`` returns (as :meth:`publish` does)."""
+
+    async def register_worker(self, worker_id: str, now: datetime) -> None:
+        """Make ``worker_id`` known as alive: its claims last while it does."""
+
+    async def worker_heartbeat(self, worker_id: str, now: datetime) -> None:
+        """Say that ``worker_id`` still lives (every ``HEARTBEAT_S``)."""
+
+    async def retire_worker(self, worker_id: str) -> None:
+        """Forget ``worker_id`` at a clean stop, after it released what it had claimed."""
+
+    async def claim_deliveries(self, request: ClaimRequest) -> list[DeliveryJob]:
+        """Claim due deliveries for ``request.worker_id``, a few per subscription in turn and never
+        more than ``request.per_subscription`` in flight for one subscription, plus one probe per
+        failing subscription whose backoff has passed. Claims of dead workers go back to wait first,
+        keeping their place."""
+
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[CircuitChange]:
+        """Store attempts, move each delivery on (delivered, pending, held, parked or failed) and
+        apply each failure's ``CircuitChange``. Returns the changes that disabled a subscription:
+        the one that did it, whatever else the batch held for that subscription."""
+
+    async def release_deliveries(self, claims: Sequence[DeliveryClaim]) -> None:
+        """Give claimed deliveries back unattempted, keeping their place (graceful shutdown, or a
+        subscription put on hold). A claim taken back and claimed again since is no longer this
+        worker's: it stays as it is."""
+
+    async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` finished deliveries last touched before ``deliveries_before``
+        (with their attempts), and up to ``limit`` events created before ``events_before`` that no
+        delivery refers to. Returns the rows deleted; 0 means nothing is left to prune."""
+
+    async def outbox_stats(self, now: datetime) -> OutboxStats:
+        """Counts for the metrics scrape, without scanning the deliveries table."""
+
+    def add_work_listener(self, listener: WorkListener) -> None:
+        """Call ``listener`` (no arguments, on the event loop) whenever new work is committed."""
+
+
+class Management(Protocol):
+    """What the management API needs: tenants, keys, sources, subscriptions and the logs."""
 
     async def ensure_customer(self, customer_id: str, name: str | None = None) -> Customer:
         """Create the customer if missing; a given ``name`` replaces the stored one."""
@@ -205,56 +248,23 @@ class Store(Protocol):
     async def enable_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
         """Re-enable: reset the failure count and resume parked deliveries. ``None`` if not found."""
 
-    async def publish(self, event: NewEvent, *, delay_s: float = 0.0) -> PublishResult:
-        """Store the event and fan it out to every matching active subscription, atomically.
 
-        Each delivery becomes due ``delay_s`` after the event (the retry schedule's first step).
+class Store(Outbox, Management, Protocol):
+    """Durable state of webhookd, expressed as domain operations: the outbox side and the
+    management side of one database.
 
-        A repeated ``(customer_id, idempotency_key)`` stores nothing and returns the original
-        event with ``created=False``.
-        """
+    Every write is durable when its coroutine returns. Implementations: ``SqliteStore`` (the
+    default) and ``PostgresStore``. Timestamps are timezone-aware UTC datetimes.
+    """
 
-    async def record_callback(
-        self, receipt: CallbackReceipt, decide: Decide, *, delay_s: float = 0.0
-    ) -> CallbackOutcome:
-        """Atomically: drop a duplicate callback; else record it, run ``decide`` on its call's state,
-        store the new state, and publish the event ``decide`` returns (as :meth:`publish` does)."""
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
 
-    async def register_worker(self, worker_id: str, now: datetime) -> None:
-        """Make ``worker_id`` known as alive: its claims last while it does."""
+    async def close(self) -> None:
+        """Flush pending writes and disconnect."""
 
-    async def worker_heartbeat(self, worker_id: str, now: datetime) -> None:
-        """Say that ``worker_id`` still lives (every ``HEARTBEAT_S``)."""
-
-    async def retire_worker(self, worker_id: str) -> None:
-        """Forget ``worker_id`` at a clean stop, after it released what it had claimed."""
-
-    async def claim_deliveries(self, request: ClaimRequest) -> list[DeliveryJob]:
-        """Claim due deliveries for ``request.worker_id``, a few per subscription in turn and never
-        more than ``request.per_subscription`` in flight for one subscription, plus one probe per
-        failing subscription whose backoff has passed. Claims of dead workers go back to wait first,
-        keeping their place."""
-
-    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[CircuitChange]:
-        """Store attempts, move each delivery on (delivered, pending, held, parked or failed) and
-        apply each failure's ``CircuitChange``. Returns the changes that disabled a subscription:
-        the one that did it, whatever else the batch held for that subscription."""
-
-    async def release_deliveries(self, claims: Sequence[DeliveryClaim]) -> None:
-        """Give claimed deliveries back unattempted, keeping their place (graceful shutdown, or a
-        subscription put on hold). A claim taken back and claimed again since is no longer this
-        worker's: it stays as it is."""
-
-    async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
-        """Delete up to ``limit`` finished deliveries last touched before ``deliveries_before``
-        (with their attempts), and up to ``limit`` events created before ``events_before`` that no
-        delivery refers to. Returns the rows deleted; 0 means nothing is left to prune."""
-
-    async def outbox_stats(self, now: datetime) -> OutboxStats:
-        """Counts for the metrics scrape, without scanning the deliveries table."""
-
-    def add_work_listener(self, listener: WorkListener) -> None:
-        """Call ``listener`` (no arguments, on the event loop) whenever new work is committed."""
+    async def ping(self) -> None:
+        """Raise ``StoreError`` unless the database answers."""
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
