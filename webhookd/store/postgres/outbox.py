@@ -35,9 +35,9 @@ from webhookd.store.scheduling import (
     RingPosition,
     pace,
 )
+from webhookd.store.shared import waiting_status
 
-WAITING_STATUS = """CASE WHEN s.deleted_at IS NOT NULL THEN 'canceled' WHEN NOT s.is_active THEN 'parked'
-    WHEN s.failure_count > 0 THEN 'held' ELSE 'pending' END"""
+WAITING_STATUS = waiting_status("s.")
 """Where a delivery waits for its next attempt, given its subscription ``s``."""
 
 EXPIRED_BATCH = 1000

@@ -8,7 +8,6 @@ whose failure another transaction is counting: it waits, then sees the subscript
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 import orjson
 
@@ -16,6 +15,8 @@ from webhookd.exceptions import StoreError
 from webhookd.models import Event, NewEvent, PublishResult
 from webhookd.store.base import CallbackOutcome, CallbackReceipt, Decide
 from webhookd.store.postgres.db import Connection, count_rows
+from webhookd.store.postgres.reads import ROWS
+from webhookd.store.shared import EVENT_COLUMNS, waiting_status
 
 # A delivery's id is its event's: 'dlv_', the event id's millisecond time, and 16 random hex digits
 # (hex is a subset of the Crockford alphabet). Ids in time order grow the id index at its right edge
@@ -25,19 +26,20 @@ NEW_DELIVERY_ID = (
 )
 NEW_SUBSCRIPTION_ID = "'sub_' || upper(left(translate(gen_random_uuid()::text, '-', ''), 26))"
 
+_WAITING_S = waiting_status("s.")
+_WAITING = waiting_status("")
+
 _INSERT_EVENT = """
 INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, callback_url,
                     ordering_key)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (customer_id, idempotency_key) DO NOTHING
 """
 
-_EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url, ordering_key"
-
 _FAN_OUT = f"""
 INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
                         next_attempt_at, created_at, updated_at, ordering_key)
 SELECT {NEW_DELIVERY_ID}, $1, s.id, s.customer_id,
-       CASE WHEN s.failure_count > 0 THEN 'held' ELSE 'pending' END, 0, $2, $3, $3, $6::text
+       {_WAITING_S}, 0, $2, $3, $3, $6::text
 FROM subscription_event_types AS t JOIN subscriptions AS s ON s.id = t.subscription_id
 WHERE t.customer_id = $4 AND t.event_type = $5 AND s.is_active AND s.deleted_at IS NULL
 ORDER BY s.id FOR SHARE OF s
@@ -47,7 +49,7 @@ _FAN_OUT_ONE = f"""
 INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
                         next_attempt_at, created_at, updated_at, ordering_key)
 SELECT {NEW_DELIVERY_ID}, $1, id, customer_id,
-       CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, $2, $3, $3, $6::text
+       {_WAITING}, 0, $2, $3, $3, $6::text
 FROM subscriptions WHERE id = $5 AND customer_id = $4 AND is_active AND deleted_at IS NULL
 FOR SHARE
 """
@@ -63,15 +65,11 @@ _FAN_OUT_CALLBACK = f"""
 INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
                         next_attempt_at, created_at, updated_at, ordering_key)
 SELECT {NEW_DELIVERY_ID}, $1, id, customer_id,
-       CASE WHEN failure_count > 0 THEN 'held' ELSE 'pending' END, 0, $2, $3, $3, $6::text
+       {_WAITING}, 0, $2, $3, $3, $6::text
 FROM subscriptions WHERE customer_id = $4 AND url = $5 AND events_key = '' AND kind = 'callback'
   AND is_active AND deleted_at IS NULL
 FOR SHARE
 """
-
-
-def event_from_row(row: Any) -> Event:
-    return Event(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
 
 async def publish_event(conn: Connection, event: NewEvent, delay_s: float) -> PublishResult:
@@ -111,13 +109,13 @@ async def publish_event(conn: Connection, event: NewEvent, delay_s: float) -> Pu
 
 async def _existing_event(conn: Connection, event: NewEvent) -> Event:
     row = await conn.fetchrow(
-        f"SELECT {_EVENT_COLUMNS} FROM events WHERE customer_id = $1 AND idempotency_key = $2",
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE customer_id = $1 AND idempotency_key = $2",
         event.customer_id,
         event.idempotency_key,
     )
     if row is None:  # pruned between our insert and this read; vanishingly rare
         raise StoreError("the event changed concurrently; retry the request")
-    return event_from_row(row)
+    return ROWS.event(row)
 
 
 async def fan_out_callback(conn: Connection, event: NewEvent, url: str, due: datetime) -> int:

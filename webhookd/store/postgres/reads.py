@@ -9,18 +9,15 @@ from typing import Any, TypeVar
 from webhookd.exceptions import StorageUnavailable, StoreError
 from webhookd.models import (
     ApiKey,
-    Attempt,
     CallbackSecret,
     Carrier,
     Customer,
     Delivery,
     DeliveryStatus,
-    DisabledReason,
     Event,
     Scope,
     Source,
     Subscription,
-    SubscriptionKind,
 )
 from webhookd.store.availability import Availability
 from webhookd.store.base import (
@@ -35,20 +32,22 @@ from webhookd.store.base import (
     log_page,
 )
 from webhookd.store.postgres.db import Connection, on_connection
-from webhookd.store.postgres.publish import event_from_row
+from webhookd.store.shared import (
+    ATTEMPT_COLUMNS,
+    CALLBACK_SECRET_COLUMNS,
+    CUSTOMER_COLUMNS,
+    DELIVERY_COLUMNS,
+    EVENT_COLUMNS,
+    SUB_COLUMNS,
+    SUBSCRIPTION_STATES,
+    Rows,
+    subscription_states,
+)
 
 T = TypeVar("T")
 
-SUB_COLUMNS = (
-    "id, customer_id, url, events_key, description, secret, is_active, created_at, failure_count,"
-    " disabled_reason, disabled_at, previous_secret, previous_secret_until, kind, rate_limit_per_second,"
-    " ordered"
-)
-DELIVERY_COLUMNS = (
-    "id, event_id, subscription_id, customer_id, status, attempts, next_attempt_at, created_at,"
-    " updated_at, last_status, last_error, delivered_at"
-)
-EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url, ordering_key"
+ROWS = Rows(lambda moment: moment)
+"""Rows as PostgreSQL returns them (times come back as aware datetimes), as models."""
 
 
 class PostgresReads:
@@ -96,8 +95,8 @@ class PostgresReads:
         return None if row is None else Source(row[0], row[1], Carrier(row[2]), row[3], row[4])
 
     async def get_customer(self, customer_id: str) -> Customer | None:
-        row = await self._fetchrow("SELECT id, name, created_at FROM customers WHERE id = $1", customer_id)
-        return None if row is None else Customer(row[0], row[1], row[2])
+        row = await self._fetchrow(f"SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = $1", customer_id)
+        return None if row is None else ROWS.customer(row)
 
     async def get_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
         row = await self._fetchrow(
@@ -106,7 +105,7 @@ class PostgresReads:
             subscription_id,
             customer_id,
         )
-        return None if row is None else subscription_from_row(row)
+        return None if row is None else ROWS.subscription(row)
 
     async def _find_identical(self, subscription: Subscription) -> Subscription | None:
         """The live subscription with this one's customer, url and set of events, if any."""
@@ -117,7 +116,7 @@ class PostgresReads:
             subscription.url,
             events_key(subscription.events),
         )
-        return None if row is None else subscription_from_row(row)
+        return None if row is None else ROWS.subscription(row)
 
     async def list_subscriptions(self, customer_id: str, page: PageRequest) -> Page[Subscription]:
         after = decode_cursor(page.cursor) if page.cursor else ""
@@ -127,7 +126,7 @@ class PostgresReads:
             " AND kind = 'webhook' AND deleted_at IS NULL ORDER BY id LIMIT $3 OFFSET $4",
             *(customer_id, after, page.limit + 1, offset),
         )
-        items = [subscription_from_row(row) for row in found[: page.limit]]
+        items = [ROWS.subscription(row) for row in found[: page.limit]]
         next_cursor = encode_cursor(items[-1].id) if len(found) > page.limit else None
         return Page(items, next_cursor)
 
@@ -142,7 +141,7 @@ class PostgresReads:
         if status is not None:
             where, params = where + " AND status = $3", [*params, status.value]
         found = await self._read_log(f"SELECT {DELIVERY_COLUMNS} FROM deliveries", where, params, page)
-        return log_page([delivery_from_row(row) for row in found], page.limit)
+        return log_page([ROWS.delivery(row) for row in found], page.limit)
 
     async def get_delivery(self, customer_id: str, delivery_id: str) -> DeliveryDetail | None:
         row = await self._fetchrow(
@@ -153,13 +152,12 @@ class PostgresReads:
         if row is None:
             return None
         attempts = await self._fetch(
-            "SELECT attempt_no, started_at, duration_s, status_code, error, response_excerpt, succeeded"
-            " FROM attempts WHERE delivery_id = $1 ORDER BY id",
+            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 ORDER BY id",
             delivery_id,
         )
         return DeliveryDetail(
-            delivery_from_row(row),
-            [Attempt(a[0], a[1], a[2], a[3], a[4], a[5] or b"", a[6]) for a in attempts],
+            ROWS.delivery(row),
+            [ROWS.attempt(a) for a in attempts],
         )
 
     async def failed_delivery_ids(
@@ -177,23 +175,19 @@ class PostgresReads:
         if type is not None:
             where, params = where + " AND type = $2", [*params, type]
         found = await self._read_log(f"SELECT {EVENT_COLUMNS} FROM events", where, params, page)
-        return log_page([event_from_row(row) for row in found], page.limit)
+        return log_page([ROWS.event(row) for row in found], page.limit)
 
     async def get_event(self, customer_id: str, event_id: str) -> Event | None:
         row = await self._fetchrow(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1 AND customer_id = $2", event_id, customer_id
         )
-        return None if row is None else event_from_row(row)
+        return None if row is None else ROWS.event(row)
 
     async def get_callback_secret(self, customer_id: str) -> CallbackSecret | None:
         row = await self._fetchrow(
-            "SELECT callback_secret, previous_callback_secret, previous_callback_secret_until"
-            " FROM customers WHERE id = $1",
-            customer_id,
+            f"SELECT {CALLBACK_SECRET_COLUMNS} FROM customers WHERE id = $1", customer_id
         )
-        if row is None or row[0] is None:
-            return None
-        return CallbackSecret(row[0], row[1], row[2])
+        return ROWS.callback_secret(row)
 
     async def _read_log(self, select: str, where: str, params: list[Any], page: PageRequest) -> list[Any]:
         """Newest first; keyset on (created_at, id) after a cursor, else ``offset``."""
@@ -217,50 +211,7 @@ async def outbox_stats(conn: Connection, now: datetime) -> OutboxStats:
     oldest: datetime | None = await conn.fetchval(
         "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'"
     )  # the partial due index
-    states = await conn.fetch(
-        "SELECT CASE WHEN NOT is_active THEN 'disabled' WHEN failure_count > 0 THEN 'failing'"
-        " ELSE 'active' END, count(*) FROM subscriptions WHERE deleted_at IS NULL AND kind = 'webhook'"
-        " GROUP BY 1"
-    )
+    states = await conn.fetch(SUBSCRIPTION_STATES)
     age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
     by_status = {status.value: 0 for status in DeliveryStatus} | {row[0]: row[1] for row in counts}
-    by_state = {"active": 0, "failing": 0, "disabled": 0} | {row[0]: row[1] for row in states}
-    return OutboxStats(by_status, age, by_state)
-
-
-def subscription_from_row(row: Any) -> Subscription:
-    return Subscription(
-        id=row[0],
-        customer_id=row[1],
-        url=row[2],
-        events=tuple(row[3].split(",")),
-        description=row[4],
-        secret=row[5],
-        is_active=row[6],
-        created_at=row[7],
-        failure_count=row[8],
-        disabled_reason=None if row[9] is None else DisabledReason(row[9]),
-        disabled_at=row[10],
-        previous_secret=row[11],
-        previous_secret_until=row[12],
-        kind=SubscriptionKind(row[13]),
-        rate_limit_per_second=row[14],
-        ordered=row[15],
-    )
-
-
-def delivery_from_row(row: Any) -> Delivery:
-    return Delivery(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        DeliveryStatus(row[4]),
-        row[5],
-        row[6],
-        row[7],
-        row[8],
-        row[9],
-        row[10],
-        row[11],
-    )
+    return OutboxStats(by_status, age, subscription_states(states))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from webhookd.store.shared import Rows
+
 
 def to_epoch(moment: datetime) -> float:
     return moment.timestamp()
@@ -13,5 +15,5 @@ def from_epoch(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def from_epoch_or_none(epoch: float | None) -> datetime | None:
-    return None if epoch is None else from_epoch(epoch)
+ROWS = Rows(from_epoch)
+"""Rows as SQLite stores them, as models."""

@@ -11,14 +11,11 @@ from datetime import datetime
 
 from webhookd.exceptions import Conflict
 from webhookd.store.base import SubscriptionUpdate, events_key
+from webhookd.store.shared import waiting_status
 from webhookd.store.sqlite.epoch import to_epoch
 
-# Where a delivery waits, given its subscription's state (the same rule as the outbox's).
-WAITING_STATUS = """
-(SELECT CASE WHEN deleted_at IS NOT NULL THEN 'canceled' WHEN is_active = 0 THEN 'parked'
-             WHEN failure_count > 0 THEN 'held' ELSE 'pending' END
- FROM subscriptions WHERE id = deliveries.subscription_id)
-"""
+WAITING_STATUS = f"(SELECT {waiting_status('')} FROM subscriptions WHERE id = deliveries.subscription_id)"
+"""Where a delivery of ``deliveries`` waits for its next attempt, given its subscription."""
 
 
 # A PATCH's optional fields: (given?, value) pairs; a rate limit of 0 or a description of "" clears it.

@@ -15,7 +15,8 @@ import orjson
 from webhookd.exceptions import StoreError
 from webhookd.models import Event, NewEvent, PublishResult
 from webhookd.store.base import CallbackOutcome, CallbackReceipt, Decide, chunks
-from webhookd.store.sqlite.epoch import from_epoch, to_epoch
+from webhookd.store.shared import EVENT_COLUMNS, waiting_status
+from webhookd.store.sqlite.epoch import ROWS, to_epoch
 
 # A delivery's id is its event's: 'dlv_', the event id's millisecond time, and 16 random hex digits
 # (hex is a subset of the Crockford alphabet). Ids in time order grow the id index at its right
@@ -25,7 +26,7 @@ _DELIVERY_COLUMNS = (
     "id, event_id, subscription_id, customer_id, status, attempts, next_attempt_at, created_at, updated_at,"
     " ordering_key"
 )
-_WAITING = "CASE WHEN s.failure_count > 0 THEN 'held' ELSE 'pending' END"
+_WAITING = waiting_status("s.")
 _LIVE = "s.is_active = 1 AND s.deleted_at IS NULL"
 
 _FOR_ONE_EVENT = f"""
@@ -162,11 +163,10 @@ def publish_event(conn: sqlite3.Connection, event: NewEvent, delay_s: float) -> 
 
 def _existing_event(conn: sqlite3.Connection, event: NewEvent) -> Event:
     row = conn.execute(
-        "SELECT id, customer_id, type, idempotency_key, payload, created_at, callback_url, ordering_key"
-        " FROM events WHERE customer_id = ? AND idempotency_key = ?",
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE customer_id = ? AND idempotency_key = ?",
         (event.customer_id, event.idempotency_key),
     ).fetchone()
-    return Event(row[0], row[1], row[2], row[3], row[4], from_epoch(row[5]), row[6], row[7])
+    return ROWS.event(row)
 
 
 def _fan_out_callback(conn: sqlite3.Connection, params: dict[str, object]) -> int:

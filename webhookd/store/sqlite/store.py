@@ -17,7 +17,6 @@ from webhookd.config import DEFAULT_MAX_PENDING_WRITES, DEFAULT_SQLITE_READERS
 from webhookd.exceptions import StorageUnavailable, StoreError
 from webhookd.models import (
     ApiKey,
-    Attempt,
     AttemptResult,
     CallbackSecret,
     Carrier,
@@ -26,14 +25,12 @@ from webhookd.models import (
     Delivery,
     DeliveryJob,
     DeliveryStatus,
-    DisabledReason,
     Event,
     NewEvent,
     PublishResult,
     Scope,
     Source,
     Subscription,
-    SubscriptionKind,
     utcnow,
 )
 from webhookd.store.availability import Availability
@@ -57,9 +54,19 @@ from webhookd.store.base import (
     log_page,
 )
 from webhookd.store.scheduling import ClaimRequest, RingPosition
+from webhookd.store.shared import (
+    ATTEMPT_COLUMNS,
+    CALLBACK_SECRET_COLUMNS,
+    CUSTOMER_COLUMNS,
+    DELIVERY_COLUMNS,
+    EVENT_COLUMNS,
+    SUB_COLUMNS,
+    SUBSCRIPTION_STATES,
+    subscription_states,
+)
 from webhookd.store.sqlite import manage, outbox
 from webhookd.store.sqlite import publish as publishing
-from webhookd.store.sqlite.epoch import from_epoch, from_epoch_or_none, to_epoch
+from webhookd.store.sqlite.epoch import ROWS, from_epoch, to_epoch
 from webhookd.store.sqlite.liveness import WorkerLocks
 from webhookd.store.sqlite.migrate import migrate_sqlite
 from webhookd.store.sqlite.readers import Readers
@@ -269,10 +276,10 @@ class SqliteStore:
             row = conn.execute(
                 "INSERT INTO customers (id, name, created_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET name = coalesce(excluded.name, customers.name)"
-                " RETURNING id, name, created_at",
+                f" RETURNING {CUSTOMER_COLUMNS}",
                 (customer_id, name, now),
             ).fetchone()
-            return Customer(row[0], row[1], from_epoch(row[2]))
+            return ROWS.customer(row)
 
         return await self._write(op)
 
@@ -360,53 +367,46 @@ class SqliteStore:
         if await self._write(op):
             return SubscriptionCreate(sub, created=True)
         row = await self._read_one(
-            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE customer_id = ? AND url = ?"
+            f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE customer_id = ? AND url = ?"
             " AND events_key = ? AND deleted_at IS NULL",
             (sub.customer_id, sub.url, key),
         )
         if row is None:  # deleted between our insert and this read; vanishingly rare
             raise StoreError("subscription changed concurrently; retry the request")
-        return SubscriptionCreate(_subscription(row), created=False)
+        return SubscriptionCreate(ROWS.subscription(row), created=False)
 
     async def get_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
         row = await self._read_one(
-            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id = ? AND customer_id = ?"
+            f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = ? AND customer_id = ?"
             " AND kind = 'webhook' AND deleted_at IS NULL",
             (subscription_id, customer_id),
         )
-        return None if row is None else _subscription(row)
+        return None if row is None else ROWS.subscription(row)
 
     async def outbox_stats(self, now: datetime) -> OutboxStats:
         counts = await self._read_all("SELECT status, n FROM outbox_counts", ())
         oldest = await self._read_one(
             "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'", ()
         )  # the due index
-        states = await self._scan(
-            _SCRAPE,
-            "SELECT CASE WHEN is_active = 0 THEN 'disabled' WHEN failure_count > 0 THEN 'failing'"
-            " ELSE 'active' END, count(*) FROM subscriptions WHERE deleted_at IS NULL AND kind = 'webhook'"
-            " GROUP BY 1",
-            (),
-        )
+        states = await self._scan(_SCRAPE, SUBSCRIPTION_STATES, ())
         due = None if oldest is None or oldest[0] is None else oldest[0]
         age = 0.0 if due is None else max(0.0, to_epoch(now) - due)
-        by_state = {"active": 0, "failing": 0, "disabled": 0} | {row[0]: row[1] for row in states}
-        return OutboxStats({row[0]: row[1] for row in counts}, age, by_state)
+        return OutboxStats({row[0]: row[1] for row in counts}, age, subscription_states(states))
 
     async def get_customer(self, customer_id: str) -> Customer | None:
-        row = await self._read_one("SELECT id, name, created_at FROM customers WHERE id = ?", (customer_id,))
-        return None if row is None else Customer(row[0], row[1], from_epoch(row[2]))
+        row = await self._read_one(f"SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = ?", (customer_id,))
+        return None if row is None else ROWS.customer(row)
 
     async def list_subscriptions(self, customer_id: str, page: PageRequest) -> Page[Subscription]:
         after = decode_cursor(page.cursor) if page.cursor else ""
         offset = 0 if page.cursor else page.offset
         rows = await self._scan(
             customer_id,
-            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE customer_id = ? AND id > ?"
+            f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE customer_id = ? AND id > ?"
             " AND kind = 'webhook' AND deleted_at IS NULL ORDER BY id LIMIT ? OFFSET ?",
             (customer_id, after, page.limit + 1, offset),
         )
-        items = [_subscription(row) for row in rows[: page.limit]]
+        items = [ROWS.subscription(row) for row in rows[: page.limit]]
         next_cursor = encode_cursor(items[-1].id) if len(rows) > page.limit else None
         return Page(items, next_cursor)
 
@@ -487,25 +487,24 @@ class SqliteStore:
         if status is not None:
             where, params = where + " AND status = ?", [*params, status.value]
         rows = await self._read_log(
-            customer_id, f"SELECT {_DELIVERY_COLUMNS} FROM deliveries", where, params, page
+            customer_id, f"SELECT {DELIVERY_COLUMNS} FROM deliveries", where, params, page
         )
-        return log_page([_delivery(row) for row in rows], page.limit)
+        return log_page([ROWS.delivery(row) for row in rows], page.limit)
 
     async def get_delivery(self, customer_id: str, delivery_id: str) -> DeliveryDetail | None:
         row = await self._read_one(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ? AND customer_id = ?",
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ? AND customer_id = ?",
             (delivery_id, customer_id),
         )
         if row is None:
             return None
         attempts = await self._read_all(
-            "SELECT attempt_no, started_at, duration_s, status_code, error, response_excerpt, succeeded"
-            " FROM attempts WHERE delivery_id = ? ORDER BY id",
+            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ? ORDER BY id",
             (delivery_id,),
         )
         return DeliveryDetail(
-            _delivery(row),
-            [Attempt(a[0], from_epoch(a[1]), a[2], a[3], a[4], a[5] or b"", bool(a[6])) for a in attempts],
+            ROWS.delivery(row),
+            [ROWS.attempt(a) for a in attempts],
         )
 
     async def retry_delivery(self, customer_id: str, delivery_id: str) -> Delivery | None:
@@ -538,24 +537,20 @@ class SqliteStore:
         where, params = "customer_id = ?", [customer_id]
         if type is not None:
             where, params = where + " AND type = ?", [*params, type]
-        rows = await self._read_log(customer_id, f"SELECT {_EVENT_COLUMNS} FROM events", where, params, page)
-        return log_page([_event(row) for row in rows], page.limit)
+        rows = await self._read_log(customer_id, f"SELECT {EVENT_COLUMNS} FROM events", where, params, page)
+        return log_page([ROWS.event(row) for row in rows], page.limit)
 
     async def get_event(self, customer_id: str, event_id: str) -> Event | None:
         row = await self._read_one(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ? AND customer_id = ?", (event_id, customer_id)
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND customer_id = ?", (event_id, customer_id)
         )
-        return None if row is None else _event(row)
+        return None if row is None else ROWS.event(row)
 
     async def get_callback_secret(self, customer_id: str) -> CallbackSecret | None:
         row = await self._read_one(
-            "SELECT callback_secret, previous_callback_secret, previous_callback_secret_until"
-            " FROM customers WHERE id = ?",
-            (customer_id,),
+            f"SELECT {CALLBACK_SECRET_COLUMNS} FROM customers WHERE id = ?", (customer_id,)
         )
-        if row is None or row[0] is None:
-            return None
-        return CallbackSecret(row[0], row[1], None if row[2] is None else from_epoch(row[2]))
+        return ROWS.callback_secret(row)
 
     async def ensure_callback_secret(self, customer_id: str, secret: bytes) -> CallbackSecret:
         await self._write(lambda conn: manage.ensure_callback_secret(conn, customer_id, secret))
@@ -641,20 +636,7 @@ class SqliteStore:
         return await self.get_subscription(customer_id, subscription_id)
 
 
-# -- SQL and row mapping -------------------------------------------------------------------------
-
-_SUB_COLUMNS = (
-    "id, customer_id, url, events_key, description, secret, is_active, created_at, failure_count,"
-    " disabled_reason, disabled_at, previous_secret, previous_secret_until, kind, rate_limit_per_second,"
-    " ordered"
-)
-
-
-_DELIVERY_COLUMNS = (
-    "id, event_id, subscription_id, customer_id, status, attempts, next_attempt_at, created_at,"
-    " updated_at, last_status, last_error, delivered_at"
-)
-_EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url, ordering_key"
+# -- SQL -------------------------------------------------------------------------------------
 
 
 def _rewrite_last_migration(conn: sqlite3.Connection) -> None:
@@ -662,48 +644,6 @@ def _rewrite_last_migration(conn: sqlite3.Connection) -> None:
     conn.execute(
         "UPDATE schema_migrations SET applied_at = applied_at"
         " WHERE version = (SELECT max(version) FROM schema_migrations)"
-    )
-
-
-def _delivery(row: sqlite3.Row) -> Delivery:
-    return Delivery(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        DeliveryStatus(row[4]),
-        row[5],
-        from_epoch_or_none(row[6]),
-        from_epoch(row[7]),
-        from_epoch_or_none(row[8]),
-        row[9],
-        row[10],
-        from_epoch_or_none(row[11]),
-    )
-
-
-def _event(row: sqlite3.Row) -> Event:
-    return Event(row[0], row[1], row[2], row[3], row[4], from_epoch(row[5]), row[6], row[7])
-
-
-def _subscription(row: sqlite3.Row) -> Subscription:
-    return Subscription(
-        id=row[0],
-        customer_id=row[1],
-        url=row[2],
-        events=tuple(row[3].split(",")),
-        description=row[4],
-        secret=row[5],
-        is_active=bool(row[6]),
-        created_at=from_epoch(row[7]),
-        failure_count=row[8],
-        disabled_reason=None if row[9] is None else DisabledReason(row[9]),
-        disabled_at=None if row[10] is None else from_epoch(row[10]),
-        previous_secret=row[11],
-        previous_secret_until=None if row[12] is None else from_epoch(row[12]),
-        kind=SubscriptionKind(row[13]),
-        rate_limit_per_second=row[14],
-        ordered=bool(row[15]),
     )
 
 

@@ -1,0 +1,117 @@
+"""What both SQL stores share: the column lists, the mapping of rows to models, and the rule for
+where a delivery waits. Each backend says only how it stores a moment (see :class:`Rows`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from webhookd.models import (
+    Attempt,
+    CallbackSecret,
+    Customer,
+    Delivery,
+    DeliveryStatus,
+    DisabledReason,
+    Event,
+    Subscription,
+    SubscriptionKind,
+)
+
+SUB_COLUMNS = (
+    "id, customer_id, url, events_key, description, secret, is_active, created_at, failure_count,"
+    " disabled_reason, disabled_at, previous_secret, previous_secret_until, kind, rate_limit_per_second,"
+    " ordered"
+)
+DELIVERY_COLUMNS = (
+    "id, event_id, subscription_id, customer_id, status, attempts, next_attempt_at, created_at,"
+    " updated_at, last_status, last_error, delivered_at"
+)
+EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url, ordering_key"
+ATTEMPT_COLUMNS = "attempt_no, started_at, duration_s, status_code, error, response_excerpt, succeeded"
+CUSTOMER_COLUMNS = "id, name, created_at"
+CALLBACK_SECRET_COLUMNS = "callback_secret, previous_callback_secret, previous_callback_secret_until"
+
+WAITING_STATUSES = "('pending', 'held', 'parked')"
+"""A delivery in one of these waits for its next attempt; where, its subscription's state says."""
+
+
+def waiting_status(s: str) -> str:
+    """Where a delivery waits for its next attempt, given its subscription's columns (``s`` is their
+    prefix, such as ``"s."``): nowhere once the subscription is deleted; parked while it is disabled;
+    held while it is failing (only its probe goes out); else pending."""
+    return (
+        f"CASE WHEN {s}deleted_at IS NOT NULL THEN 'canceled' WHEN NOT {s}is_active THEN 'parked'"
+        f" WHEN {s}failure_count > 0 THEN 'held' ELSE 'pending' END"
+    )
+
+
+SUBSCRIPTION_STATES = (
+    "SELECT CASE WHEN NOT is_active THEN 'disabled' WHEN failure_count > 0 THEN 'failing' ELSE 'active' END,"
+    " count(*) FROM subscriptions WHERE deleted_at IS NULL AND kind = 'webhook' GROUP BY 1"
+)
+"""How many live webhook subscriptions are ``active``, ``failing`` and ``disabled``, for the metrics."""
+
+
+def subscription_states(rows: Iterable[Any]) -> dict[str, int]:
+    """The counts :data:`SUBSCRIPTION_STATES` selected, with every state present."""
+    return {"active": 0, "failing": 0, "disabled": 0} | {row[0]: row[1] for row in rows}
+
+
+class Rows:
+    """Maps the rows the column lists above select to models. ``moment`` reads a stored time."""
+
+    def __init__(self, moment: Callable[[Any], datetime]) -> None:
+        self.moment = moment
+
+    def maybe(self, value: Any) -> datetime | None:
+        return None if value is None else self.moment(value)
+
+    def subscription(self, row: Any) -> Subscription:
+        return Subscription(
+            id=row[0],
+            customer_id=row[1],
+            url=row[2],
+            events=tuple(row[3].split(",")),
+            description=row[4],
+            secret=row[5],
+            is_active=bool(row[6]),
+            created_at=self.moment(row[7]),
+            failure_count=row[8],
+            disabled_reason=None if row[9] is None else DisabledReason(row[9]),
+            disabled_at=self.maybe(row[10]),
+            previous_secret=row[11],
+            previous_secret_until=self.maybe(row[12]),
+            kind=SubscriptionKind(row[13]),
+            rate_limit_per_second=row[14],
+            ordered=bool(row[15]),
+        )
+
+    def delivery(self, row: Any) -> Delivery:
+        return Delivery(
+            id=row[0],
+            event_id=row[1],
+            subscription_id=row[2],
+            customer_id=row[3],
+            status=DeliveryStatus(row[4]),
+            attempts=row[5],
+            next_attempt_at=self.maybe(row[6]),
+            created_at=self.moment(row[7]),
+            updated_at=self.maybe(row[8]),
+            last_status=row[9],
+            last_error=row[10],
+            delivered_at=self.maybe(row[11]),
+        )
+
+    def event(self, row: Any) -> Event:
+        return Event(row[0], row[1], row[2], row[3], row[4], self.moment(row[5]), row[6], row[7])
+
+    def attempt(self, row: Any) -> Attempt:
+        return Attempt(row[0], self.moment(row[1]), row[2], row[3], row[4], row[5] or b"", bool(row[6]))
+
+    def customer(self, row: Any) -> Customer:
+        return Customer(row[0], row[1], self.moment(row[2]))
+
+    def callback_secret(self, row: Any) -> CallbackSecret | None:
+        return None if row is None or row[0] is None else CallbackSecret(row[0], row[1], self.maybe(row[2]))
