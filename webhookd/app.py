@@ -19,9 +19,7 @@ from starlette.routing import Route
 from webhookd import api, ingest
 from webhookd.config import Settings
 from webhookd.crypto import SecretBox, master_key_from_settings
-from webhookd.delivery.circuit import CircuitPolicy
 from webhookd.delivery.retention import prune_forever
-from webhookd.delivery.retry import RetryPolicy
 from webhookd.delivery.sender import AiohttpSender, Sender
 from webhookd.delivery.ssrf import AddressGuard
 from webhookd.delivery.worker import Worker
@@ -29,6 +27,7 @@ from webhookd.exceptions import ApiError, Overloaded, RequestError, StorageUnava
 from webhookd.metrics import Metrics
 from webhookd.models import utcnow
 from webhookd.ratelimit import RateLimiter
+from webhookd.retry import RetryPolicy
 from webhookd.store import Store, store_from_settings
 from webhookd.web import (
     Background,
@@ -53,12 +52,11 @@ def build_worker(
     metrics: Metrics | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> Worker:
-    circuit = CircuitPolicy(RetryPolicy(settings.retry_schedule_s), settings.disable_after_failures)
     return Worker(
         store,
         sender,
         box,
-        circuit,
+        RetryPolicy(settings.retry_schedule_s),
         concurrency=settings.worker_concurrency,
         per_subscription=settings.max_in_flight_per_subscription,
         poll_interval_s=settings.poll_interval_s,

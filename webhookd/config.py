@@ -20,6 +20,8 @@ DEFAULT_RETRY_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 3
 # Listings that scan are CPU-bound. In the paging benchmark on 2 cores, 4 list connections served
 # customer A no more listings than 1 or 2 did, and took CPU from customer B's publishes (B's p99
 # 54 ms with 4, against 28 and 31 ms with 1 and 2; one run each).
+DEFAULT_DISABLE_AFTER_FAILURES = 10
+"""Straight failures that disable a subscription."""
 DEFAULT_SQLITE_READERS = 2
 # A few seconds of publishes at the rate one SQLite writer commits them; beyond that a client is
 # better told to come back than left waiting.
@@ -145,7 +147,7 @@ class Settings:
     disable_after_failures: int = _setting(
         "WEBHOOKD_DISABLE_AFTER_FAILURES",
         _parse_positive_int,
-        10,
+        DEFAULT_DISABLE_AFTER_FAILURES,
         "consecutive failures that auto-disable a subscription",
     )
     secret_grace_s: float = _setting(

@@ -277,10 +277,6 @@ class DeliveryJob:
     payload: bytes
     attempt_no: int
     event_created_at: datetime
-    health_generation: int = 0
-    """The subscription's health generation when claimed: a failure counts only if it still holds."""
-    failure_count: int = 0
-    """The subscription's consecutive failures when claimed."""
     previous_secret: bytes | None = None
     """During a rotation's grace period, the old secret's ciphertext: deliveries carry both."""
     kind: SubscriptionKind = SubscriptionKind.WEBHOOK
@@ -290,19 +286,12 @@ class DeliveryJob:
 
 
 @dataclass(frozen=True, slots=True)
-class CircuitChange:
-    """What a failed attempt does to its subscription, applied only if ``generation`` still holds
-    (so attempts already in flight when another failure was recorded do not count)."""
+class Disabled:
+    """A subscription that recording attempts disabled, and the reason of the outcome that did it."""
 
+    customer_id: str
     subscription_id: str
-    generation: int
-    failure_count: int
-    probe_at: datetime
-    disable: DisabledReason | None = None
-    force: bool = False
-    """Apply whatever the generation (410 Gone disables at once)."""
-    customer_id: str = ""
-    """Whose subscription it is, for the log line when this disables it."""
+    reason: DisabledReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,5 +309,6 @@ class AttemptResult:
     next_attempt_at: datetime | None
     """When to try again; ``None`` with ``succeeded=False`` means the delivery has failed for good."""
     subscription_id: str = ""
-    circuit: CircuitChange | None = None
-    """Set on a failure: the subscription's new failure state."""
+    retry_after_s: float | None = None
+    """How long the endpoint asked to be left alone (``Retry-After`` of a 429 or 503): a failing
+    subscription's next probe waits at least that long, up to the schedule's longest step."""

@@ -22,7 +22,9 @@ import asyncpg
 import pytest
 
 from webhookd.models import utcnow
+from webhookd.retry import RetryPolicy
 from webhookd.store.base import Store
+from webhookd.store.circuit import CircuitPolicy
 from webhookd.store.postgres import PostgresStore
 from webhookd.store.sqlite import SqliteStore
 
@@ -30,6 +32,15 @@ T = TypeVar("T")
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 LIVE_WORKER = "wkr_live"
 """The worker the contract tests claim as, registered with every store: alive throughout."""
+PROBE_AFTER_S = 10.0
+"""A failing subscription's next probe, this long after each counted failure (no jitter)."""
+DISABLE_AFTER = 3
+"""Straight failures that disable a subscription in the contract tests."""
+RETRY_AFTER_CAP_S = 100.0
+"""The longest step of the schedule, which caps a ``Retry-After``."""
+CIRCUIT = CircuitPolicy(
+    RetryPolicy((0.0, PROBE_AFTER_S, PROBE_AFTER_S, RETRY_AFTER_CAP_S), jitter_ratio=0.0), DISABLE_AFTER
+)
 
 
 @dataclass
@@ -115,7 +126,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 async def open_postgres_store(server: PostgresServer) -> PostgresStore:
     """An open store on the session's schema, emptied first."""
-    store = PostgresStore(server.dsn, schema=server.schema)
+    store = PostgresStore(server.dsn, schema=server.schema, circuit=CIRCUIT)
     await store.open()
     try:
         await server.reset()
@@ -131,7 +142,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "postgres":
         backend = await open_postgres_store(request.getfixturevalue("postgres_server"))
     else:
-        backend = SqliteStore(tmp_path / "w.db")
+        backend = SqliteStore(tmp_path / "w.db", circuit=CIRCUIT)
         await backend.open()
     try:
         await backend.register_worker(LIVE_WORKER, utcnow())

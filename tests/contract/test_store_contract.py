@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import orjson
 import pytest
 
-from tests.contract.conftest import LIVE_WORKER
+from tests.contract.conftest import LIVE_WORKER, PROBE_AFTER_S
 from webhookd.models import (
     ApiKey,
     AttemptResult,
@@ -505,13 +505,17 @@ async def test_successful_delivery_is_never_claimed_again(store: Store) -> None:
 
 
 async def test_failed_attempt_with_a_retry_time_is_claimable_then_and_not_before(store: Store) -> None:
+    """On a healthy subscription: the success reported after the failure leaves nothing held."""
     await subscribe(store)
     await store.publish(make_event())
+    await store.publish(make_event())
     start = utcnow()
-    job = await claim_one(store, start)
+    job, other = await claim(store, start)
     retry_at = start + timedelta(seconds=300)
 
-    await store.record_attempts([outcome(job, succeeded=False, next_attempt_at=retry_at)])
+    await store.record_attempts(
+        [outcome(job, succeeded=False, next_attempt_at=retry_at), outcome(other, succeeded=True)]
+    )
 
     assert await claim(store, retry_at - timedelta(seconds=1)) == []
     retried = await claim_one(store, retry_at)
@@ -631,11 +635,12 @@ async def test_release_after_a_retry_keeps_the_retry_attempt_no(store: Store) ->
     start = utcnow()
     first = await claim_one(store, start)
     await store.record_attempts([outcome(first, succeeded=False, next_attempt_at=start)])
-    second = await claim_one(store, start)
+    probe_at = later(PROBE_AFTER_S + 1)  # the failure counted: the retry goes as the probe
+    second = await claim_one(store, probe_at)
 
     await store.release_deliveries([(second.delivery_id, second.attempt_no)])
 
-    again = await claim_one(store)
+    again = await claim_one(store, probe_at)
     assert (again.delivery_id, again.attempt_no) == (first.delivery_id, 2)
 
 

@@ -38,11 +38,14 @@ def close_to(moment: datetime | None, expected: datetime) -> bool:
 
 
 async def failed_delivery(store: Store, created_at: datetime | None = None) -> str:
-    """Publish one event to the customer's subscription and fail its only attempt for good."""
+    """Publish one event to the customer's subscription and fail its only attempt for good. The
+    failure counts against the subscription: re-enabling it makes it healthy again, so that what
+    the test publishes next goes out at once."""
     event = make_event() if created_at is None else dataclasses.replace(make_event(), created_at=created_at)
     await store.publish(event)
     job = await claim_one(store, later(1))
     await store.record_attempts([outcome(job, succeeded=False, next_attempt_at=None)])
+    assert await store.enable_subscription(ACME, job.subscription_id) is not None
     return job.delivery_id
 
 
@@ -336,16 +339,16 @@ async def test_outbox_stats_count_deliveries_by_status_and_subscriptions_by_stat
     stats = await store.outbox_stats(later(30))
 
     assert stats.deliveries_by_status == {
-        "pending": 2,
+        "pending": 1,
         "in_flight": 0,
-        "held": 0,
+        "held": 1,  # the failure counted against the second subscription
         "parked": 0,
         "delivered": 1,
         "failed": 1,
         "canceled": 0,
     }
     assert 29 < stats.oldest_due_age_s < 60
-    assert stats.subscriptions_by_state == {"active": 2, "failing": 0, "disabled": 0}
+    assert stats.subscriptions_by_state == {"active": 1, "failing": 1, "disabled": 0}
 
 
 async def test_an_open_store_answers_a_ping(store: Store) -> None:

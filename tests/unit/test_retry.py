@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from webhookd.config import DEFAULT_RETRY_SCHEDULE_S
-from webhookd.delivery.retry import RetryPolicy, parse_retry_after
+from webhookd.retry import RetryPolicy, parse_retry_after
 
 schedules = st.lists(
     st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False), min_size=1, max_size=12

@@ -17,22 +17,22 @@ from typing import TypeVar
 import pytest
 
 from webhookd.crypto import SecretBox, new_webhook_secret, subscription_secret_context
-from webhookd.delivery.circuit import CircuitPolicy
-from webhookd.delivery.retry import RetryPolicy
 from webhookd.delivery.sender import SendResponse
 from webhookd.delivery.worker import Worker
 from webhookd.metrics import Metrics
 from webhookd.models import (
     AttemptResult,
-    CircuitChange,
     DeliveryStatus,
+    Disabled,
     DisabledReason,
     NewEvent,
     Subscription,
     new_id,
     utcnow,
 )
+from webhookd.retry import RetryPolicy
 from webhookd.store.base import DeliveryClaim, DeliveryDetail, PageRequest
+from webhookd.store.circuit import CircuitPolicy
 from webhookd.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
@@ -77,10 +77,10 @@ class GatedStore(SqliteStore):
     says when the worker's shutdown released its claims (``released``)."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path)
+        super().__init__(path, circuit=circuit((0.0, 0.0)))
         self.gate, self.recording, self.released = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[CircuitChange]:
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[Disabled]:
         self.recording.set()
         await self.gate.wait()
         return await super().record_attempts(results)
@@ -113,21 +113,24 @@ async def publish(store: SqliteStore, count: int = 1) -> None:
         await store.publish(NewEvent(CUSTOMER, "call.completed", {"call_id": f"c{n}"}))
 
 
+def circuit(schedule_s: tuple[float, ...], disable_after: int = 100) -> CircuitPolicy:
+    """The store's circuit rules on this retry schedule, without jitter."""
+    return CircuitPolicy(RetryPolicy(schedule_s, jitter_ratio=0.0), disable_after)
+
+
 def worker(
     store: SqliteStore,
     sender: FakeSender,
     *,
     schedule_s: tuple[float, ...] = (0.0, 0.0),
-    disable_after: int = 100,
     concurrency: int = 4,
     metrics: Metrics | None = None,
 ) -> Worker:
-    circuit = CircuitPolicy(RetryPolicy(schedule_s, jitter_ratio=0.0), disable_after)
     return Worker(
         store,
         sender,
         SecretBox(KEY),
-        circuit,
+        RetryPolicy(schedule_s, jitter_ratio=0.0),
         concurrency=concurrency,
         per_subscription=100,
         poll_interval_s=0.05,
@@ -167,7 +170,7 @@ async def only_delivery(store: SqliteStore, sub_id: str) -> DeliveryDetail:
 async def test_a_sender_that_raises_fails_the_attempt_and_the_delivery_when_its_schedule_is_spent(
     tmp_path: Path,
 ) -> None:
-    async with opened(SqliteStore(tmp_path / "w.db")) as store:
+    async with opened(SqliteStore(tmp_path / "w.db", circuit=circuit((0.0, 0.0)))) as store:
         sub_id = await subscribe(store, SecretBox(KEY))
         await publish(store)
         sender = FakeSender([RuntimeError("a bug in the sender")])
@@ -257,11 +260,11 @@ async def test_a_failure_gives_back_what_was_claimed_for_its_subscription_and_no
     """One slot: the first attempt fails while another is claimed and waiting behind it. The failure
     puts the subscription on hold, so that one goes back held with no attempt spent, instead of
     going into an endpoint known to fail."""
-    async with opened(SqliteStore(tmp_path / "w.db")) as store:
+    async with opened(SqliteStore(tmp_path / "w.db", circuit=circuit((600.0, 600.0)))) as store:
         sub_id = await subscribe(store, SecretBox(KEY))
         await publish(store, 5)
         gate = asyncio.Event()
-        sender = FakeSender([SendResponse(500, b"down")], gate=gate, expected=1)
+        sender = FakeSender([SendResponse(500, b"down")], gate=gate, expected=1)  # probes after 600 s
         w = worker(store, sender, schedule_s=(600.0, 600.0), concurrency=1)
 
         async def statuses() -> collections.Counter[DeliveryStatus]:

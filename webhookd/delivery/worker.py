@@ -16,13 +16,12 @@ from webhookd.crypto import (
     subscription_secret_context,
     webhook_secret_key,
 )
-from webhookd.delivery.circuit import CircuitPolicy
-from webhookd.delivery.retry import RETRY_AFTER_STATUSES, parse_retry_after
 from webhookd.delivery.sender import Sender
 from webhookd.delivery.signing import webhook_headers
 from webhookd.exceptions import DeliveryError, StorageUnavailable
 from webhookd.metrics import Metrics, status_class
-from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind, new_id, utcnow
+from webhookd.models import AttemptResult, DeliveryJob, Disabled, SubscriptionKind, new_id, utcnow
+from webhookd.retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
 from webhookd.store.base import Outbox
 from webhookd.store.scheduling import HEARTBEAT_S, ClaimRequest
 
@@ -45,7 +44,7 @@ class Worker:
         store: Outbox,
         sender: Sender,
         box: SecretBox,
-        circuit: CircuitPolicy,
+        retry: RetryPolicy,
         *,
         concurrency: int,
         per_subscription: int,
@@ -54,7 +53,7 @@ class Worker:
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
     ) -> None:
-        self._store, self._sender, self._box, self._circuit = store, sender, box, circuit
+        self._store, self._sender, self._box, self._retry = store, sender, box, retry
         self._concurrency = concurrency
         self._per_subscription = per_subscription
         self.worker_id = new_id("wkr")
@@ -289,26 +288,26 @@ class Worker:
     async def _record(self, batch: list[AttemptResult]) -> None:
         if not batch:
             return
-        for change in await self._store.record_attempts(batch):
-            self._disabled(change)
+        for disabled in await self._store.record_attempts(batch):
+            self._disabled(disabled)
         if self._unsent:
             unsent, self._unsent = self._unsent, []
             await self._release_logged([(job.delivery_id, job.attempt_no) for job in unsent])
 
-    def _disabled(self, change: CircuitChange) -> None:
-        """Count and log a disable, with the reason of the change that made it (the store says
+    def _disabled(self, disabled: Disabled) -> None:
+        """Count and log a disable, with the reason of the outcome that made it (the store says
         which: a batch can hold several failures for one subscription)."""
-        reason = str(change.disable)
+        reason = disabled.reason.value
         self._metrics.auto_disables.labels(reason).inc()
         logger.warning(
             "subscription %s of customer %s disabled: %s",
-            change.subscription_id,
-            change.customer_id,
+            disabled.subscription_id,
+            disabled.customer_id,
             reason,
             extra={
                 "action": "subscription.disabled",
-                "customer_id": change.customer_id,
-                "subscription_id": change.subscription_id,
+                "customer_id": disabled.customer_id,
+                "subscription_id": disabled.subscription_id,
                 "reason": reason,
             },
         )
@@ -350,11 +349,11 @@ class Worker:
             m.end_to_end.observe(max(0.0, (self._clock() - job.event_created_at).total_seconds()))
 
     def _failed(self, job: DeliveryJob, outcome: AttemptResult, retry_after: str | None) -> AttemptResult:
-        """When to try again, and what this failure does to the subscription."""
+        """When to try again, and how long the endpoint asked to be left alone: the store decides
+        what the failure does to the subscription."""
         now, status = self._clock(), outcome.status_code
         wait_s = parse_retry_after(retry_after, now) if status in RETRY_AFTER_STATUSES else None
-        circuit = self._circuit.on_failure(job, now, retry_after_s=wait_s, gone=status == 410)
-        delay_s = self._circuit.retry.delay_after(job.attempt_no, wait_s)
+        delay_s = self._retry.delay_after(job.attempt_no, wait_s)
         error = outcome.error if status is None else f"HTTP {status}"
         logger.info(
             "attempt %d of %s failed: %s",
@@ -367,7 +366,7 @@ class Worker:
             outcome,
             error=error,
             next_attempt_at=None if delay_s is None else now + timedelta(seconds=delay_s),
-            circuit=circuit,
+            retry_after_s=wait_s,
         )
 
     def _keys_for(self, job: DeliveryJob) -> list[bytes]:

@@ -14,11 +14,11 @@ from webhookd.models import (
     Attempt,
     AttemptResult,
     CallbackSecret,
-    CircuitChange,
     Customer,
     Delivery,
     DeliveryJob,
     DeliveryStatus,
+    Disabled,
     Event,
     NewEvent,
     PublishResult,
@@ -145,10 +145,12 @@ class Outbox(Protocol):
         failing subscription whose backoff has passed. Claims of dead workers go back to wait first,
         keeping their place."""
 
-    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[CircuitChange]:
-        """Store attempts, move each delivery on (delivered, pending, held, parked or failed) and
-        apply each failure's ``CircuitChange``. Returns the changes that disabled a subscription:
-        the one that did it, whatever else the batch held for that subscription."""
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[Disabled]:
+        """Store attempts, apply their outcomes in order to their subscriptions' current health
+        (count, hold, probe, park, disable: see ``webhookd.store.circuit``) and move each delivery on
+        (delivered, pending, held, parked or failed), in one transaction. A result whose claim is no
+        longer held (taken back since) stores its attempt and changes nothing else. Returns the
+        subscriptions this disabled, each with the reason of the outcome that did it."""
 
     async def release_deliveries(self, claims: Sequence[DeliveryClaim]) -> None:
         """Give claimed deliveries back unattempted, keeping their place (graceful shutdown, or a

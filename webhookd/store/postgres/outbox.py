@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from webhookd.models import AttemptResult, CircuitChange, DeliveryJob, SubscriptionKind
+from webhookd.models import AttemptResult, DeliveryJob, Disabled, SubscriptionKind
 from webhookd.store.base import DeliveryClaim, first_result_per_claim
+from webhookd.store.circuit import HEALTH_COLUMNS, CircuitPolicy, Health, Outcome, health
 from webhookd.store.postgres.db import Connection, count_rows
 from webhookd.store.scheduling import (
     FAIR_SHARES,
@@ -139,7 +140,7 @@ RETURNING claimed.id
 _JOB_DETAILS = """
 SELECT d.id, d.event_id, d.subscription_id, s.url,
        CASE WHEN s.kind = 'callback' THEN c.callback_secret ELSE s.secret END,
-       e.payload, d.attempts, e.created_at, d.claimed_gen, s.failure_count,
+       e.payload, d.attempts, e.created_at,
        CASE WHEN s.kind = 'callback'
             THEN CASE WHEN c.previous_callback_secret_until > $2 THEN c.previous_callback_secret END
             ELSE CASE WHEN s.previous_secret_until > $2 THEN s.previous_secret END END,
@@ -164,32 +165,34 @@ FROM unnest($1::text[], $2::text[]) AS r(subscription_id, delivery_id)
 WHERE s.id = r.subscription_id AND s.probe_delivery_id = r.delivery_id
 """
 
-_RECOVER = """
-UPDATE subscriptions SET failure_count = 0, probe_at = NULL, probe_delivery_id = NULL,
+# A claim still held: the delivery is in flight for the attempt the result reports.
+_HELD_CLAIMS = """
+SELECT id, attempts, subscription_id, claimed_gen FROM deliveries
+WHERE id = ANY($1::text[]) AND status = 'in_flight'
+"""
+
+# LOCK_SUBSCRIPTIONS, reading the health of those locked.
+_LOCK_HEALTHS = LOCK_SUBSCRIPTIONS.replace("SELECT s.id", f"SELECT {HEALTH_COLUMNS}", 1)
+
+_SET_HEALTH = """
+UPDATE subscriptions SET failure_count = $2, health_gen = $3, probe_at = $4, probe_delivery_id = NULL,
     probe_lease_until = NULL
-WHERE failure_count > 0 AND id = ANY($1::text[])
-RETURNING id
+WHERE id = $1
 """
-
-_UNHOLD = (
-    "UPDATE deliveries SET status = 'pending' WHERE subscription_id = ANY($1::text[]) AND status = 'held'"
-)
-
-# Counted once across processes: only while the generation the attempt was claimed under holds.
-_COUNT_FAILURE = """
-UPDATE subscriptions SET failure_count = $2, health_gen = health_gen + 1, probe_at = $3,
-    probe_delivery_id = NULL, probe_lease_until = NULL
-WHERE id = $1 AND is_active AND (health_gen = $4 OR $5)
-"""
-
-_HOLD = "UPDATE deliveries SET status = 'held' WHERE subscription_id = $1 AND status = 'pending'"
 
 _DISABLE = """
 UPDATE subscriptions SET is_active = false, disabled_reason = $2, disabled_at = $3, updated_at = $3
-WHERE id = $1 AND is_active
+WHERE id = $1
 """
 
-_PARK = "UPDATE deliveries SET status = 'parked' WHERE subscription_id = $1 AND status IN ('pending', 'held')"
+# A subscription's health changed: its waiting deliveries move where they now wait.
+_REWAIT = f"""
+UPDATE deliveries AS d SET status = {WAITING_STATUS}
+FROM subscriptions AS s
+WHERE s.id = $1 AND d.subscription_id = $1 AND d.status IN ('pending', 'held')
+  AND d.status <> {WAITING_STATUS}
+RETURNING d.status
+"""
 
 # The attempts guard keeps a worker whose lease expired from overwriting a newer claim.
 _FINISH = f"""
@@ -303,28 +306,29 @@ async def reclaim(conn: Connection, worker_id: str, now: datetime) -> int:
 
 
 def _job(r: Any, slot: float | None) -> DeliveryJob:
-    kind = SubscriptionKind(r[11])
+    kind = SubscriptionKind(r[9])
     not_before = None if slot is None else datetime.fromtimestamp(slot, UTC)
-    return DeliveryJob(
-        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], kind, r[12], not_before
-    )
+    return DeliveryJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], kind, r[10], not_before)
 
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """What recording attempts did: the changes that disabled a subscription, and whether it gave work back
-    to the queue (a retry, or held deliveries of a subscription that recovered)."""
+    """What recording attempts did: the subscriptions it disabled, and whether it gave work back to
+    the queue (a retry, or held deliveries of a subscription that recovered)."""
 
-    disabled: list[CircuitChange]
+    disabled: list[Disabled]
     made_work: bool
 
 
-async def record(conn: Connection, results: Sequence[AttemptResult], now: datetime) -> Recorded:
-    """Store attempts, apply each outcome to its subscription's health, then finish each delivery."""
+async def record(
+    conn: Connection, circuit: CircuitPolicy, results: Sequence[AttemptResult], now: datetime
+) -> Recorded:
+    """Store attempts, apply their outcomes to their subscriptions' current health, then finish each
+    delivery."""
     delivery_ids = [r.delivery_id for r in results]
     # Where a delivery waits next, and a failure's count, depend on the subscription's state.
-    waits = [r.delivery_id for r in results if r.circuit is not None or r.next_attempt_at is not None]
-    await conn.execute(LOCK_SUBSCRIPTIONS, waits, delivery_ids)
+    failed = [r.delivery_id for r in results if not r.succeeded]
+    healths = [health(row) for row in await conn.fetch(_LOCK_HEALTHS, failed, delivery_ids)]
     await conn.execute(
         _INSERT_ATTEMPTS,
         delivery_ids,
@@ -337,14 +341,11 @@ async def record(conn: Connection, results: Sequence[AttemptResult], now: dateti
         [r.succeeded for r in results],
     )
     await conn.execute(_END_PROBES, [r.subscription_id for r in results], delivery_ids)
-    recovered = await conn.fetch(_RECOVER, list({r.subscription_id for r in results if r.succeeded}))
-    released = 0
-    if recovered:
-        released = count_rows(await conn.execute(_UNHOLD, [row[0] for row in recovered]))
-    disabled = [
-        r.circuit for r in results if r.circuit is not None and await _count_failure(conn, r.circuit, now)
-    ]
     finishing = first_result_per_claim(results)
+    changed, disabled = circuit.settle(healths, await _outcomes(conn, finishing), now)
+    released = 0
+    for h in changed:
+        released += await _write_health(conn, h, now)
     await conn.execute(
         _FINISH,
         [r.delivery_id for r in finishing],
@@ -359,24 +360,23 @@ async def record(conn: Connection, results: Sequence[AttemptResult], now: dateti
     return Recorded(disabled, made_work=retries or released > 0)
 
 
-async def _count_failure(conn: Connection, change: CircuitChange, now: datetime) -> bool:
-    """Apply a counted failure; True if it disabled the subscription."""
-    status: str = await conn.execute(
-        _COUNT_FAILURE,
-        change.subscription_id,
-        change.failure_count,
-        change.probe_at,
-        change.generation,
-        change.force,
-    )
-    if not count_rows(status):
-        return False  # an attempt already in flight when another failure was counted
-    if change.disable is None:
-        await conn.execute(_HOLD, change.subscription_id)
-        return False
-    await conn.execute(_DISABLE, change.subscription_id, change.disable.value, now)
-    await conn.execute(_PARK, change.subscription_id)
-    return True
+async def _outcomes(conn: Connection, results: Sequence[AttemptResult]) -> list[Outcome]:
+    """The results whose claims are still held, with what the circuit rules need of their rows."""
+    held = {row[0]: row for row in await conn.fetch(_HELD_CLAIMS, [r.delivery_id for r in results])}
+    return [
+        Outcome(r, held[r.delivery_id][2], held[r.delivery_id][3])
+        for r in results
+        if r.delivery_id in held and held[r.delivery_id][1] == r.attempt_no
+    ]
+
+
+async def _write_health(conn: Connection, h: Health, now: datetime) -> int:
+    """Write a changed health; returns how many held deliveries it released."""
+    await conn.execute(_SET_HEALTH, h.subscription_id, h.failure_count, h.generation, h.probe_at)
+    if h.disabled is not None:
+        await conn.execute(_DISABLE, h.subscription_id, h.disabled.value, now)
+    moved = await conn.fetch(_REWAIT, h.subscription_id)
+    return sum(1 for row in moved if row[0] == "pending")
 
 
 async def enable(conn: Connection, customer_id: str, subscription_id: str, now: datetime) -> bool:

@@ -18,10 +18,10 @@ from webhookd.models import (
     ApiKey,
     AttemptResult,
     CallbackSecret,
-    CircuitChange,
     Customer,
     Delivery,
     DeliveryJob,
+    Disabled,
     NewEvent,
     PublishResult,
     Source,
@@ -39,6 +39,7 @@ from webhookd.store.base import (
     SubscriptionUpdate,
     WorkListener,
 )
+from webhookd.store.circuit import DEFAULT_CIRCUIT, CircuitPolicy
 from webhookd.store.postgres import manage, outbox, reads
 from webhookd.store.postgres import publish as publishing
 from webhookd.store.postgres.db import (
@@ -64,7 +65,14 @@ FOLD_INTERVAL_S = 10.0
 class PostgresStore(PostgresReads):
     """The shared store. ``schema`` (tests) puts every table in that schema, created if missing."""
 
-    def __init__(self, dsn: str, *, schema: str | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        circuit: CircuitPolicy = DEFAULT_CIRCUIT,
+    ) -> None:
         if schema is not None:
             quote_schema(schema)  # a ValueError now rather than odd SQL later
         if pool_size < 1:
@@ -74,6 +82,7 @@ class PostgresStore(PostgresReads):
         self._notifier = WorkNotifier(dsn, schema)
         self._folded_at = float("-inf")
         self._ring = RingPosition()
+        self._circuit = circuit
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -310,11 +319,13 @@ class PostgresStore(PostgresReads):
         await self._fold_now_and_then()
         return jobs
 
-    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[CircuitChange]:
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[Disabled]:
         if not results:
             return []
         now = utcnow()
-        op = self._notifying(lambda conn: outbox.record(conn, results, now), lambda done: done.made_work)
+        op = self._notifying(
+            lambda conn: outbox.record(conn, self._circuit, results, now), lambda done: done.made_work
+        )
         done = await self._transaction(op)
         if done.made_work:
             self._notifier.wake()

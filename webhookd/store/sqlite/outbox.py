@@ -12,13 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from webhookd.models import (
-    AttemptResult,
-    CircuitChange,
-    DeliveryJob,
-    SubscriptionKind,
-)
+from webhookd.models import AttemptResult, DeliveryJob, Disabled, SubscriptionKind
 from webhookd.store.base import DeliveryClaim, chunks, first_result_per_claim
+from webhookd.store.circuit import HEALTH_COLUMNS, CircuitPolicy, Health, Outcome, health
 from webhookd.store.scheduling import (
     FAIR_SHARES,
     HEAD_OF_KEY,
@@ -78,7 +74,7 @@ RETURNING id
 _JOB_DETAILS = """
 SELECT d.id, d.event_id, d.subscription_id, s.url,
        CASE WHEN s.kind = 'callback' THEN c.callback_secret ELSE s.secret END,
-       e.payload, d.attempts, e.created_at, d.claimed_gen, s.failure_count,
+       e.payload, d.attempts, e.created_at,
        CASE WHEN s.kind = 'callback'
             THEN CASE WHEN c.previous_callback_secret_until > ? THEN c.previous_callback_secret END
             ELSE CASE WHEN s.previous_secret_until > ? THEN s.previous_secret END END,
@@ -110,31 +106,29 @@ WHERE deliveries.id = r.id AND deliveries.status = 'in_flight' AND deliveries.at
 RESULTS_PER_STATEMENT = 100
 """Attempt results per statement in ``record``: at most 800 parameters."""
 
-_RECOVER = """
-UPDATE subscriptions SET failure_count = 0, probe_at = NULL, probe_delivery_id = NULL,
+# A claim still held: the delivery is in flight for the attempt the result reports.
+_HELD_CLAIMS = """
+SELECT id, attempts, subscription_id, claimed_gen FROM deliveries
+WHERE id IN ({marks}) AND status = 'in_flight'
+"""
+
+_HEALTHS = f"SELECT {HEALTH_COLUMNS} FROM subscriptions WHERE id IN ({{marks}})"
+
+_SET_HEALTH = """
+UPDATE subscriptions SET failure_count = ?, health_gen = ?, probe_at = ?, probe_delivery_id = NULL,
     probe_lease_until = NULL
-WHERE failure_count > 0 AND id IN ({marks})
-RETURNING id
+WHERE id = ?
 """
-
-_UNHOLD = "UPDATE deliveries SET status = 'pending' WHERE subscription_id = ? AND status = 'held'"
-
-_COUNT_FAILURE = """
-UPDATE subscriptions SET failure_count = :count, health_gen = health_gen + 1, probe_at = :probe_at,
-    probe_delivery_id = NULL, probe_lease_until = NULL
-WHERE id = :sub AND is_active = 1 AND (health_gen = :gen OR :force)
-"""
-
-_HOLD = "UPDATE deliveries SET status = 'held' WHERE subscription_id = ? AND status = 'pending'"
 
 _DISABLE = """
 UPDATE subscriptions SET is_active = 0, disabled_reason = ?, disabled_at = ?, updated_at = ?
-WHERE id = ? AND is_active = 1
+WHERE id = ?
 """
 
-_PARK = """
-UPDATE deliveries SET status = 'parked'
-WHERE subscription_id = ? AND status IN ('pending', 'held')
+# A subscription's health changed: its waiting deliveries move where they now wait.
+_REWAIT = f"""
+UPDATE deliveries SET status = {WAITING_STATUS}
+WHERE subscription_id = ? AND status IN ('pending', 'held') AND status <> {WAITING_STATUS}
 """
 
 _RELEASE = f"""
@@ -244,10 +238,8 @@ def _job(r: sqlite3.Row | tuple[Any, ...], slot: float | None) -> DeliveryJob:
         r[6],
         from_epoch(r[7]),
         r[8],
-        r[9],
+        SubscriptionKind(r[9]),
         r[10],
-        SubscriptionKind(r[11]),
-        r[12],
         None if slot is None else from_epoch(slot),
     )
 
@@ -276,9 +268,11 @@ def reclaim(conn: sqlite3.Connection, worker_id: str, dead_workers: Sequence[str
     return len(back)
 
 
-def record(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: datetime) -> list[CircuitChange]:
-    """Store attempts, apply each outcome to its subscription's health, then finish each delivery.
-    Returns the changes that disabled a subscription.
+def record(
+    conn: sqlite3.Connection, circuit: CircuitPolicy, results: Sequence[AttemptResult], now: datetime
+) -> list[Disabled]:
+    """Store attempts, apply their outcomes to their subscriptions' current health, then finish each
+    delivery. Returns what was disabled.
 
     A few statements per batch, not three per result: each statement is a GIL hand-off on the
     writer thread, which the worker's event loop is busy contending for."""
@@ -286,11 +280,35 @@ def record(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: date
     for chunk in chunks(results, RESULTS_PER_STATEMENT):
         _insert_attempts(conn, chunk)
         _end_probes(conn, chunk)
-    _recover(conn, {r.subscription_id for r in results if r.succeeded})
-    disabled = [r.circuit for r in results if r.circuit is not None and _count_failure(conn, r.circuit, at)]
-    for chunk in chunks(first_result_per_claim(results), RESULTS_PER_STATEMENT):
+    finishing = first_result_per_claim(results)
+    outcomes = [o for chunk in chunks(finishing, RESULTS_PER_STATEMENT) for o in _outcomes(conn, chunk)]
+    subs = list({o.subscription_id for o in outcomes})
+    healths = [health(row) for row in conn.execute(_HEALTHS.format(marks=_marks(len(subs))), subs)]
+    changed, disabled = circuit.settle(healths, outcomes, now)
+    for h in changed:
+        _write_health(conn, h, at)
+    for chunk in chunks(finishing, RESULTS_PER_STATEMENT):
         _finish_deliveries(conn, chunk, at)
     return disabled
+
+
+def _outcomes(conn: sqlite3.Connection, results: Sequence[AttemptResult]) -> list[Outcome]:
+    """The results whose claims are still held, with what the circuit rules need of their rows."""
+    sql = _HELD_CLAIMS.format(marks=_marks(len(results)))
+    held = {row[0]: row for row in conn.execute(sql, [r.delivery_id for r in results])}
+    return [
+        Outcome(r, held[r.delivery_id][2], held[r.delivery_id][3])
+        for r in results
+        if r.delivery_id in held and held[r.delivery_id][1] == r.attempt_no
+    ]
+
+
+def _write_health(conn: sqlite3.Connection, h: Health, at: float) -> None:
+    probe_at = None if h.probe_at is None else to_epoch(h.probe_at)
+    conn.execute(_SET_HEALTH, (h.failure_count, h.generation, probe_at, h.subscription_id))
+    if h.disabled is not None:
+        conn.execute(_DISABLE, (h.disabled.value, at, at, h.subscription_id))
+    conn.execute(_REWAIT, (h.subscription_id,))
 
 
 def _insert_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult]) -> None:
@@ -340,37 +358,6 @@ def _values(
 
 def _marks(count: int) -> str:
     return ",".join("?" * count)
-
-
-def _recover(conn: sqlite3.Connection, subscription_ids: set[str]) -> None:
-    """Any success resets its subscription's failure count and releases what it held."""
-    if not subscription_ids:
-        return
-    marks = _marks(len(subscription_ids))
-    recovered = conn.execute(_RECOVER.format(marks=marks), list(subscription_ids)).fetchall()
-    conn.executemany(_UNHOLD, recovered)
-
-
-def _count_failure(conn: sqlite3.Connection, change: CircuitChange, at: float) -> bool:
-    """Apply a counted failure; True if it disabled the subscription."""
-    cursor = conn.execute(
-        _COUNT_FAILURE,
-        {
-            "count": change.failure_count,
-            "probe_at": to_epoch(change.probe_at),
-            "sub": change.subscription_id,
-            "gen": change.generation,
-            "force": change.force,
-        },
-    )
-    if not cursor.rowcount:
-        return False  # an attempt already in flight when another failure was counted
-    if change.disable is None:
-        conn.execute(_HOLD, (change.subscription_id,))
-        return False
-    conn.execute(_DISABLE, (change.disable.value, at, at, change.subscription_id))
-    conn.execute(_PARK, (change.subscription_id,))
-    return True
 
 
 def enable(conn: sqlite3.Connection, customer_id: str, subscription_id: str, now: datetime) -> bool:

@@ -20,11 +20,11 @@ from webhookd.models import (
     AttemptResult,
     CallbackSecret,
     Carrier,
-    CircuitChange,
     Customer,
     Delivery,
     DeliveryJob,
     DeliveryStatus,
+    Disabled,
     Event,
     NewEvent,
     PublishResult,
@@ -53,6 +53,7 @@ from webhookd.store.base import (
     events_key,
     log_page,
 )
+from webhookd.store.circuit import DEFAULT_CIRCUIT, CircuitPolicy
 from webhookd.store.scheduling import ClaimRequest, RingPosition
 from webhookd.store.shared import (
     ATTEMPT_COLUMNS,
@@ -106,12 +107,14 @@ class SqliteStore:
         *,
         list_readers: int = DEFAULT_SQLITE_READERS,
         max_pending_writes: int = DEFAULT_MAX_PENDING_WRITES,
+        circuit: CircuitPolicy = DEFAULT_CIRCUIT,
     ) -> None:
         if list_readers < 1:
             raise ValueError("list_readers must be at least 1")
         self._path = Path(path)
         self._list_readers = list_readers
         self._max_pending_writes = max_pending_writes
+        self._circuit = circuit
         self._readers: Readers | None = None
         self._writer: GroupCommitWriter | None = None
         self._checkpointer: asyncio.Task[None] | None = None
@@ -611,11 +614,11 @@ class SqliteStore:
                 logger.info("took back the claims of dead workers", extra={"action": "worker.reclaim"})
         return outbox.claim(conn, request, self._ring)
 
-    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[CircuitChange]:
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[Disabled]:
         if not results:
             return []
         now = utcnow()
-        disabled = await self._write(lambda conn: outbox.record(conn, results, now))
+        disabled = await self._write(lambda conn: outbox.record(conn, self._circuit, results, now))
         if any(r.next_attempt_at is not None for r in results):
             self._notify_work()
         return disabled
