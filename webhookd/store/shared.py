@@ -10,11 +10,13 @@ from typing import Any
 from webhookd.models import (
     Attempt,
     CallbackSecret,
+    Carrier,
     Customer,
     Delivery,
     DeliveryStatus,
     DisabledReason,
     Event,
+    Source,
     Subscription,
     SubscriptionKind,
 )
@@ -31,6 +33,7 @@ DELIVERY_COLUMNS = (
 EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url, ordering_key"
 ATTEMPT_COLUMNS = "attempt_no, started_at, duration_s, status_code, error, response_excerpt, succeeded"
 CUSTOMER_COLUMNS = "id, name, created_at"
+SOURCE_COLUMNS = "id, customer_id, carrier, credentials, created_at"
 CALLBACK_SECRET_COLUMNS = "callback_secret, previous_callback_secret, previous_callback_secret_until"
 
 WAITING_STATUSES = "('pending', 'held', 'parked')"
@@ -60,10 +63,17 @@ def subscription_states(rows: Iterable[Any]) -> dict[str, int]:
 
 
 class Rows:
-    """Maps the rows the column lists above select to models. ``moment`` reads a stored time."""
+    """Maps the rows the column lists above select to models, and times to how a backend stores
+    them: ``moment`` reads a stored time, ``stored`` writes one, and ``cursor_moment`` turns a log
+    cursor's epoch seconds (the exact stored double) into what compares with ``created_at``."""
 
-    def __init__(self, moment: Callable[[Any], datetime]) -> None:
-        self.moment = moment
+    def __init__(
+        self,
+        moment: Callable[[Any], datetime],
+        stored: Callable[[datetime], Any],
+        cursor_moment: Callable[[float], Any],
+    ) -> None:
+        self.moment, self.stored, self.cursor_moment = moment, stored, cursor_moment
 
     def maybe(self, value: Any) -> datetime | None:
         return None if value is None else self.moment(value)
@@ -109,6 +119,9 @@ class Rows:
 
     def attempt(self, row: Any) -> Attempt:
         return Attempt(row[0], self.moment(row[1]), row[2], row[3], row[4], row[5] or b"", bool(row[6]))
+
+    def source(self, row: Any) -> Source:
+        return Source(row[0], row[1], Carrier(row[2]), row[3], self.moment(row[4]))
 
     def customer(self, row: Any) -> Customer:
         return Customer(row[0], row[1], self.moment(row[2]))

@@ -15,5 +15,5 @@ def from_epoch(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-ROWS = Rows(from_epoch)
+ROWS = Rows(from_epoch, to_epoch, float)
 """Rows as SQLite stores them, as models."""

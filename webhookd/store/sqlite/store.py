@@ -19,13 +19,10 @@ from webhookd.models import (
     ApiKey,
     AttemptResult,
     CallbackSecret,
-    Carrier,
     Customer,
     Delivery,
     DeliveryJob,
-    DeliveryStatus,
     Disabled,
-    Event,
     NewEvent,
     PublishResult,
     Scope,
@@ -39,29 +36,18 @@ from webhookd.store.base import (
     CallbackReceipt,
     Decide,
     DeliveryClaim,
-    DeliveryDetail,
     OutboxStats,
-    Page,
-    PageRequest,
     Store,
     SubscriptionCreate,
     SubscriptionUpdate,
     WorkListener,
-    decode_cursor,
-    decode_log_cursor,
-    encode_cursor,
     events_key,
-    log_page,
 )
 from webhookd.store.circuit import DEFAULT_CIRCUIT, CircuitPolicy
+from webhookd.store.reads import SharedReads
 from webhookd.store.scheduling import ClaimRequest, RingPosition
 from webhookd.store.shared import (
-    ATTEMPT_COLUMNS,
-    CALLBACK_SECRET_COLUMNS,
     CUSTOMER_COLUMNS,
-    DELIVERY_COLUMNS,
-    EVENT_COLUMNS,
-    SUB_COLUMNS,
     SUBSCRIPTION_STATES,
     subscription_states,
 )
@@ -98,7 +84,7 @@ def make_private(path: Path) -> None:
             pass
 
 
-class SqliteStore:
+class SqliteStore(SharedReads):
     """The embedded default store. One file, no setup, durable on return."""
 
     def __init__(
@@ -115,6 +101,7 @@ class SqliteStore:
         self._list_readers = list_readers
         self._max_pending_writes = max_pending_writes
         self._circuit = circuit
+        self._rows = ROWS
         self._readers: Readers | None = None
         self._writer: GroupCommitWriter | None = None
         self._checkpointer: asyncio.Task[None] | None = None
@@ -323,15 +310,6 @@ class SqliteStore:
             )
         )
 
-    async def get_source(self, source_id: str) -> Source | None:
-        row = await self._read_one(
-            "SELECT id, customer_id, carrier, credentials, created_at FROM sources WHERE id = ?",
-            (source_id,),
-        )
-        if row is None:
-            return None
-        return Source(row[0], row[1], Carrier(row[2]), row[3], from_epoch(row[4]))
-
     # -- subscriptions ---------------------------------------------------------------------------
 
     async def create_subscription(self, subscription: Subscription) -> SubscriptionCreate:
@@ -369,22 +347,10 @@ class SqliteStore:
 
         if await self._write(op):
             return SubscriptionCreate(sub, created=True)
-        row = await self._read_one(
-            f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE customer_id = ? AND url = ?"
-            " AND events_key = ? AND deleted_at IS NULL",
-            (sub.customer_id, sub.url, key),
-        )
-        if row is None:  # deleted between our insert and this read; vanishingly rare
+        existing = await self._find_identical(sub)
+        if existing is None:  # deleted between our insert and this read; vanishingly rare
             raise StoreError("subscription changed concurrently; retry the request")
-        return SubscriptionCreate(ROWS.subscription(row), created=False)
-
-    async def get_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
-        row = await self._read_one(
-            f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = ? AND customer_id = ?"
-            " AND kind = 'webhook' AND deleted_at IS NULL",
-            (subscription_id, customer_id),
-        )
-        return None if row is None else ROWS.subscription(row)
+        return SubscriptionCreate(existing, created=False)
 
     async def outbox_stats(self, now: datetime) -> OutboxStats:
         counts = await self._read_all("SELECT status, n FROM outbox_counts", ())
@@ -395,23 +361,6 @@ class SqliteStore:
         due = None if oldest is None or oldest[0] is None else oldest[0]
         age = 0.0 if due is None else max(0.0, to_epoch(now) - due)
         return OutboxStats({row[0]: row[1] for row in counts}, age, subscription_states(states))
-
-    async def get_customer(self, customer_id: str) -> Customer | None:
-        row = await self._read_one(f"SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = ?", (customer_id,))
-        return None if row is None else ROWS.customer(row)
-
-    async def list_subscriptions(self, customer_id: str, page: PageRequest) -> Page[Subscription]:
-        after = decode_cursor(page.cursor) if page.cursor else ""
-        offset = 0 if page.cursor else page.offset
-        rows = await self._scan(
-            customer_id,
-            f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE customer_id = ? AND id > ?"
-            " AND kind = 'webhook' AND deleted_at IS NULL ORDER BY id LIMIT ? OFFSET ?",
-            (customer_id, after, page.limit + 1, offset),
-        )
-        items = [ROWS.subscription(row) for row in rows[: page.limit]]
-        next_cursor = encode_cursor(items[-1].id) if len(rows) > page.limit else None
-        return Page(items, next_cursor)
 
     async def update_subscription(
         self, customer_id: str, subscription_id: str, update: SubscriptionUpdate
@@ -479,37 +428,6 @@ class SqliteStore:
             self._notify_work()
         return outcome
 
-    async def list_deliveries(
-        self,
-        customer_id: str,
-        subscription_id: str,
-        page: PageRequest,
-        status: DeliveryStatus | None = None,
-    ) -> Page[Delivery]:
-        where, params = "customer_id = ? AND subscription_id = ?", [customer_id, subscription_id]
-        if status is not None:
-            where, params = where + " AND status = ?", [*params, status.value]
-        rows = await self._read_log(
-            customer_id, f"SELECT {DELIVERY_COLUMNS} FROM deliveries", where, params, page
-        )
-        return log_page([ROWS.delivery(row) for row in rows], page.limit)
-
-    async def get_delivery(self, customer_id: str, delivery_id: str) -> DeliveryDetail | None:
-        row = await self._read_one(
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ? AND customer_id = ?",
-            (delivery_id, customer_id),
-        )
-        if row is None:
-            return None
-        attempts = await self._read_all(
-            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ? ORDER BY id",
-            (delivery_id,),
-        )
-        return DeliveryDetail(
-            ROWS.delivery(row),
-            [ROWS.attempt(a) for a in attempts],
-        )
-
     async def retry_delivery(self, customer_id: str, delivery_id: str) -> Delivery | None:
         now = utcnow()
         if not await self._write(lambda conn: manage.retry_delivery(conn, customer_id, delivery_id, now)):
@@ -518,42 +436,12 @@ class SqliteStore:
         detail = await self.get_delivery(customer_id, delivery_id)
         return None if detail is None else detail.delivery
 
-    async def failed_delivery_ids(
-        self, customer_id: str, subscription_id: str, since: datetime, until: datetime, limit: int
-    ) -> list[str]:
-        rows = await self._scan(
-            customer_id,
-            "SELECT id FROM deliveries WHERE customer_id = ? AND subscription_id = ? AND status = 'failed'"
-            " AND created_at >= ? AND created_at <= ? ORDER BY created_at LIMIT ?",
-            (customer_id, subscription_id, to_epoch(since), to_epoch(until), limit),
-        )
-        return [row[0] for row in rows]
-
     async def requeue_deliveries(self, delivery_ids: Sequence[str]) -> int:
         now = utcnow()
         count = await self._write(lambda conn: manage.requeue(conn, delivery_ids, now))
         if count:
             self._notify_work()
         return count
-
-    async def list_events(self, customer_id: str, page: PageRequest, type: str | None = None) -> Page[Event]:
-        where, params = "customer_id = ?", [customer_id]
-        if type is not None:
-            where, params = where + " AND type = ?", [*params, type]
-        rows = await self._read_log(customer_id, f"SELECT {EVENT_COLUMNS} FROM events", where, params, page)
-        return log_page([ROWS.event(row) for row in rows], page.limit)
-
-    async def get_event(self, customer_id: str, event_id: str) -> Event | None:
-        row = await self._read_one(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND customer_id = ?", (event_id, customer_id)
-        )
-        return None if row is None else ROWS.event(row)
-
-    async def get_callback_secret(self, customer_id: str) -> CallbackSecret | None:
-        row = await self._read_one(
-            f"SELECT {CALLBACK_SECRET_COLUMNS} FROM customers WHERE id = ?", (customer_id,)
-        )
-        return ROWS.callback_secret(row)
 
     async def ensure_callback_secret(self, customer_id: str, secret: bytes) -> CallbackSecret:
         await self._write(lambda conn: manage.ensure_callback_secret(conn, customer_id, secret))
@@ -572,20 +460,6 @@ class SqliteStore:
         if stored is None:
             raise StoreError(f"customer {customer_id} does not exist")
         return stored
-
-    async def _read_log(
-        self, customer_id: str, select: str, where: str, params: list[Any], page: PageRequest
-    ) -> list[sqlite3.Row]:
-        """``customer_id``'s log, newest first; keyset on (created_at, id) after a cursor, else ``offset``."""
-        if page.cursor:
-            created, item_id = decode_log_cursor(page.cursor)
-            where, params = where + " AND (created_at, id) < (?, ?)", [*params, created, item_id]
-        offset = 0 if page.cursor else page.offset
-        return await self._scan(
-            customer_id,
-            f"{select} WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-            [*params, page.limit + 1, offset],
-        )
 
     async def register_worker(self, worker_id: str, now: datetime) -> None:
         self._worker_locks.hold(worker_id)

@@ -1,0 +1,166 @@
+"""The reads both SQL stores run the same way, written once.
+
+The SQL here uses ``?`` placeholders; a backend supplies three ways to run a read (see
+:class:`SharedReads`) and says how it stores a time. SQLite runs the SQL as it is, on read
+connections kept apart by cost; PostgreSQL numbers the placeholders (``$1``, ``$2``...).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from webhookd.models import CallbackSecret, Customer, Delivery, DeliveryStatus, Event, Source, Subscription
+from webhookd.store.base import (
+    DeliveryDetail,
+    Page,
+    PageRequest,
+    decode_cursor,
+    decode_log_cursor,
+    encode_cursor,
+    events_key,
+    log_page,
+)
+from webhookd.store.shared import (
+    ATTEMPT_COLUMNS,
+    CALLBACK_SECRET_COLUMNS,
+    CUSTOMER_COLUMNS,
+    DELIVERY_COLUMNS,
+    EVENT_COLUMNS,
+    SOURCE_COLUMNS,
+    SUB_COLUMNS,
+    Rows,
+)
+
+
+def _live_subscriptions(condition: str, order: str = "") -> str:
+    """A customer's live subscriptions that meet ``condition``."""
+    where = f"customer_id = ? AND {condition} AND deleted_at IS NULL"
+    return f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE {where}{order}"
+
+
+@functools.lru_cache(maxsize=256)
+def numbered(sql: str) -> str:
+    """``sql`` with its ``?`` placeholders numbered as PostgreSQL wants them: ``$1``, ``$2``..."""
+    counter = itertools.count(1)
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+class SharedReads:
+    """Lookups, lists and logs, on the primitives a backend gives: :meth:`_read_one` and
+    :meth:`_read_all` for lookups by key, :meth:`_scan` for anything that may visit many rows (in
+    ``turn``, the customer's, so one customer's reads cannot hold up another's)."""
+
+    _rows: Rows
+
+    async def _read_one(self, sql: str, params: Sequence[Any]) -> Any | None:
+        raise NotImplementedError
+
+    async def _read_all(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    async def _scan(self, turn: str, sql: str, params: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    async def get_source(self, source_id: str) -> Source | None:
+        row = await self._read_one(f"SELECT {SOURCE_COLUMNS} FROM sources WHERE id = ?", (source_id,))
+        return None if row is None else self._rows.source(row)
+
+    async def get_customer(self, customer_id: str) -> Customer | None:
+        row = await self._read_one(f"SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = ?", (customer_id,))
+        return None if row is None else self._rows.customer(row)
+
+    async def get_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
+        row = await self._read_one(
+            _live_subscriptions("id = ? AND kind = 'webhook'"), (customer_id, subscription_id)
+        )
+        return None if row is None else self._rows.subscription(row)
+
+    async def _find_identical(self, subscription: Subscription) -> Subscription | None:
+        """The live subscription with this one's customer, url and set of events, if any."""
+        sub = subscription
+        params = (sub.customer_id, sub.url, events_key(sub.events))
+        row = await self._read_one(_live_subscriptions("url = ? AND events_key = ?"), params)
+        return None if row is None else self._rows.subscription(row)
+
+    async def list_subscriptions(self, customer_id: str, page: PageRequest) -> Page[Subscription]:
+        after = decode_cursor(page.cursor) if page.cursor else ""
+        offset = 0 if page.cursor else page.offset
+        rows = await self._scan(
+            customer_id,
+            _live_subscriptions("id > ? AND kind = 'webhook'", " ORDER BY id LIMIT ? OFFSET ?"),
+            (customer_id, after, page.limit + 1, offset),
+        )
+        items = [self._rows.subscription(row) for row in rows[: page.limit]]
+        next_cursor = encode_cursor(items[-1].id) if len(rows) > page.limit else None
+        return Page(items, next_cursor)
+
+    async def list_deliveries(
+        self, customer_id: str, subscription_id: str, page: PageRequest, status: DeliveryStatus | None = None
+    ) -> Page[Delivery]:
+        where, params = "customer_id = ? AND subscription_id = ?", [customer_id, subscription_id]
+        if status is not None:
+            where, params = where + " AND status = ?", [*params, status.value]
+        rows = await self._read_log(customer_id, "deliveries", DELIVERY_COLUMNS, where, params, page)
+        return log_page([self._rows.delivery(row) for row in rows], page.limit)
+
+    async def get_delivery(self, customer_id: str, delivery_id: str) -> DeliveryDetail | None:
+        row = await self._read_one(
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ? AND customer_id = ?",
+            (delivery_id, customer_id),
+        )
+        if row is None:
+            return None
+        attempts = await self._read_all(
+            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ? ORDER BY id", (delivery_id,)
+        )
+        return DeliveryDetail(self._rows.delivery(row), [self._rows.attempt(a) for a in attempts])
+
+    async def failed_delivery_ids(
+        self, customer_id: str, subscription_id: str, since: datetime, until: datetime, limit: int
+    ) -> list[str]:
+        rows = await self._scan(
+            customer_id,
+            "SELECT id FROM deliveries WHERE customer_id = ? AND subscription_id = ? AND status = 'failed'"
+            " AND created_at >= ? AND created_at <= ? ORDER BY created_at LIMIT ?",
+            (customer_id, subscription_id, self._rows.stored(since), self._rows.stored(until), limit),
+        )
+        return [row[0] for row in rows]
+
+    async def list_events(self, customer_id: str, page: PageRequest, type: str | None = None) -> Page[Event]:
+        where, params = "customer_id = ?", [customer_id]
+        if type is not None:
+            where, params = where + " AND type = ?", [*params, type]
+        rows = await self._read_log(customer_id, "events", EVENT_COLUMNS, where, params, page)
+        return log_page([self._rows.event(row) for row in rows], page.limit)
+
+    async def get_event(self, customer_id: str, event_id: str) -> Event | None:
+        row = await self._read_one(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND customer_id = ?", (event_id, customer_id)
+        )
+        return None if row is None else self._rows.event(row)
+
+    async def get_callback_secret(self, customer_id: str) -> CallbackSecret | None:
+        row = await self._read_one(
+            f"SELECT {CALLBACK_SECRET_COLUMNS} FROM customers WHERE id = ?", (customer_id,)
+        )
+        return self._rows.callback_secret(row)
+
+    async def _read_log(
+        self, customer_id: str, table: str, columns: str, where: str, params: list[Any], page: PageRequest
+    ) -> list[Any]:
+        """``customer_id``'s log, newest first; keyset on (created_at, id) after a cursor, else ``offset``."""
+        if page.cursor:
+            created, item_id = decode_log_cursor(page.cursor)
+            where += " AND (created_at, id) < (?, ?)"
+            params = [*params, self._rows.cursor_moment(created), item_id]
+        offset = 0 if page.cursor else page.offset
+        return await self._scan(
+            customer_id,
+            f"SELECT {columns} FROM {table} WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            [*params, page.limit + 1, offset],
+        )
