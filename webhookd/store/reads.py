@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from webhookd.models import CallbackSecret, Customer, Delivery, DeliveryStatus, Event, Source, Subscription
+from webhookd.models import (
+    ApiKey,
+    CallbackSecret,
+    Customer,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    Source,
+    Subscription,
+)
 from webhookd.store.base import (
     DeliveryDetail,
     Page,
@@ -26,6 +35,7 @@ from webhookd.store.base import (
     log_page,
 )
 from webhookd.store.shared import (
+    API_KEY_COLUMNS,
     ATTEMPT_COLUMNS,
     CALLBACK_SECRET_COLUMNS,
     CUSTOMER_COLUMNS,
@@ -65,6 +75,10 @@ class SharedReads:
 
     async def _scan(self, turn: str, sql: str, params: Sequence[Any]) -> list[Any]:
         raise NotImplementedError
+
+    async def get_api_key(self, key_hash: str) -> ApiKey | None:
+        row = await self._read_one(f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,))
+        return None if row is None else self._rows.api_key(row)
 
     async def get_source(self, source_id: str) -> Source | None:
         row = await self._read_one(f"SELECT {SOURCE_COLUMNS} FROM sources WHERE id = ?", (source_id,))

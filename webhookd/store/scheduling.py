@@ -87,6 +87,30 @@ def pace(rate_limit_per_second: int | None, next_send_at: float | None, now: flo
     return Pace(first, interval, room)
 
 
+@dataclass
+class Visit:
+    """A subscription with due work, as one claim's walk found it."""
+
+    sub_id: str
+    ordered: bool
+    pace: Pace | None
+
+    def room(self, take: int) -> int:
+        """How many of ``take`` this visit may claim: a paced subscription no more than its free slots."""
+        return take if self.pace is None else min(take, self.pace.room)
+
+    def took(self, ids: list[str], claimed: dict[str, float | None]) -> float | None:
+        """Add the ids claimed on this visit to ``claimed``, each with the slot it must wait for. For a
+        paced subscription, returns its next free slot, for the store to keep."""
+        paced = self.pace
+        if paced is None:
+            claimed.update(dict.fromkeys(ids))
+            return None
+        claimed.update((delivery_id, paced.slot(n)) for n, delivery_id in enumerate(ids))
+        self.pace = Pace(paced.slot(len(ids)), paced.interval, paced.room - len(ids))
+        return self.pace.first
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimRequest:
     """One worker's claim: ``limit`` jobs at most, and at most ``per_subscription`` in flight for any

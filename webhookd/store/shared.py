@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from webhookd.models import (
+    ApiKey,
     Attempt,
     CallbackSecret,
     Carrier,
@@ -16,10 +17,12 @@ from webhookd.models import (
     DeliveryStatus,
     DisabledReason,
     Event,
+    Scope,
     Source,
     Subscription,
     SubscriptionKind,
 )
+from webhookd.store.base import events_key
 
 SUB_COLUMNS = (
     "id, customer_id, url, events_key, description, secret, is_active, created_at, failure_count,"
@@ -32,12 +35,33 @@ DELIVERY_COLUMNS = (
 )
 EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url, ordering_key"
 ATTEMPT_COLUMNS = "attempt_no, started_at, duration_s, status_code, error, response_excerpt, succeeded"
+API_KEY_COLUMNS = "id, customer_id, key_hash, scopes, name, created_at"
 CUSTOMER_COLUMNS = "id, name, created_at"
 SOURCE_COLUMNS = "id, customer_id, carrier, credentials, created_at"
 CALLBACK_SECRET_COLUMNS = "callback_secret, previous_callback_secret, previous_callback_secret_until"
 
-WAITING_STATUSES = "('pending', 'held', 'parked')"
-"""A delivery in one of these waits for its next attempt; where, its subscription's state says."""
+INSERT_SUBSCRIPTION = """
+INSERT INTO subscriptions (id, customer_id, url, events_key, description, secret, is_active,
+                           created_at, updated_at, rate_limit_per_second, ordered)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING
+"""
+"""Insert unless the customer has a live one with the same url and events: the unique index decides."""
+
+
+def new_subscription(sub: Subscription, stored_now: Any) -> tuple[object, ...]:
+    """The values :data:`INSERT_SUBSCRIPTION` stores for ``sub``, made at ``stored_now``."""
+    return (
+        *(sub.id, sub.customer_id, sub.url, events_key(sub.events), sub.description, sub.secret, True),
+        *(stored_now, stored_now, sub.rate_limit_per_second, sub.ordered),
+    )
+
+
+ROTATE_SUBSCRIPTION_SECRET = """
+UPDATE subscriptions SET previous_secret = secret, previous_secret_until = ?, secret = ?, updated_at = ?
+WHERE id = ? AND customer_id = ? AND kind = 'webhook' AND deleted_at IS NULL
+"""
+"""Make a new secret current; the old one keeps signing until ``previous_secret_until``."""
 
 
 def waiting_status(s: str) -> str:
@@ -72,8 +96,15 @@ class Rows:
         moment: Callable[[Any], datetime],
         stored: Callable[[datetime], Any],
         cursor_moment: Callable[[float], Any],
+        scopes: Callable[[Any], Iterable[str]],
     ) -> None:
         self.moment, self.stored, self.cursor_moment = moment, stored, cursor_moment
+        self.scopes = scopes
+        """An API key's stored scopes, as names."""
+
+    def api_key(self, row: Any) -> ApiKey:
+        scopes = frozenset(Scope(name) for name in self.scopes(row[3]) if name)
+        return ApiKey(row[0], row[1], row[2], scopes, row[4], self.moment(row[5]))
 
     def maybe(self, value: Any) -> datetime | None:
         return None if value is None else self.moment(value)

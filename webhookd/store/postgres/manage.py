@@ -16,13 +16,8 @@ from webhookd.models import Subscription
 from webhookd.store.base import SubscriptionUpdate, events_key
 from webhookd.store.postgres.db import Connection, count_rows
 from webhookd.store.postgres.outbox import WAITING_STATUS
-
-_INSERT_SUBSCRIPTION = """
-INSERT INTO subscriptions (id, customer_id, url, events_key, description, secret, is_active,
-                           created_at, updated_at, rate_limit_per_second, ordered)
-VALUES ($1, $2, $3, $4, $5, $6, true, $7, $7, $8, $9)
-ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING
-"""
+from webhookd.store.reads import numbered
+from webhookd.store.shared import INSERT_SUBSCRIPTION, new_subscription
 
 # A PATCH's optional fields: (given?, value) pairs; a rate limit of 0 or a description of "" clears it.
 _UPDATE_SUBSCRIPTION = """
@@ -42,22 +37,10 @@ SELECT $1, event_type, $2 FROM unnest($3::text[]) AS event_type
 async def insert_subscription(conn: Connection, sub: Subscription) -> bool:
     """Insert unless the customer has a live one with the same url and events: the unique index
     decides, so concurrent creates in any processes make one subscription."""
-    key = events_key(sub.events)
-    status = await conn.execute(
-        _INSERT_SUBSCRIPTION,
-        sub.id,
-        sub.customer_id,
-        sub.url,
-        key,
-        sub.description,
-        sub.secret,
-        sub.created_at,
-        sub.rate_limit_per_second,
-        sub.ordered,
-    )
+    status = await conn.execute(numbered(INSERT_SUBSCRIPTION), *new_subscription(sub, sub.created_at))
     if not count_rows(status):
         return False
-    await conn.execute(_INSERT_EVENT_TYPES, sub.customer_id, sub.id, key.split(","))
+    await conn.execute(_INSERT_EVENT_TYPES, sub.customer_id, sub.id, list(set(sub.events)))
     return True
 
 
@@ -88,22 +71,6 @@ async def update_subscription(
         await conn.execute("DELETE FROM subscription_event_types WHERE subscription_id = $1", subscription_id)
         await conn.execute(_INSERT_EVENT_TYPES, customer_id, subscription_id, key.split(","))
     return True
-
-
-async def rotate_subscription_secret(
-    conn: Connection,
-    customer_id: str,
-    subscription_id: str,
-    secret: bytes,
-    previous_until: datetime,
-    now: datetime,
-) -> bool:
-    status = await conn.execute(
-        "UPDATE subscriptions SET previous_secret = secret, previous_secret_until = $1, secret = $2,"
-        " updated_at = $3 WHERE id = $4 AND customer_id = $5 AND kind = 'webhook' AND deleted_at IS NULL",
-        *(previous_until, secret, now, subscription_id, customer_id),
-    )
-    return count_rows(status) > 0
 
 
 async def delete_subscription(

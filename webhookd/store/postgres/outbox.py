@@ -32,8 +32,8 @@ from webhookd.store.scheduling import (
     RING_VISITS,
     WORKER_DEAD_AFTER_S,
     ClaimRequest,
-    Pace,
     RingPosition,
+    Visit,
     pace,
 )
 from webhookd.store.shared import waiting_status
@@ -230,15 +230,6 @@ async def claim(conn: Connection, request: ClaimRequest, ring: RingPosition) -> 
     return [_job(rows[i], slots.get(i)) for i in ids]
 
 
-@dataclass
-class _Visit:
-    """A subscription with due work, as one claim's walk found it."""
-
-    sub_id: str
-    ordered: bool
-    pace: Pace | None
-
-
 async def _claim_round(
     conn: Connection, request: ClaimRequest, ring: RingPosition
 ) -> dict[str, float | None]:
@@ -248,7 +239,7 @@ async def _claim_round(
     share = max(1, min(request.per_subscription, request.limit // FAIR_SHARES))
     at = request.now.timestamp()
     claimed: dict[str, float | None] = {}
-    visited: list[_Visit] = []
+    visited: list[Visit] = []
     walk = await conn.fetch(RING.format(cursor="$1", visits=RING_VISITS), ring.after)
     for sub_id, due, rate, next_send_at, ordered in walk:
         if len(claimed) >= request.limit:
@@ -256,7 +247,7 @@ async def _claim_round(
         ring.after = sub_id
         if due <= request.now:
             sent_at = None if next_send_at is None else next_send_at.timestamp()
-            visit = _Visit(sub_id, ordered, pace(rate, sent_at, at))
+            visit = Visit(sub_id, ordered, pace(rate, sent_at, at))
             visited.append(visit)
             await _claim_from(conn, request, visit, min(share, request.limit - len(claimed)), claimed)
     for visit in visited:
@@ -267,28 +258,22 @@ async def _claim_round(
 
 
 async def _claim_from(
-    conn: Connection, request: ClaimRequest, visit: _Visit, take: int, claimed: dict[str, float | None]
+    conn: Connection, request: ClaimRequest, visit: Visit, take: int, claimed: dict[str, float | None]
 ) -> None:
     """Claim up to ``take`` of one subscription's due deliveries into ``claimed``; a paced one takes
     no more than its free slots, and moves its next free slot on."""
-    paced = visit.pace
-    if paced is not None:
-        take = min(take, paced.room)
-        if take <= 0:
-            return
-    sql = _claim_from_sql(visit.ordered, paced is not None)
-    rows = await conn.fetch(sql, request.now, request.worker_id, visit.sub_id, take, request.per_subscription)
-    ids = [row[0] for row in rows]
-    if paced is None:
-        claimed.update(dict.fromkeys(ids))
+    take = visit.room(take)
+    if take <= 0:
         return
-    claimed.update((delivery_id, paced.slot(n)) for n, delivery_id in enumerate(ids))
-    visit.pace = Pace(paced.slot(len(ids)), paced.interval, paced.room - len(ids))
-    await conn.execute(
-        "UPDATE subscriptions SET next_send_at = $1 WHERE id = $2",
-        datetime.fromtimestamp(visit.pace.first, UTC),
-        visit.sub_id,
-    )
+    sql = _claim_from_sql(visit.ordered, visit.pace is not None)
+    rows = await conn.fetch(sql, request.now, request.worker_id, visit.sub_id, take, request.per_subscription)
+    next_slot = visit.took([row[0] for row in rows], claimed)
+    if next_slot is not None:
+        await conn.execute(
+            "UPDATE subscriptions SET next_send_at = $1 WHERE id = $2",
+            datetime.fromtimestamp(next_slot, UTC),
+            visit.sub_id,
+        )
 
 
 async def reclaim(conn: Connection, worker_id: str, now: datetime) -> int:

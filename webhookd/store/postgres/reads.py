@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from webhookd.exceptions import StorageUnavailable, StoreError
-from webhookd.models import ApiKey, DeliveryStatus, Scope
+from webhookd.models import DeliveryStatus
 from webhookd.store.availability import Availability
 from webhookd.store.base import OutboxStats
 from webhookd.store.postgres.db import Connection, on_connection
@@ -21,8 +21,8 @@ def _as_is(moment: datetime) -> datetime:
     return moment
 
 
-ROWS = Rows(_as_is, _as_is, lambda epoch: datetime.fromtimestamp(epoch, UTC))
-"""Rows as PostgreSQL returns them (times come and go as aware datetimes), as models."""
+ROWS = Rows(_as_is, _as_is, lambda epoch: datetime.fromtimestamp(epoch, UTC), list)
+"""Rows as PostgreSQL returns them (times come and go as aware datetimes, scopes as an array), as models."""
 
 
 class PostgresReads(SharedReads):
@@ -58,15 +58,6 @@ class PostgresReads(SharedReads):
     async def _scan(self, turn: str, sql: str, params: Sequence[Any]) -> list[Any]:
         """Every process has its own pool: a list waits for a connection, not for a turn."""
         return await self._read_all(sql, params)
-
-    async def get_api_key(self, key_hash: str) -> ApiKey | None:
-        row = await self._read_one(
-            "SELECT id, customer_id, key_hash, scopes, name, created_at FROM api_keys WHERE key_hash = ?",
-            (key_hash,),
-        )
-        if row is None:
-            return None
-        return ApiKey(row[0], row[1], row[2], frozenset(Scope(s) for s in row[3]), row[4], row[5])
 
 
 async def outbox_stats(conn: Connection, now: datetime) -> OutboxStats:

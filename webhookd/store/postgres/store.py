@@ -45,6 +45,7 @@ from webhookd.store.postgres import publish as publishing
 from webhookd.store.postgres.db import (
     Connection,
     WorkNotifier,
+    count_rows,
     create_pool,
     describe_dsn,
     in_transaction,
@@ -52,7 +53,9 @@ from webhookd.store.postgres.db import (
     quote_schema,
 )
 from webhookd.store.postgres.reads import PostgresReads
+from webhookd.store.reads import numbered
 from webhookd.store.scheduling import ClaimRequest, RingPosition
+from webhookd.store.shared import ROTATE_SUBSCRIPTION_SECRET
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -204,12 +207,9 @@ class PostgresStore(PostgresReads):
     async def rotate_subscription_secret(
         self, customer_id: str, subscription_id: str, secret: bytes, previous_until: datetime
     ) -> Subscription | None:
-        now = utcnow()
-        if not await self._transaction(
-            lambda conn: manage.rotate_subscription_secret(
-                conn, customer_id, subscription_id, secret, previous_until, now
-            )
-        ):
+        rotate = numbered(ROTATE_SUBSCRIPTION_SECRET)
+        params = (previous_until, secret, utcnow(), subscription_id, customer_id)
+        if not count_rows(await self._run(lambda conn: conn.execute(rotate, *params))):
             return None
         return await self.get_subscription(customer_id, subscription_id)
 

@@ -15,5 +15,9 @@ def from_epoch(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-ROWS = Rows(from_epoch, to_epoch, float)
-"""Rows as SQLite stores them, as models."""
+def _scope_names(stored: str) -> list[str]:
+    return stored.split(",")
+
+
+ROWS = Rows(from_epoch, to_epoch, float, _scope_names)
+"""Rows as SQLite stores them (times as epoch seconds, scopes comma-separated), as models."""

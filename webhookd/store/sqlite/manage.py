@@ -70,22 +70,6 @@ def update_subscription(
     return True
 
 
-def rotate_subscription_secret(
-    conn: sqlite3.Connection,
-    customer_id: str,
-    subscription_id: str,
-    secret: bytes,
-    previous_until: datetime,
-    now: datetime,
-) -> bool:
-    cursor = conn.execute(
-        "UPDATE subscriptions SET previous_secret = secret, previous_secret_until = ?, secret = ?,"
-        " updated_at = ? WHERE id = ? AND customer_id = ? AND kind = 'webhook' AND deleted_at IS NULL",
-        (to_epoch(previous_until), secret, to_epoch(now), subscription_id, customer_id),
-    )
-    return cursor.rowcount > 0
-
-
 def retry_delivery(conn: sqlite3.Connection, customer_id: str, delivery_id: str, now: datetime) -> bool:
     """Due now, with one more attempt. ``Conflict`` unless its subscription can take it."""
     row = conn.execute(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,8 +20,8 @@ from webhookd.store.scheduling import (
     RING,
     RING_VISITS,
     ClaimRequest,
-    Pace,
     RingPosition,
+    Visit,
     pace,
 )
 from webhookd.store.sqlite.epoch import from_epoch, to_epoch
@@ -162,15 +161,6 @@ def claim(conn: sqlite3.Connection, request: ClaimRequest, ring: RingPosition) -
     return [_job(r, slots.get(r[0])) for r in rows]
 
 
-@dataclass
-class _Visit:
-    """A subscription with due work, as one claim's walk found it."""
-
-    sub_id: str
-    ordered: bool
-    pace: Pace | None
-
-
 def _claim_round(
     conn: sqlite3.Connection, request: ClaimRequest, ring: RingPosition, at: float
 ) -> dict[str, float | None]:
@@ -179,14 +169,14 @@ def _claim_round(
     Returns the claimed ids, each with the slot a paced subscription's job must wait for."""
     share = max(1, min(request.per_subscription, request.limit // FAIR_SHARES))
     claimed: dict[str, float | None] = {}
-    visited: list[_Visit] = []
+    visited: list[Visit] = []
     walk = conn.execute(RING.format(cursor=":cursor", visits=RING_VISITS), {"cursor": ring.after})
     for sub_id, due, rate, next_send_at, ordered in walk.fetchall():
         if len(claimed) >= request.limit:
             break
         ring.after = sub_id
         if due <= at:
-            visit = _Visit(sub_id, bool(ordered), pace(rate, next_send_at, at))
+            visit = Visit(sub_id, bool(ordered), pace(rate, next_send_at, at))
             visited.append(visit)
             _claim_from(conn, request, visit, min(share, request.limit - len(claimed)), claimed)
     for visit in visited:
@@ -199,17 +189,15 @@ def _claim_round(
 def _claim_from(
     conn: sqlite3.Connection,
     request: ClaimRequest,
-    visit: _Visit,
+    visit: Visit,
     take: int,
     claimed: dict[str, float | None],
 ) -> None:
     """Claim up to ``take`` of one subscription's due deliveries into ``claimed``; a paced one takes
     no more than its free slots, and moves its next free slot on."""
-    paced = visit.pace
-    if paced is not None:
-        take = min(take, paced.room)
-        if take <= 0:
-            return
+    take = visit.room(take)
+    if take <= 0:
+        return
     params = {
         "worker": request.worker_id,
         "now": to_epoch(request.now),
@@ -219,12 +207,9 @@ def _claim_from(
     }
     sql = _CLAIM_HEADS_FROM if visit.ordered else _CLAIM_FROM_ANY
     ids = [row[0] for row in conn.execute(sql, params)]
-    if paced is None:
-        claimed.update(dict.fromkeys(ids))
-        return
-    claimed.update((delivery_id, paced.slot(n)) for n, delivery_id in enumerate(ids))
-    visit.pace = Pace(paced.slot(len(ids)), paced.interval, paced.room - len(ids))
-    conn.execute("UPDATE subscriptions SET next_send_at = ? WHERE id = ?", (visit.pace.first, visit.sub_id))
+    next_slot = visit.took(ids, claimed)
+    if next_slot is not None:
+        conn.execute("UPDATE subscriptions SET next_send_at = ? WHERE id = ?", (next_slot, visit.sub_id))
 
 
 def _job(r: sqlite3.Row | tuple[Any, ...], slot: float | None) -> DeliveryJob:

@@ -25,7 +25,6 @@ from webhookd.models import (
     Disabled,
     NewEvent,
     PublishResult,
-    Scope,
     Source,
     Subscription,
     utcnow,
@@ -41,19 +40,21 @@ from webhookd.store.base import (
     SubscriptionCreate,
     SubscriptionUpdate,
     WorkListener,
-    events_key,
 )
 from webhookd.store.circuit import DEFAULT_CIRCUIT, CircuitPolicy
 from webhookd.store.reads import SharedReads
 from webhookd.store.scheduling import ClaimRequest, RingPosition
 from webhookd.store.shared import (
     CUSTOMER_COLUMNS,
+    INSERT_SUBSCRIPTION,
+    ROTATE_SUBSCRIPTION_SECRET,
     SUBSCRIPTION_STATES,
+    new_subscription,
     subscription_states,
 )
 from webhookd.store.sqlite import manage, outbox
 from webhookd.store.sqlite import publish as publishing
-from webhookd.store.sqlite.epoch import ROWS, from_epoch, to_epoch
+from webhookd.store.sqlite.epoch import ROWS, to_epoch
 from webhookd.store.sqlite.liveness import WorkerLocks
 from webhookd.store.sqlite.migrate import migrate_sqlite
 from webhookd.store.sqlite.readers import Readers
@@ -216,6 +217,10 @@ class SqliteStore(SharedReads):
             raise StoreError("the store is not open")
         return self._writer.submit(op, shed=shed)
 
+    async def _execute(self, sql: str, params: Sequence[Any]) -> None:
+        """One statement, as a write of its own."""
+        await self._write(lambda conn: conn.execute(sql, params))
+
     def _open_readers(self) -> Readers:
         if self._readers is None:
             raise StoreError("the store is not open")
@@ -275,73 +280,32 @@ class SqliteStore(SharedReads):
 
     async def create_api_key(self, key: ApiKey) -> None:
         scopes = ",".join(sorted(key.scopes))
-        params = (key.id, key.customer_id, key.key_hash, key.name, scopes, to_epoch(key.created_at))
-        await self._write(
-            lambda conn: conn.execute(
-                "INSERT INTO api_keys (id, customer_id, key_hash, name, scopes, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                params,
-            )
+        await self._execute(
+            "INSERT INTO api_keys (id, customer_id, key_hash, name, scopes, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (key.id, key.customer_id, key.key_hash, key.name, scopes, to_epoch(key.created_at)),
         )
-
-    async def get_api_key(self, key_hash: str) -> ApiKey | None:
-        row = await self._read_one(
-            "SELECT id, customer_id, key_hash, scopes, name, created_at FROM api_keys WHERE key_hash = ?",
-            (key_hash,),
-        )
-        if row is None:
-            return None
-        scopes = frozenset(Scope(s) for s in row[3].split(",") if s)
-        return ApiKey(row[0], row[1], row[2], scopes, row[4], from_epoch(row[5]))
 
     async def create_source(self, source: Source) -> None:
-        params = (
-            source.id,
-            source.customer_id,
-            source.carrier.value,
-            source.credentials,
-            to_epoch(source.created_at),
-        )
-        await self._write(
-            lambda conn: conn.execute(
-                "INSERT INTO sources (id, customer_id, carrier, credentials, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                params,
-            )
+        s = source
+        await self._execute(
+            "INSERT INTO sources (id, customer_id, carrier, credentials, created_at) VALUES (?, ?, ?, ?, ?)",
+            (s.id, s.customer_id, s.carrier.value, s.credentials, to_epoch(s.created_at)),
         )
 
     # -- subscriptions ---------------------------------------------------------------------------
 
     async def create_subscription(self, subscription: Subscription) -> SubscriptionCreate:
         sub = subscription
-        key = events_key(sub.events)
-        now = to_epoch(sub.created_at)
+        params = new_subscription(sub, to_epoch(sub.created_at))
 
         def op(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "INSERT INTO subscriptions (id, customer_id, url, events_key, description, secret,"
-                " is_active, created_at, updated_at, rate_limit_per_second, ordered)"
-                " VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)"
-                " ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING",
-                (
-                    sub.id,
-                    sub.customer_id,
-                    sub.url,
-                    key,
-                    sub.description,
-                    sub.secret,
-                    now,
-                    now,
-                    sub.rate_limit_per_second,
-                    sub.ordered,
-                ),
-            )
-            if cursor.rowcount == 0:
+            if conn.execute(INSERT_SUBSCRIPTION, params).rowcount == 0:
                 return False
             conn.executemany(
                 "INSERT INTO subscription_event_types (customer_id, event_type, subscription_id)"
                 " VALUES (?, ?, ?)",
-                [(sub.customer_id, t, sub.id) for t in key.split(",")],
+                [(sub.customer_id, t, sub.id) for t in set(sub.events)],
             )
             return True
 
@@ -375,12 +339,8 @@ class SqliteStore(SharedReads):
     async def rotate_subscription_secret(
         self, customer_id: str, subscription_id: str, secret: bytes, previous_until: datetime
     ) -> Subscription | None:
-        now = utcnow()
-        if not await self._write(
-            lambda conn: manage.rotate_subscription_secret(
-                conn, customer_id, subscription_id, secret, previous_until, now
-            )
-        ):
+        params = (to_epoch(previous_until), secret, to_epoch(utcnow()), subscription_id, customer_id)
+        if not await self._write(lambda conn: conn.execute(ROTATE_SUBSCRIPTION_SECRET, params).rowcount):
             return None
         return await self.get_subscription(customer_id, subscription_id)
 
