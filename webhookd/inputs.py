@@ -34,6 +34,10 @@ CUSTOMER_ID_PATTERN = rf"^[A-Za-z0-9._:-]{{1,{MAX_CUSTOMER_ID_LENGTH}}}$"
 _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 CUSTOMER_ID_RULE = f"1 to {MAX_CUSTOMER_ID_LENGTH} characters of A-Z a-z 0-9 . _ : -"
 
+MAX_RATE_LIMIT_PER_SECOND = 10_000
+"""The highest per-subscription rate limit; beyond it a limit is no limit in practice."""
+MAX_ORDERING_KEY_LENGTH = 255
+
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
 

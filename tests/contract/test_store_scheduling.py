@@ -1,17 +1,20 @@
 """The claim rules every store keeps: due work shared across subscriptions, a cap on one subscription's
-attempts in flight counting every worker, and a walk that reaches every subscription with due work."""
+attempts in flight counting every worker, a walk that reaches every subscription with due work, a
+paced subscription's slots, and an ordered subscription's one delivery at a time per ordering key."""
 
 from __future__ import annotations
 
 import collections
-from datetime import timedelta
+import itertools
+from datetime import datetime, timedelta
 
+import orjson
 import pytest
 
 from tests.contract.test_store_contract import ACME, claim, make_event, outcome, subscribe
-from webhookd.models import utcnow
-from webhookd.store.base import Store
-from webhookd.store.scheduling import FAIR_SHARES
+from webhookd.models import DeliveryJob, NewEvent, Subscription, utcnow
+from webhookd.store.base import Store, SubscriptionUpdate
+from webhookd.store.scheduling import FAIR_SHARES, PACE_AHEAD_S, PACING_HEADROOM
 
 pytestmark = pytest.mark.anyio
 
@@ -98,3 +101,102 @@ async def test_another_customers_deliveries_are_claimed_alongside(store: Store) 
     counts = collections.Counter(job.subscription_id for job in jobs)
     assert counts == {mine.id: 5, theirs.id: 1}
     assert all(job.customer_id in (ACME, "cus_other") for job in jobs)
+
+
+# -- pacing ----------------------------------------------------------------------------------------
+
+
+async def _with(store: Store, sub: Subscription, update: SubscriptionUpdate) -> Subscription:
+    changed = await store.update_subscription(sub.customer_id, sub.id, update)
+    assert changed is not None
+    return changed
+
+
+async def test_a_paced_subscription_is_claimed_one_second_of_slots_at_a_time(store: Store) -> None:
+    sub = await _with(store, await subscribe(store), SubscriptionUpdate(rate_limit_per_second=5))
+    assert sub.rate_limit_per_second == 5
+    await _publish(store, 20)
+    at = utcnow() + timedelta(seconds=1)
+
+    first = await claim(store, at, cap=100)
+    again = await claim(store, at, cap=100)
+
+    assert len(first) == 5 and again == []  # the next second's five slots, then none until it passes
+    slots = _slots(first)
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(slots)]
+    assert gaps == pytest.approx([PACING_HEADROOM / 5] * 4)
+    next_second = _slots(await claim(store, at + timedelta(seconds=PACE_AHEAD_S), cap=100))
+    assert len(next_second) == 5 and next_second[0] > slots[-1]
+
+
+def _slots(jobs: list[DeliveryJob]) -> list[datetime]:
+    slots = sorted(job.not_before for job in jobs if job.not_before is not None)
+    assert len(slots) == len(jobs), "every paced job has its slot"
+    return slots
+
+
+async def test_removing_the_limit_frees_the_subscription_at_once(store: Store) -> None:
+    sub = await _with(store, await subscribe(store), SubscriptionUpdate(rate_limit_per_second=2))
+    await _publish(store, 10)
+    at = utcnow() + timedelta(seconds=1)
+    assert len(await claim(store, at, cap=100)) == 2
+
+    cleared = await _with(store, sub, SubscriptionUpdate(rate_limit_per_second=0))
+
+    assert cleared.rate_limit_per_second is None
+    rest = await claim(store, at, cap=100)
+    assert len(rest) == 8 and all(job.not_before is None for job in rest)
+
+
+# -- ordering --------------------------------------------------------------------------------------
+
+
+def _call_event(call: str, n: int) -> NewEvent:
+    return NewEvent(ACME, "call.completed", {"call": call, "n": n}, ordering_key=call)
+
+
+async def test_an_ordered_subscription_gets_only_the_oldest_unfinished_delivery_of_each_key(
+    store: Store,
+) -> None:
+    await _with(store, await subscribe(store), SubscriptionUpdate(ordered=True))
+    for n in range(3):
+        for call in ("call-a", "call-b"):
+            await store.publish(_call_event(call, n))
+    await store.publish(make_event())  # no key: never waits for another
+    at = utcnow() + timedelta(seconds=1)
+
+    heads = await claim(store, at)
+
+    assert len(heads) == 3
+    assert {_sent(job) for job in heads} == {("call-a", 0), ("call-b", 0), (None, None)}
+    assert await claim(store, at) == []
+
+
+async def test_a_failed_head_holds_its_key_back_until_it_succeeds(store: Store) -> None:
+    await _with(store, await subscribe(store), SubscriptionUpdate(ordered=True))
+    for n in range(3):
+        await store.publish(_call_event("call-a", n))
+    at = utcnow() + timedelta(seconds=1)
+
+    (head,) = await claim(store, at)
+    await store.record_attempts([outcome(head, succeeded=False, next_attempt_at=at + timedelta(seconds=5))])
+    assert await claim(store, at + timedelta(seconds=1)) == []  # n=1 waits behind n=0's retry
+
+    (retried,) = await claim(store, at + timedelta(seconds=6))
+    assert retried.delivery_id == head.delivery_id
+    await store.record_attempts([outcome(retried, succeeded=True)])
+    (following,) = await claim(store, at + timedelta(seconds=6))
+    assert _sent(following) == ("call-a", 1)
+
+
+async def test_an_unordered_subscription_sends_a_keys_deliveries_side_by_side(store: Store) -> None:
+    await subscribe(store)
+    for n in range(3):
+        await store.publish(_call_event("call-a", n))
+
+    assert len(await claim(store, utcnow() + timedelta(seconds=1))) == 3
+
+
+def _sent(job: DeliveryJob) -> tuple[str | None, int | None]:
+    data = orjson.loads(job.payload)["data"]
+    return data.get("call"), data.get("n")

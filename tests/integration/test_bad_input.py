@@ -95,6 +95,26 @@ async def test_a_publish_nested_deeper_than_the_limit_is_refused(live: Live, dep
     assert (await live.call("GET", f"{EVENTS}?limit=100")).status == 200
 
 
+@pytest.mark.parametrize(
+    "ordering_key", ["", "k" * 256, 7, ["call-1"]], ids=["empty", "long", "number", "list"]
+)
+async def test_an_ordering_key_that_is_not_a_short_string_is_refused(live: Live, ordering_key: Any) -> None:
+    before = await live.event_count()
+
+    reply = await live.call("POST", EVENTS, {"type": "call.completed", "ordering_key": ordering_key})
+
+    assert reply.error == (400, "invalid_ordering_key")
+    assert "1 to 255 characters" in reply.body["error"]["message"]
+    assert await live.event_count() == before
+
+
+async def test_an_events_ordering_key_comes_back_with_it(live: Live) -> None:
+    reply = await live.call("POST", EVENTS, {"type": "call.completed", "ordering_key": "call-7"})
+    assert reply.body["ordering_key"] == "call-7"
+    fetched = await live.call("GET", f"{EVENTS}/{reply.body['id']}")
+    assert fetched.body["ordering_key"] == "call-7"
+
+
 # -- NUL -----------------------------------------------------------------------------------------------
 
 
@@ -106,8 +126,9 @@ async def test_a_publish_nested_deeper_than_the_limit_is_refused(live: Live, dep
         {"type": "call.completed", "data": {"turns": [{"text": ["ok", "\u0000"]}]}},
         {"type": "call.completed", "data": {}, "idempotency_key": "k\u0000"},
         {"type": "call.completed", "data": {}, "customer_id": "cus\u0000"},
+        {"type": "call.completed", "data": {}, "ordering_key": "call\u0000"},
     ],
-    ids=["data value", "data key", "deep in data", "idempotency_key", "customer_id"],
+    ids=["data value", "data key", "deep in data", "idempotency_key", "customer_id", "ordering_key"],
 )
 async def test_a_publish_holding_a_nul_is_refused_and_nothing_is_stored(live: Live, body: Any) -> None:
     before = await live.event_count()

@@ -169,6 +169,14 @@ async def test_list_pages_with_cursor(api: Api) -> None:
         ({"url": HOOK, "events": ["call.exploded"]}, "invalid_events"),
         ({"url": HOOK, "events": "call.completed"}, "invalid_events"),
         ({"url": HOOK, "events": ["call.completed"], "description": 7}, "invalid_description"),
+        *(
+            ({"url": HOOK, "events": ["call.completed"], "rate_limit_per_second": bad}, "invalid_rate_limit")
+            for bad in (0, -1, 10_001, 2.5, "5", True)
+        ),
+        *(
+            ({"url": HOOK, "events": ["call.completed"], "ordered": bad}, "invalid_ordered")
+            for bad in (None, 1, "true")
+        ),
     ],
 )
 async def test_bad_input_is_400_with_a_message(api: Api, body: dict[str, Any], code: str) -> None:
@@ -185,3 +193,25 @@ async def test_broken_json_and_bad_limit_are_400(api: Api) -> None:
     assert (status, answer["error"]["code"]) == (400, "invalid_parameter")
     status, answer = await api.call("GET", "/api/v1/webhook-subscriptions?cursor=%%%", api.acme)
     assert (status, answer["error"]["code"]) == (400, "invalid_cursor")
+
+
+async def test_rate_limit_and_ordering_are_set_shown_and_cleared(api: Api) -> None:
+    body = {"url": HOOK, "events": ["call.completed"], "rate_limit_per_second": 5, "ordered": True}
+    status, created = await api.call("POST", "/api/v1/webhook-subscriptions", api.acme, json=body)
+    assert status == 201
+    assert (created["rate_limit_per_second"], created["ordered"]) == (5, True)
+    path = f"/api/v1/webhook-subscriptions/{created['id']}"
+
+    status, patched = await api.call("PATCH", path, api.acme, json={"rate_limit_per_second": None})
+    assert status == 200
+    assert (patched["rate_limit_per_second"], patched["ordered"]) == (None, True)
+    status, patched = await api.call(
+        "PATCH", path, api.acme, json={"ordered": False, "rate_limit_per_second": 50}
+    )
+    assert (patched["rate_limit_per_second"], patched["ordered"]) == (50, False)
+    status, fetched = await api.call("GET", path, api.acme)
+    assert (fetched["rate_limit_per_second"], fetched["ordered"]) == (50, False)
+
+    status, refused = await api.call("PATCH", path, api.acme, json={"rate_limit_per_second": 0})
+    assert (status, refused["error"]["code"]) == (400, "invalid_rate_limit")
+    assert "null for no limit" in refused["error"]["message"]

@@ -13,6 +13,8 @@ from twilio.request_validator import RequestValidator
 from yarl import URL
 
 from tests.integration.harness import (
+    Received,
+    Receiver,
     auth,
     count_rows,
     provision_key,
@@ -52,11 +54,13 @@ async def _setup(tmp_path: Path) -> tuple[Path, str, str]:
     return db, key, source_id
 
 
-async def _subscribe_all(http: aiohttp.ClientSession, base: str, key: str, url: str) -> str:
+async def _subscribe_all(
+    http: aiohttp.ClientSession, base: str, key: str, url: str, *, ordered: bool = False
+) -> str:
     async with http.post(
         f"{base}/api/v1/webhook-subscriptions",
         headers=auth(key),
-        json={"url": url, "events": list(CALL_EVENT_TYPES)},
+        json={"url": url, "events": list(CALL_EVENT_TYPES), "ordered": ordered},
     ) as response:
         assert response.status == 201
         secret: str = (await response.json())["secret"]
@@ -97,6 +101,37 @@ async def test_lifecycle_becomes_call_events(tmp_path: Path) -> None:
         assert data["metadata"] == {"platform_call_id": "pc_0001"}
     completed = events["completed"]["data"]
     assert completed["duration_seconds"] == 47  # CallDuration, not Duration (minutes)
+
+
+async def test_an_ordered_subscription_gets_the_calls_events_in_order_through_a_retry(tmp_path: Path) -> None:
+    """Ingest keys each event by its call: call.initiating fails once, and the call's later events
+    wait for its retry instead of overtaking it."""
+    db, key, source_id = await _setup(tmp_path)
+    refused: list[str] = []
+
+    def refuse_the_first_attempt(request: Received) -> int:
+        if not refused:
+            refused.append(request.json()["type"])
+            return 500
+        return 200
+
+    settings = server_settings(db, WEBHOOKD_RETRY_SCHEDULE="0,0.3,0.3")
+    async with (
+        running_receiver(Receiver(refuse_the_first_attempt)) as receiver,
+        running_server(settings) as base,
+        aiohttp.ClientSession() as http,
+    ):
+        await _subscribe_all(http, base, key, receiver.url, ordered=True)
+        url = f"{base}/ingest/twilio/{source_id}"
+        for name in LIFECYCLE:
+            body = (FIXTURES / name).read_bytes()
+            async with http.post(url, data=body, headers=signed(url, body)) as response:
+                assert response.status == 200, await response.text()
+        await receiver.wait_for(lambda got: sum(r.status == 200 for r in got) == 4, timeout_s=20)
+
+    delivered = [r.json()["type"] for r in receiver.requests if r.status == 200]
+    assert refused == ["call.initiating"]
+    assert delivered == ["call.initiating", "call.ringing", "call.in_progress", "call.completed"]
 
 
 async def test_replayed_callback_stores_nothing_new(tmp_path: Path) -> None:

@@ -14,13 +14,13 @@ from webhookd.api.pagination import page_request
 from webhookd.api.subscriptions import check_destination, valid_url
 from webhookd.api.views import event_body, event_json
 from webhookd.exceptions import ApiError
-from webhookd.inputs import EVENT_TYPE_PATTERN, check_customer_id, is_event_type
+from webhookd.inputs import EVENT_TYPE_PATTERN, MAX_ORDERING_KEY_LENGTH, check_customer_id, is_event_type
 from webhookd.models import EVENT_TYPES, ApiKey, NewEvent, Scope, is_id
 from webhookd.web import JSONResponse, read_json_object, services
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 EVENT_TYPE_RULE = "type must be a dotted lowercase event type such as call.completed"
-PUBLISH_FIELDS = {"type", "data", "customer_id", "idempotency_key", "callback_url"}
+PUBLISH_FIELDS = {"type", "data", "customer_id", "idempotency_key", "callback_url", "ordering_key"}
 DESCRIPTIONS = {
     "call.initiating": "The call was created and is dialing, or an inbound call was offered.",
     "call.ringing": "The far end is alerting.",
@@ -51,6 +51,15 @@ def _idempotency_key(value: Any) -> str | None:
     return value
 
 
+def _ordering_key(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= MAX_ORDERING_KEY_LENGTH):
+        raise ApiError(
+            f"ordering_key must be a string of 1 to {MAX_ORDERING_KEY_LENGTH} characters (a call's id, say)",
+            code="invalid_ordering_key",
+        )
+    return value
+
+
 def _new_event(key: ApiKey, body: dict[str, Any]) -> NewEvent:
     event_type, data = body.get("type"), body.get("data", {})
     if not is_event_type(event_type):
@@ -65,6 +74,7 @@ def _new_event(key: ApiKey, body: dict[str, Any]) -> NewEvent:
         data,
         _idempotency_key(body.get("idempotency_key")),
         callback_url=callback_url,
+        ordering_key=_ordering_key(body.get("ordering_key")),
     )
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhookd.inputs import CUSTOMER_ID_PATTERN, EVENT_TYPE_PATTERN
+from webhookd.inputs import (
+    CUSTOMER_ID_PATTERN,
+    EVENT_TYPE_PATTERN,
+    MAX_ORDERING_KEY_LENGTH,
+    MAX_RATE_LIMIT_PER_SECOND,
+)
 from webhookd.models import EVENT_TYPES, Carrier, DeliveryStatus, Scope
 
 Schema = dict[str, Any]
@@ -13,6 +18,12 @@ TIMESTAMP: Schema = {"type": "string", "format": "date-time"}
 NULLABLE_TIMESTAMP: Schema = {"type": ["string", "null"], "format": "date-time"}
 EVENT_TYPE: Schema = {"type": "string", "enum": list(EVENT_TYPES)}
 CUSTOMER_ID: Schema = {"type": "string", "pattern": CUSTOMER_ID_PATTERN}
+RATE_LIMIT: Schema = {
+    "type": ["integer", "null"],
+    "minimum": 1,
+    "maximum": MAX_RATE_LIMIT_PER_SECOND,
+    "description": "attempts per second at most, across all workers; null: no limit",
+}
 SCOPES: Schema = {
     "type": "array",
     "items": {"type": "string", "enum": [s.value for s in Scope]},
@@ -44,6 +55,8 @@ SUBSCRIPTION = _object(
         "disabled_reason",
         "disabled_at",
         "failure_count",
+        "rate_limit_per_second",
+        "ordered",
         "created_at",
     ],
     {
@@ -58,6 +71,8 @@ SUBSCRIPTION = _object(
         },
         "disabled_at": NULLABLE_TIMESTAMP,
         "failure_count": {"type": "integer", "minimum": 0},
+        "rate_limit_per_second": {"type": ["integer", "null"], "minimum": 1},
+        "ordered": {"type": "boolean"},
         "created_at": TIMESTAMP,
         "secret": {"type": "string", "pattern": "^whsec_"},
         "previous_secret_expires_at": NULLABLE_TIMESTAMP,
@@ -74,6 +89,7 @@ EVENT = _object(
         "data": {"type": "object"},
         "idempotency_key": {"type": ["string", "null"]},
         "callback_url": {"type": ["string", "null"]},
+        "ordering_key": {"type": ["string", "null"]},
     },
 )
 
@@ -129,6 +145,8 @@ SCHEMAS: dict[str, Schema] = {
             "url": {"type": "string", "format": "uri", "maxLength": 2048},
             "events": {"type": "array", "items": EVENT_TYPE, "minItems": 1},
             "description": {"type": ["string", "null"], "maxLength": 500},
+            "rate_limit_per_second": RATE_LIMIT,
+            "ordered": {"type": "boolean"},
         },
         extra=False,
     ),
@@ -138,6 +156,8 @@ SCHEMAS: dict[str, Schema] = {
             "url": {"type": "string", "format": "uri", "maxLength": 2048},
             "events": {"type": "array", "items": EVENT_TYPE, "minItems": 1},
             "description": {"type": ["string", "null"], "maxLength": 500},
+            "rate_limit_per_second": RATE_LIMIT,
+            "ordered": {"type": "boolean"},
         },
         extra=False,
     )
@@ -159,6 +179,7 @@ SCHEMAS: dict[str, Schema] = {
             "customer_id": CUSTOMER_ID,
             "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255},
             "callback_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048},
+            "ordering_key": {"type": "string", "minLength": 1, "maxLength": MAX_ORDERING_KEY_LENGTH},
         },
         extra=False,
     ),

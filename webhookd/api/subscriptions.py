@@ -17,7 +17,7 @@ from webhookd.api.pagination import page_request
 from webhookd.api.views import event_json, subscription_json
 from webhookd.crypto import new_webhook_secret, subscription_secret_context
 from webhookd.exceptions import ApiError, Conflict, DestinationBlocked
-from webhookd.inputs import utc_time
+from webhookd.inputs import MAX_RATE_LIMIT_PER_SECOND, utc_time
 from webhookd.models import EVENT_TYPES, NewEvent, Scope, Subscription, is_id, isoformat, new_id, utcnow
 from webhookd.store.base import SubscriptionUpdate
 from webhookd.web import JSONResponse, Services, read_json_object, services
@@ -27,7 +27,7 @@ MAX_URL_LENGTH = 2048
 _URI = re.compile(r"^(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+$")
 MAX_DESCRIPTION_LENGTH = 500
 MAX_RECOVER = 10_000
-SUBSCRIPTION_FIELDS = frozenset({"url", "events", "description"})
+SUBSCRIPTION_FIELDS = frozenset({"url", "events", "description", "rate_limit_per_second", "ordered"})
 RECOVER_BATCH = 200
 
 
@@ -87,6 +87,28 @@ def _valid_description(value: Any) -> str | None:
     return value
 
 
+def _valid_rate_limit(value: Any) -> int | None:
+    """Attempts per second, or ``None`` for no limit. ``bool`` is an ``int`` in Python, not here."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE_LIMIT_PER_SECOND:
+        raise ApiError(
+            f"rate_limit_per_second must be a whole number from 1 to {MAX_RATE_LIMIT_PER_SECOND},"
+            " or null for no limit",
+            code="invalid_rate_limit",
+        )
+    return value
+
+
+def _valid_ordered(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ApiError(
+            "ordered must be true (a call's events arrive one at a time, in order) or false",
+            code="invalid_ordered",
+        )
+    return value
+
+
 async def check_destination(svc: Services, url: str, field: str = "url") -> None:
     """The SSRF guard at create time; the sender checks again at connect time."""
     try:
@@ -112,10 +134,23 @@ async def create_subscription(request: Request) -> Response:
     body = await read_json_object(request, svc.settings.max_body_bytes, SUBSCRIPTION_FIELDS)
     url, events = valid_url(body.get("url")), _valid_events(body.get("events"))
     description = _valid_description(body.get("description"))
+    rate_limit = _valid_rate_limit(body.get("rate_limit_per_second"))
+    ordered = _valid_ordered(body.get("ordered", False))
     await check_destination(svc, url)
     secret, sub_id = new_webhook_secret(), new_id("sub")
     ciphertext = svc.box.encrypt(secret.encode(), subscription_secret_context(sub_id))
-    candidate = Subscription(sub_id, key.customer_id, url, events, description, ciphertext, True, utcnow())
+    candidate = Subscription(
+        sub_id,
+        key.customer_id,
+        url,
+        events,
+        description,
+        ciphertext,
+        True,
+        utcnow(),
+        rate_limit_per_second=rate_limit,
+        ordered=ordered,
+    )
     result = await svc.store.create_subscription(candidate)
     if result.created:
         return JSONResponse(subscription_json(result.subscription, secret), status_code=201)
@@ -155,7 +190,7 @@ async def get_subscription(request: Request) -> Response:
 
 
 @operation(
-    summary="Change a subscription's url, events or description",
+    summary="Change a subscription's url, events, description, rate limit or ordering",
     scope=Scope.MANAGE_WEBHOOKS,
     body="SubscriptionPatch",
     responses={200: "Subscription", 404: None, 409: None},
@@ -164,21 +199,32 @@ async def patch_subscription(request: Request) -> Response:
     svc, customer_id, sub = await _owned(request)
     body = await read_json_object(request, svc.settings.max_body_bytes, SUBSCRIPTION_FIELDS)
     if not body:
-        raise ApiError("send at least one of url, events, description", code="invalid_field")
-    url = valid_url(body["url"]) if "url" in body else None
-    if url is not None:
-        await check_destination(svc, url)
-    events = _valid_events(body["events"]) if "events" in body else None
-    description = (_valid_description(body["description"]) or "") if "description" in body else None
+        raise ApiError(f"send at least one of {', '.join(sorted(SUBSCRIPTION_FIELDS))}", code="invalid_field")
+    update = _update(body)
+    if update.url is not None:
+        await check_destination(svc, update.url)
     try:
-        updated = await svc.store.update_subscription(
-            customer_id, sub.id, SubscriptionUpdate(url, events, description)
-        )
+        updated = await svc.store.update_subscription(customer_id, sub.id, update)
     except Conflict as exc:
         raise ApiError(str(exc), status=409, code="conflict") from None
     if updated is None:
         raise not_found()
     return JSONResponse(subscription_json(updated))
+
+
+def _update(body: dict[str, Any]) -> SubscriptionUpdate:
+    """A PATCH body as an update: absent fields stay; a null description or rate limit clears it."""
+    return SubscriptionUpdate(
+        url=valid_url(body["url"]) if "url" in body else None,
+        events=_valid_events(body["events"]) if "events" in body else None,
+        description=(_valid_description(body["description"]) or "") if "description" in body else None,
+        rate_limit_per_second=(
+            (_valid_rate_limit(body["rate_limit_per_second"]) or 0)
+            if "rate_limit_per_second" in body
+            else None
+        ),
+        ordered=_valid_ordered(body["ordered"]) if "ordered" in body else None,
+    )
 
 
 @operation(

@@ -25,6 +25,8 @@ def subscription_json(sub: Subscription, secret: str | None = None) -> dict[str,
         "disabled_reason": None if sub.disabled_reason is None else sub.disabled_reason.value,
         "disabled_at": _time(sub.disabled_at),
         "failure_count": sub.failure_count,
+        "rate_limit_per_second": sub.rate_limit_per_second,
+        "ordered": sub.ordered,
         "created_at": isoformat(sub.created_at),
     }
     if secret is not None:
@@ -33,17 +35,24 @@ def subscription_json(sub: Subscription, secret: str | None = None) -> dict[str,
 
 
 def event_json(event: Event) -> dict[str, Any]:
-    """The stored body receivers get, plus the publisher's idempotency key and callback URL."""
+    """The stored body receivers get, plus what the publisher set beside it."""
     body: dict[str, Any] = orjson.loads(event.payload)
-    body["idempotency_key"] = event.idempotency_key
-    body["callback_url"] = event.callback_url
+    body.update(_publisher_fields(event))
     return body
 
 
+def _publisher_fields(event: Event) -> dict[str, Any]:
+    return {
+        "idempotency_key": event.idempotency_key,
+        "callback_url": event.callback_url,
+        "ordering_key": event.ordering_key,
+    }
+
+
 def event_body(event: Event) -> bytes:
-    """``event_json(event)`` serialized: the two fields spliced onto the stored payload (a JSON
-    object), which saves parsing and serializing it again on every publish."""
-    extra = orjson.dumps({"idempotency_key": event.idempotency_key, "callback_url": event.callback_url})
+    """``event_json(event)`` serialized: the publisher's fields spliced onto the stored payload (a
+    JSON object), which saves parsing and serializing it again on every publish."""
+    extra = orjson.dumps(_publisher_fields(event))
     return event.payload[:-1] + b"," + extra[1:]
 
 

@@ -98,6 +98,8 @@ def decider(update: NormalizedCall, customer_id: str, callback_url: str | None) 
             emitted.event_data(),
             emitted.idempotency_key,
             callback_url=callback_url,
+            # A call's events reach an ordered subscription one at a time, in order.
+            ordering_key=f"{emitted.carrier}:{emitted.carrier_call_id}",
         )
         return state.to_json(), event
 
