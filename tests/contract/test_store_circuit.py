@@ -251,3 +251,18 @@ async def test_a_delivery_released_after_its_subscription_was_deleted_is_not_sen
     assert await store.delete_subscription("cus_acme", sub_id)
     await store.release_deliveries([(job.delivery_id, job.attempt_no)])
     assert await claim(store, later(3600)) == []
+
+
+async def test_deliveries_held_behind_a_failing_endpoint_age_in_the_oldest_due(store: Store) -> None:
+    """Held deliveries are waiting work: the scrape's oldest due age counts them, and the top backlogs
+    show them apart from the pending ones."""
+    sub_id = await _sub_with_events(store, 3)
+    (first,) = await claim(store, limit=1)
+    await store.record_attempts([dataclasses.replace(failure(first, later(10)), next_attempt_at=later(100))])
+
+    stats = await store.outbox_stats(later(30))
+
+    assert (stats.deliveries_by_status["held"], stats.deliveries_by_status["pending"]) == (3, 0)
+    assert 29 < stats.oldest_due_age_s < 60  # the failed one, held too, waits for a probe at 100 s
+    (backlog,) = await store.top_backlogs(10)
+    assert (backlog.subscription_id, backlog.held, backlog.failure_count) == (sub_id, 3, 1)

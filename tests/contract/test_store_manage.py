@@ -351,6 +351,32 @@ async def test_outbox_stats_count_deliveries_by_status_and_subscriptions_by_stat
     assert stats.subscriptions_by_state == {"active": 1, "failing": 1, "disabled": 0}
 
 
+async def test_top_backlogs_rank_subscriptions_by_unfinished_deliveries(store: Store) -> None:
+    busy = await subscribe(store, url="https://hooks.example.com/busy")
+    await store.publish(make_event())
+    paced = await subscribe(store, url="https://hooks.example.com/paced")
+    await store.update_subscription(ACME, paced.id, SubscriptionUpdate(rate_limit_per_second=3, ordered=True))
+    for _ in range(3):
+        await store.publish(make_event(), delay_s=60)
+    await store.ensure_customer(OTHER)
+    quiet = await subscribe(store, OTHER, url="https://hooks.example.com/quiet")
+    (job,) = await claim(store, later(1), limit=1)
+
+    top = await store.top_backlogs(10)
+
+    assert job.subscription_id == busy.id
+    assert [(b.subscription_id, b.pending, b.in_flight) for b in top] == [(busy.id, 3, 1), (paced.id, 3, 0)]
+    assert (top[1].customer_id, top[1].url, top[1].rate_limit_per_second, top[1].ordered) == (
+        ACME,
+        "https://hooks.example.com/paced",
+        3,
+        True,
+    )
+    assert top[1].oldest_due_at is not None and top[1].oldest_due_at > later(50)
+    assert quiet.id not in {b.subscription_id for b in top}
+    assert [b.subscription_id for b in await store.top_backlogs(1)] == [busy.id]
+
+
 async def test_an_open_store_answers_a_ping(store: Store) -> None:
     await store.ping()
 

@@ -881,6 +881,31 @@ async def test_admin_endpoints_refuse_a_non_admin_key(api: Api, path: str, body:
     assert count_rows(api.db, "sources") == 0
 
 
+async def test_admin_backlog_ranks_subscriptions_across_customers(api: Api) -> None:
+    admin = await api.key("ops", {Scope.ADMIN})
+    acme = await api.key("acme", ALL_SCOPES - {Scope.ADMIN})
+    globex = await api.key("globex", ALL_SCOPES - {Scope.ADMIN})
+    busy = await api.subscribe(acme, rate_limit_per_second=2, ordered=True)
+    quiet = await api.subscribe(globex)
+    for n in range(3):
+        await api.publish(acme, n=n)
+    await api.publish(globex)
+
+    reply = await api.call("GET", "/api/v1/backlog?limit=5", admin)
+
+    assert reply.status == 200, reply.body
+    rows = reply.body["data"]
+    assert [(r["subscription_id"], r["customer_id"]) for r in rows] == [
+        (busy["id"], "acme"),
+        (quiet["id"], "globex"),
+    ]
+    # The endpoint never answers, so each delivery waits somewhere: pending, held or in flight.
+    assert [r["pending"] + r["held"] + r["in_flight"] for r in rows] == [3, 1]
+    assert (rows[0]["rate_limit_per_second"], rows[0]["ordered"], rows[0]["url"]) == (2, True, HOOK)
+    assert_error(await api.call("GET", "/api/v1/backlog", acme), 403, "forbidden")
+    assert_error(await api.call("GET", "/api/v1/backlog?limit=0", admin), 400, "invalid_parameter")
+
+
 # 10. Errors ----------------------------------------------------------------------------------------
 
 BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int]] = [

@@ -37,4 +37,5 @@ def routes() -> list[Route]:
         Route("/api/v1/callback-secret", callbacks.rotate_callback_secret, methods=["POST"]),
         Route("/api/v1/keys", admin.create_key, methods=["POST"]),
         Route("/api/v1/sources", admin.create_source, methods=["POST"]),
+        Route("/api/v1/backlog", admin.backlog, methods=["GET"]),
     ]

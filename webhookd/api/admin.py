@@ -10,6 +10,8 @@ from starlette.responses import Response
 from webhookd import provisioning
 from webhookd.api.auth import authenticate
 from webhookd.api.openapi import operation
+from webhookd.api.pagination import limit
+from webhookd.api.views import backlog_json
 from webhookd.exceptions import ApiError
 from webhookd.inputs import check_customer_id
 from webhookd.models import CREDENTIAL_NAMES, Carrier, Scope
@@ -95,3 +97,16 @@ async def create_source(request: Request) -> Response:
         },
         status_code=201,
     )
+
+
+@operation(
+    summary="The subscriptions with the most unfinished deliveries, across customers",
+    scope=Scope.ADMIN,
+    query=[("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "how many")],
+    responses={200: "BacklogList"},
+    tag="admin",
+)
+async def backlog(request: Request) -> Response:
+    await authenticate(request, Scope.ADMIN)
+    top = await services(request).store.top_backlogs(limit(request, default=10))
+    return JSONResponse({"data": [backlog_json(b) for b in top]})

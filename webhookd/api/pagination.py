@@ -33,19 +33,24 @@ def _digits(raw: str) -> int | None:
     return int(significant) if len(significant) <= 18 else 10**18
 
 
+def limit(request: Request, default: int = DEFAULT_PAGE_SIZE) -> int:
+    """``limit`` alone, 1-100, for a list that is one page (a top N)."""
+    return _whole_number(request.query_params.get("limit"), "limit", default, 1, MAX_PAGE_SIZE)
+
+
 def page_request(request: Request) -> PageRequest:
     """``limit`` 1-100 (default 25); ``cursor`` from ``next_cursor``; ``page`` (offset alias), with
     ``page * limit`` at most ``MAX_OFFSET``. When both cursor and page are given, cursor wins."""
     params = request.query_params
-    limit = _whole_number(params.get("limit"), "limit", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+    size = limit(request)
     page = _whole_number(params.get("page"), "page", 0, 0)
     cursor = params.get("cursor") or None
     if cursor:
-        return PageRequest(limit=limit, cursor=cursor)
-    if page * limit > MAX_OFFSET:
+        return PageRequest(limit=size, cursor=cursor)
+    if page * size > MAX_OFFSET:
         raise ApiError(
-            f"page * limit may be at most {MAX_OFFSET} and page={page} with limit={limit} is more; to read"
+            f"page * limit may be at most {MAX_OFFSET} and page={page} with limit={size} is more; to read"
             " further, page with cursor= set to each answer's next_cursor",
             code="page_too_deep",
         )
-    return PageRequest(limit=limit, offset=page * limit)
+    return PageRequest(limit=size, offset=page * size)

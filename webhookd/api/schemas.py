@@ -123,6 +123,24 @@ ATTEMPT = _object(
     },
 )
 
+BACKLOG = _object(
+    ["subscription_id", "customer_id", "url", "pending", "held", "in_flight", "parked", "oldest_due_at"],
+    {
+        "subscription_id": {"type": "string"},
+        "customer_id": {"type": "string"},
+        "url": {"type": "string"},
+        "is_active": {"type": "boolean"},
+        "failure_count": {"type": "integer", "minimum": 0},
+        "rate_limit_per_second": {"type": ["integer", "null"]},
+        "ordered": {"type": "boolean"},
+        "pending": {"type": "integer", "minimum": 0},
+        "held": {"type": "integer", "minimum": 0},
+        "in_flight": {"type": "integer", "minimum": 0},
+        "parked": {"type": "integer", "minimum": 0},
+        "oldest_due_at": NULLABLE_TIMESTAMP,
+    },
+)
+
 SCHEMAS: dict[str, Schema] = {
     "Error": _object(
         ["error"],
@@ -185,6 +203,7 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Event": EVENT,
     "EventList": list_of("Event"),
+    "BacklogList": _object(["data"], {"data": {"type": "array", "items": BACKLOG}}),
     "EventTypes": _object(
         ["data"],
         {

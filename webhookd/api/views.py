@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from webhookd.models import Attempt, Delivery, Event, Subscription, isoformat
-from webhookd.store.base import DeliveryDetail
+from webhookd.store.base import Backlog, DeliveryDetail
 
 
 def _time(value: Any) -> str | None:
@@ -93,3 +93,20 @@ def attempt_json(attempt: Attempt) -> dict[str, Any]:
 
 def delivery_detail_json(detail: DeliveryDetail) -> dict[str, Any]:
     return {**delivery_json(detail.delivery), "attempts_log": [attempt_json(a) for a in detail.attempts]}
+
+
+def backlog_json(backlog: Backlog) -> dict[str, Any]:
+    return {
+        "subscription_id": backlog.subscription_id,
+        "customer_id": backlog.customer_id,
+        "url": backlog.url,
+        "is_active": backlog.is_active,
+        "failure_count": backlog.failure_count,
+        "rate_limit_per_second": backlog.rate_limit_per_second,
+        "ordered": backlog.ordered,
+        "pending": backlog.pending,
+        "held": backlog.held,
+        "in_flight": backlog.in_flight,
+        "parked": backlog.parked,
+        "oldest_due_at": _time(backlog.oldest_due_at),
+    }

@@ -69,9 +69,48 @@ class OutboxStats:
 
     deliveries_by_status: dict[str, int]
     oldest_due_age_s: float
-    """How long the longest-waiting due delivery has been due (0 when none is)."""
+    """How long the longest-waiting due delivery, pending or held, has been due (0 when none is)."""
     subscriptions_by_state: dict[str, int]
     """``active``, ``failing`` and ``disabled`` webhook subscriptions."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """One subscription's unfinished deliveries, by where they wait."""
+
+    subscription_id: str
+    customer_id: str
+    url: str
+    is_active: bool
+    failure_count: int
+    rate_limit_per_second: int | None
+    ordered: bool
+    pending: int
+    """Waiting for a worker: due, scheduled for a retry, paced or behind their ordering key."""
+    held: int
+    in_flight: int
+    parked: int
+    oldest_due_at: datetime | None
+    """When the longest-waiting pending or held delivery became due."""
+
+
+def backlog_from_row(row: Sequence[Any], to_time: Callable[[Any], datetime]) -> Backlog:
+    """A ``scheduling.TOP_BACKLOGS`` row; ``to_time`` reads the backend's timestamp."""
+    due = row[11]
+    return Backlog(
+        row[0],
+        row[1],
+        row[2],
+        bool(row[3]),
+        row[4],
+        row[5],
+        bool(row[6]),
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        None if due is None else to_time(due),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +288,9 @@ class Management(Protocol):
 
     async def enable_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
         """Re-enable: reset the failure count and resume parked deliveries. ``None`` if not found."""
+
+    async def top_backlogs(self, limit: int) -> list[Backlog]:
+        """The subscriptions with the most unfinished deliveries, most first (scans those rows)."""
 
 
 class Store(Outbox, Management, Protocol):

@@ -12,6 +12,7 @@ from webhookd.store.availability import Availability
 from webhookd.store.base import OutboxStats
 from webhookd.store.postgres.db import Connection, on_connection
 from webhookd.store.reads import SharedReads, numbered
+from webhookd.store.scheduling import OLDEST_WAITING
 from webhookd.store.shared import SUBSCRIPTION_STATES, Rows, subscription_states
 
 T = TypeVar("T")
@@ -62,9 +63,7 @@ class PostgresReads(SharedReads):
 
 async def outbox_stats(conn: Connection, now: datetime) -> OutboxStats:
     counts = await conn.fetch("SELECT status, sum(n)::bigint FROM outbox_counts GROUP BY status")
-    oldest: datetime | None = await conn.fetchval(
-        "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'"
-    )  # the partial due index
+    oldest: datetime | None = await conn.fetchval(OLDEST_WAITING)
     states = await conn.fetch(SUBSCRIPTION_STATES)
     age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
     by_status = {status.value: 0 for status in DeliveryStatus} | {row[0]: row[1] for row in counts}
