@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import orjson
 import pytest
 
+from tests.contract.test_store_circuit import failure
 from tests.contract.test_store_contract import ACME, claim, make_event, outcome, subscribe
 from webhookd.models import DeliveryJob, NewEvent, Subscription, utcnow
 from webhookd.store.base import Store, SubscriptionUpdate
@@ -200,3 +201,19 @@ async def test_an_unordered_subscription_sends_a_keys_deliveries_side_by_side(st
 def _sent(job: DeliveryJob) -> tuple[str | None, int | None]:
     data = orjson.loads(job.payload)["data"]
     return data.get("call"), data.get("n")
+
+
+async def test_a_failing_ordered_subscriptions_probe_is_the_head_of_its_key(store: Store) -> None:
+    """a-0 is in flight when b-0's failure holds the subscription: the probe is b-0, never a-1,
+    which would overtake a-0."""
+    await _with(store, await subscribe(store), SubscriptionUpdate(ordered=True))
+    for call, n in (("call-a", 0), ("call-a", 1), ("call-b", 0)):
+        await store.publish(_call_event(call, n))
+    at = utcnow() + timedelta(seconds=1)
+    heads = {_sent(job): job for job in await claim(store, at)}
+    assert set(heads) == {("call-a", 0), ("call-b", 0)}
+
+    await store.record_attempts([failure(heads["call-b", 0], probe_at=at + timedelta(seconds=10))])
+
+    (probe,) = await claim(store, at + timedelta(seconds=11))
+    assert _sent(probe) == ("call-b", 0)
