@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -132,11 +133,13 @@ async def _publish(http: aiohttp.ClientSession, cluster: Cluster, key: str, coun
     return set(await asyncio.gather(*[one(n) for n in range(count)]))
 
 
-async def _subscribe(http: aiohttp.ClientSession, cluster: Cluster, key: str, receiver: Receiver) -> None:
+async def _subscribe(
+    http: aiohttp.ClientSession, cluster: Cluster, key: str, receiver: Receiver, **options: Any
+) -> None:
     async with http.post(
         f"{cluster.api}/api/v1/webhook-subscriptions",
         headers=auth(key),
-        json={"url": receiver.url, "events": ["call.completed"]},
+        json={"url": receiver.url, "events": ["call.completed"], **options},
     ) as response:
         assert response.status == 201
 
@@ -213,3 +216,46 @@ async def test_concurrent_idempotent_creates_on_two_api_nodes_give_one_subscript
     assert len({sub_id for _, sub_id in answers}) == 1
     assert sorted(status for status, _ in answers).count(201) == 1
     assert len(listed) == 1
+
+
+def _busiest(requests: list[Received], window_s: float) -> int:
+    """The most requests that arrived within ``window_s`` of one another."""
+    arrivals = [r.arrived_at for r in requests]
+    return max(sum(start <= t < start + window_s for t in arrivals) for start in arrivals)
+
+
+CAP = 4
+HOLD_S = 0.4
+
+
+async def test_the_per_subscription_cap_counts_both_workers_claims(schema: str, tmp_path: Path) -> None:
+    """Each answer takes HOLD_S, so requests that arrive within that of one another were in flight
+    together: never more than the cap, though two workers each have 64 slots."""
+    cluster = _cluster(schema, tmp_path)
+    cluster.env["WEBHOOKD_MAX_IN_FLIGHT_PER_SUBSCRIPTION"] = str(CAP)
+    key = _key(cluster)
+    async with (
+        running_receiver(Receiver(delay_s=HOLD_S)) as receiver,
+        aiohttp.ClientSession() as http,
+        webhookd_process(cluster.env, cluster.api, tmp_path / "api.log", "serve", "--no-workers"),
+    ):
+        await _subscribe(http, cluster, key, receiver)
+        published = await _publish(http, cluster, key, 40)
+        async with _workers(cluster, 2):
+            await receiver.wait_for(lambda got: published <= set(_ids(got)), timeout_s=60)
+    assert _busiest(receiver.requests, HOLD_S * 0.9) <= CAP
+
+
+async def test_a_rate_limit_holds_across_two_workers(schema: str, tmp_path: Path) -> None:
+    cluster = _cluster(schema, tmp_path)
+    key = _key(cluster)
+    async with (
+        running_receiver() as receiver,
+        aiohttp.ClientSession() as http,
+        webhookd_process(cluster.env, cluster.api, tmp_path / "api.log", "serve", "--no-workers"),
+    ):
+        await _subscribe(http, cluster, key, receiver, rate_limit_per_second=5)
+        published = await _publish(http, cluster, key, 20)
+        async with _workers(cluster, 2):
+            await receiver.wait_for(lambda got: published <= set(_ids(got)), timeout_s=30)
+    assert _busiest(receiver.requests, 1.0) <= 5

@@ -11,6 +11,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -99,11 +100,27 @@ async def opened(store: S) -> AsyncIterator[S]:
         await store.close()
 
 
-async def subscribe(store: SqliteStore, box: SecretBox, *, secret: bytes | None = None) -> str:
+async def subscribe(
+    store: SqliteStore,
+    box: SecretBox,
+    *,
+    secret: bytes | None = None,
+    rate_limit_per_second: int | None = None,
+) -> str:
     await store.ensure_customer(CUSTOMER)
     sub_id = new_id("sub")
     sealed = secret or box.encrypt(new_webhook_secret().encode(), subscription_secret_context(sub_id))
-    sub = Subscription(sub_id, CUSTOMER, URL, ("call.completed",), None, sealed, True, utcnow())
+    sub = Subscription(
+        sub_id,
+        CUSTOMER,
+        URL,
+        ("call.completed",),
+        None,
+        sealed,
+        True,
+        utcnow(),
+        rate_limit_per_second=rate_limit_per_second,
+    )
     await store.create_subscription(sub)
     return sub_id
 
@@ -125,6 +142,7 @@ def worker(
     schedule_s: tuple[float, ...] = (0.0, 0.0),
     concurrency: int = 4,
     metrics: Metrics | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Worker:
     return Worker(
         store,
@@ -136,6 +154,7 @@ def worker(
         poll_interval_s=0.05,
         shutdown_grace_s=10.0,
         metrics=metrics,
+        clock=clock,
     )
 
 
@@ -282,3 +301,35 @@ async def test_a_failure_gives_back_what_was_claimed_for_its_subscription_and_no
         page = await store.list_deliveries(CUSTOMER, sub_id, PageRequest(limit=10))
         assert sorted(d.attempts for d in page.items) == [0, 0, 0, 0, 1]
         assert sender.sends == 1
+
+
+async def test_a_paced_job_that_missed_its_slot_goes_back_for_a_new_one_unspent(tmp_path: Path) -> None:
+    """Rate 5, one worker slot: while the first send holds it, the clock moves a second on, so the
+    other two jobs' slots pass. Sent now, they would land in one second with whatever the next claim
+    paces; they go back instead (no attempt spent) and are sent in new slots."""
+    offset = timedelta()
+
+    def clock() -> datetime:
+        return utcnow() + offset
+
+    async with opened(GatedStore(tmp_path / "w.db")) as store:
+        store.gate.set()
+        sub_id = await subscribe(store, SecretBox(KEY), rate_limit_per_second=5)
+        await publish(store, 3)
+        gate = asyncio.Event()
+        sender = FakeSender([SendResponse(200, b"ok")], gate=gate, expected=1)
+
+        async def all_delivered() -> bool:
+            page = await store.list_deliveries(CUSTOMER, sub_id, PageRequest(limit=10))
+            return all(d.status is DeliveryStatus.DELIVERED for d in page.items)
+
+        async with running(worker(store, sender, concurrency=1, clock=clock)):
+            await sender.arrived.wait()
+            offset = timedelta(seconds=1)
+            gate.set()
+            await asyncio.wait_for(store.released.wait(), 10)  # given back while running
+            await until(all_delivered)
+
+        page = await store.list_deliveries(CUSTOMER, sub_id, PageRequest(limit=10))
+        assert [d.attempts for d in page.items] == [1, 1, 1]
+        assert sender.sends == 3

@@ -23,7 +23,7 @@ from webhookd.metrics import Metrics, status_class
 from webhookd.models import AttemptResult, DeliveryJob, Disabled, SubscriptionKind, new_id, utcnow
 from webhookd.retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
 from webhookd.store.base import Outbox
-from webhookd.store.scheduling import HEARTBEAT_S, ClaimRequest
+from webhookd.store.scheduling import HEARTBEAT_S, PACE_LATE_S, ClaimRequest
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class Worker:
         self._unsent: list[DeliveryJob] = []
         self._pacing: dict[str, tuple[asyncio.TimerHandle, DeliveryJob]] = {}
         """Paced jobs waiting for their slot."""
+        self._late: list[DeliveryJob] = []
+        """Paced jobs that missed their slot: given back unspent before the next claim, for a new one."""
         self._keys: dict[bytes, bytes] = {}
         self._results: list[AttemptResult] = []
         self._results_ready = asyncio.Event()
@@ -141,6 +143,9 @@ class Worker:
         commit; then sleep until new work, a free slot or the poll interval."""
         self._wake.clear()
         self._start_ready()
+        if self._late:
+            late, self._late = self._late, []
+            await self._release_logged([(job.delivery_id, job.attempt_no) for job in late])
         wanted = min(CLAIM_AHEAD * self._concurrency - len(self._ready) - len(self._inflight), CLAIM_BATCH)
         jobs: list[DeliveryJob] = []
         if wanted > 0:
@@ -161,12 +166,23 @@ class Worker:
             if job.subscription_id in self._failing:
                 self._unsent.append(job)  # given back once the failure's record committed the hold
                 continue
-            if job.not_before is not None and job.not_before > self._clock():
-                self._wait_for_slot(job, job.not_before)
+            if job.not_before is not None and not self._in_slot(job, job.not_before):
                 continue
             task = asyncio.create_task(self._attempt(job), name=f"deliver-{job.delivery_id}")
             self._inflight[task] = job
             task.add_done_callback(self._finished)
+
+    def _in_slot(self, job: DeliveryJob, slot: datetime) -> bool:
+        """Whether a paced job may go now. Before its slot it waits for it; more than
+        ``PACE_LATE_S`` after (every worker slot was busy, or the loop was), sending it could put one
+        attempt too many into a second, so it goes back for a later slot."""
+        late_s = (self._clock() - slot).total_seconds()
+        if late_s < 0:
+            self._wait_for_slot(job, slot)
+        elif late_s > PACE_LATE_S:
+            self._late.append(job)
+            self._wake.set()
+        return 0 <= late_s <= PACE_LATE_S
 
     def _wait_for_slot(self, job: DeliveryJob, slot: datetime) -> None:
         """A paced subscription's job waits for its slot outside the worker's slots, then goes first."""
@@ -178,7 +194,7 @@ class Worker:
 
     def _slot_reached(self, job: DeliveryJob) -> None:
         self._pacing.pop(job.delivery_id, None)
-        self._ready.appendleft(dataclasses.replace(job, not_before=None))
+        self._ready.appendleft(job)
         self._start_ready()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
@@ -392,9 +408,9 @@ class Worker:
         the jobs claimed ahead that never started."""
         for handle, _ in self._pacing.values():
             handle.cancel()
-        unstarted = [*self._ready, *self._unsent, *(job for _, job in self._pacing.values())]
+        unstarted = [*self._ready, *self._unsent, *self._late, *(job for _, job in self._pacing.values())]
         self._ready.clear()
-        self._unsent = []
+        self._unsent, self._late = [], []
         self._pacing.clear()
         unfinished: list[DeliveryJob] = []
         if self._inflight:

@@ -58,9 +58,11 @@ HEAD_OF_KEY = """({d}.ordering_key IS NULL OR NOT EXISTS (
 
 PACE_AHEAD_S = 1.0
 """A paced subscription's claims take the slots of the next second; each job waits for its slot."""
-PACING_HEADROOM = 1.02
-"""Slots are 2 % wider than 1/limit, so a send a few milliseconds late never lets a second hold one
-more attempt than the limit."""
+PACING_HEADROOM = 1.1
+"""Slots are 10 % wider than 1/limit: ``limit + 1`` slots then span 1.1 s, so a send up to 100 ms later
+than its slot (a busy event loop, a slow commit) never lets one second hold more than the limit."""
+PACE_LATE_S = PACING_HEADROOM - 1.0
+"""How late after its slot a paced job may still be sent; a later one goes back for a new slot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,10 @@ class Visit:
 
     sub_id: str
     ordered: bool
-    pace: Pace | None
+    rate: int | None
+    pace: Pace | None = None
+    """A paced subscription's free slots, once its next slot was read (on PostgreSQL, under its lock:
+    read before it, another process's claim could commit in between and hand out the same slots)."""
 
     def room(self, take: int) -> int:
         """How many of ``take`` this visit may claim: a paced subscription no more than its free slots."""

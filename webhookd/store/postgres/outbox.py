@@ -32,6 +32,7 @@ from webhookd.store.scheduling import (
     RING_VISITS,
     WORKER_DEAD_AFTER_S,
     ClaimRequest,
+    Pace,
     RingPosition,
     Visit,
     pace,
@@ -79,8 +80,7 @@ DELETE FROM workers AS w WHERE w.heartbeat_at <= $1 AND w.id <> $2
 # subscription's room at once, and neither waits for the other (it moves on to the next).
 CLAIM_LOCK_CLASS = int.from_bytes(b"whkc", "big")
 
-# Up to $4 of subscription $3's due deliveries, fewer if it already has $5 in flight. A paced
-# subscription's row is locked first (subscriptions before deliveries), as its next slot moves on.
+# Up to $4 of subscription $3's due deliveries, fewer if it already has $5 in flight.
 _CLAIM_FROM = """
 WITH room AS (
     SELECT $5::int - (SELECT count(*) FROM deliveries
@@ -98,16 +98,20 @@ WHERE d.id = picked.id AND s.id = d.subscription_id
 RETURNING d.id
 """
 _TAKE_TURN = f"WHERE pg_try_advisory_xact_lock({CLAIM_LOCK_CLASS}, hashtext($3))"
-_TAKE_TURN_AND_ROW = (
-    f"FROM subscriptions WHERE id = $3 AND pg_try_advisory_xact_lock({CLAIM_LOCK_CLASS}, hashtext($3))"
-    " FOR NO KEY UPDATE SKIP LOCKED"
-)
+
+# A paced subscription's next free slot, read under its row lock and its turn: read before them, another
+# process's claim could commit in between and the same slots be handed out twice.
+_LOCK_PACE = f"""
+SELECT next_send_at FROM subscriptions
+WHERE id = $1 AND pg_try_advisory_xact_lock({CLAIM_LOCK_CLASS}, hashtext($1))
+FOR NO KEY UPDATE SKIP LOCKED
+"""
 
 
 @functools.cache
-def _claim_from_sql(ordered: bool, paced: bool) -> str:
+def _claim_from_sql(ordered: bool) -> str:
     heads = "AND " + HEAD_OF_KEY.format(d="d") if ordered else ""
-    return _CLAIM_FROM.format(heads=heads, lock=_TAKE_TURN_AND_ROW if paced else _TAKE_TURN)
+    return _CLAIM_FROM.format(heads=heads, lock=_TAKE_TURN)
 
 
 # One probe per failing subscription whose backoff has passed, and none while one is in flight; for
@@ -237,17 +241,15 @@ async def _claim_round(
     taking its share of the batch; then, if the batch is not full, let those visited take more, up to
     the cap. Returns the claimed ids, each with the slot a paced subscription's job must wait for."""
     share = max(1, min(request.per_subscription, request.limit // FAIR_SHARES))
-    at = request.now.timestamp()
     claimed: dict[str, float | None] = {}
     visited: list[Visit] = []
     walk = await conn.fetch(RING.format(cursor="$1", visits=RING_VISITS), ring.after)
-    for sub_id, due, rate, next_send_at, ordered in walk:
+    for sub_id, due, rate, _, ordered in walk:
         if len(claimed) >= request.limit:
             break
         ring.after = sub_id
         if due <= request.now:
-            sent_at = None if next_send_at is None else next_send_at.timestamp()
-            visit = Visit(sub_id, ordered, pace(rate, sent_at, at))
+            visit = Visit(sub_id, ordered, rate)
             visited.append(visit)
             await _claim_from(conn, request, visit, min(share, request.limit - len(claimed)), claimed)
     for visit in visited:
@@ -262,10 +264,12 @@ async def _claim_from(
 ) -> None:
     """Claim up to ``take`` of one subscription's due deliveries into ``claimed``; a paced one takes
     no more than its free slots, and moves its next free slot on."""
+    if visit.rate is not None and visit.pace is None:
+        visit.pace = await _lock_pace(conn, visit.sub_id, visit.rate, request.now)
     take = visit.room(take)
     if take <= 0:
         return
-    sql = _claim_from_sql(visit.ordered, visit.pace is not None)
+    sql = _claim_from_sql(visit.ordered)
     rows = await conn.fetch(sql, request.now, request.worker_id, visit.sub_id, take, request.per_subscription)
     next_slot = visit.took([row[0] for row in rows], claimed)
     if next_slot is not None:
@@ -274,6 +278,17 @@ async def _claim_from(
             datetime.fromtimestamp(next_slot, UTC),
             visit.sub_id,
         )
+
+
+async def _lock_pace(conn: Connection, sub_id: str, rate: int, now: datetime) -> Pace:
+    """The subscription's free slots as of its current next slot; none while another process claims it."""
+    row = await conn.fetchrow(_LOCK_PACE, sub_id)
+    if row is None:
+        return Pace(0.0, 0.0, 0)
+    sent_at = None if row[0] is None else row[0].timestamp()
+    found = pace(rate, sent_at, now.timestamp())
+    assert found is not None  # a rate was given
+    return found
 
 
 async def reclaim(conn: Connection, worker_id: str, now: datetime) -> int:

@@ -176,7 +176,7 @@ def _claim_round(
             break
         ring.after = sub_id
         if due <= at:
-            visit = Visit(sub_id, bool(ordered), pace(rate, next_send_at, at))
+            visit = Visit(sub_id, bool(ordered), rate, pace(rate, next_send_at, at))
             visited.append(visit)
             _claim_from(conn, request, visit, min(share, request.limit - len(claimed)), claimed)
     for visit in visited:
