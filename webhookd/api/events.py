@@ -42,20 +42,12 @@ def _customer_for(key: ApiKey, requested: Any) -> str:
     return customer_id
 
 
-def _idempotency_key(value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= MAX_IDEMPOTENCY_KEY_LENGTH):
+def _optional_key(body: dict[str, Any], name: str, max_length: int, example: str) -> str | None:
+    value = body.get(name)
+    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= max_length):
         raise ApiError(
-            f"idempotency_key must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
-            code="invalid_idempotency_key",
-        )
-    return value
-
-
-def _ordering_key(value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= MAX_ORDERING_KEY_LENGTH):
-        raise ApiError(
-            f"ordering_key must be a string of 1 to {MAX_ORDERING_KEY_LENGTH} characters (a call's id, say)",
-            code="invalid_ordering_key",
+            f"{name} must be a string of 1 to {max_length} characters ({example}, say)",
+            code=f"invalid_{name}",
         )
     return value
 
@@ -72,9 +64,9 @@ def _new_event(key: ApiKey, body: dict[str, Any]) -> NewEvent:
         _customer_for(key, body.get("customer_id")),
         event_type,
         data,
-        _idempotency_key(body.get("idempotency_key")),
+        _optional_key(body, "idempotency_key", MAX_IDEMPOTENCY_KEY_LENGTH, "an order id"),
         callback_url=callback_url,
-        ordering_key=_ordering_key(body.get("ordering_key")),
+        ordering_key=_optional_key(body, "ordering_key", MAX_ORDERING_KEY_LENGTH, "a call's id"),
     )
 
 
