@@ -258,7 +258,7 @@ async def test_deliveries_held_behind_a_failing_endpoint_age_in_the_oldest_due(s
     show them apart from the pending ones."""
     sub_id = await _sub_with_events(store, 3)
     (first,) = await claim(store, limit=1)
-    await store.record_attempts([dataclasses.replace(failure(first, later(10)), next_attempt_at=later(100))])
+    await store.record_attempts([dataclasses.replace(failure(first), next_attempt_at=later(100))])
 
     stats = await store.outbox_stats(later(30))
 

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import orjson
 import pytest
 
+from tests.contract.conftest import PROBE_AFTER_S
 from tests.contract.test_store_circuit import failure
 from tests.contract.test_store_contract import ACME, claim, make_event, outcome, subscribe
 from webhookd.models import DeliveryJob, NewEvent, Subscription, utcnow
@@ -180,13 +181,14 @@ async def test_a_failed_head_holds_its_key_back_until_it_succeeds(store: Store) 
     at = utcnow() + timedelta(seconds=1)
 
     (head,) = await claim(store, at)
-    await store.record_attempts([outcome(head, succeeded=False, next_attempt_at=at + timedelta(seconds=5))])
+    await store.record_attempts([failure(head)])
     assert await claim(store, at + timedelta(seconds=1)) == []  # n=1 waits behind n=0's retry
 
-    (retried,) = await claim(store, at + timedelta(seconds=6))
+    probe_time = at + timedelta(seconds=PROBE_AFTER_S + 1)
+    (retried,) = await claim(store, probe_time)
     assert retried.delivery_id == head.delivery_id
     await store.record_attempts([outcome(retried, succeeded=True)])
-    (following,) = await claim(store, at + timedelta(seconds=6))
+    (following,) = await claim(store, probe_time)
     assert _sent(following) == ("call-a", 1)
 
 
@@ -213,7 +215,7 @@ async def test_a_failing_ordered_subscriptions_probe_is_the_head_of_its_key(stor
     heads = {_sent(job): job for job in await claim(store, at)}
     assert set(heads) == {("call-a", 0), ("call-b", 0)}
 
-    await store.record_attempts([failure(heads["call-b", 0], probe_at=at + timedelta(seconds=10))])
+    await store.record_attempts([failure(heads["call-b", 0])])
 
-    (probe,) = await claim(store, at + timedelta(seconds=11))
+    (probe,) = await claim(store, at + timedelta(seconds=PROBE_AFTER_S + 1))
     assert _sent(probe) == ("call-b", 0)
