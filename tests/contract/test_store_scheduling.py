@@ -11,12 +11,12 @@ from datetime import datetime, timedelta
 import orjson
 import pytest
 
-from tests.contract.conftest import PROBE_AFTER_S
+from tests.contract.conftest import LIVE_WORKER, PROBE_AFTER_S
 from tests.contract.test_store_circuit import failure
 from tests.contract.test_store_contract import ACME, claim, make_event, outcome, subscribe
 from webhookd.models import DeliveryJob, NewEvent, Subscription, utcnow
 from webhookd.store.base import Store, SubscriptionUpdate
-from webhookd.store.scheduling import FAIR_SHARES, PACE_AHEAD_S, PACING_HEADROOM
+from webhookd.store.scheduling import FAIR_SHARES, PACE_AHEAD_S, PACING_HEADROOM, ClaimRequest, ended_key
 
 pytestmark = pytest.mark.anyio
 
@@ -219,3 +219,23 @@ async def test_a_failing_ordered_subscriptions_probe_is_the_head_of_its_key(stor
 
     (probe,) = await claim(store, at + timedelta(seconds=PROBE_AFTER_S + 1))
     assert _sent(probe) == ("call-b", 0)
+
+
+async def test_attempts_that_ended_but_are_not_recorded_leave_room_under_the_cap(store: Store) -> None:
+    await subscribe(store)
+    await _publish(store, 10)
+    at = utcnow() + timedelta(seconds=1)
+
+    def ended(*jobs: DeliveryJob) -> tuple[str, ...]:
+        return tuple(ended_key(job.delivery_id, job.attempt_no) for job in jobs)
+
+    async def claim_after(keys: tuple[str, ...]) -> list[DeliveryJob]:
+        return await store.claim_deliveries(ClaimRequest(LIVE_WORKER, 100, 4, at, keys))
+
+    first = await claim_after(())
+    assert len(first) == 4
+    assert len(await claim_after(ended(*first[:2]))) == 2
+    assert await claim_after((f"{first[2].delivery_id}:{first[2].attempt_no + 1}",)) == []  # not that attempt
+
+    await store.record_attempts([outcome(job, succeeded=True) for job in first[:2]])
+    assert await claim_after(ended(*first[:2])) == []  # recorded: counted once, not twice

@@ -143,6 +143,7 @@ def worker(
     concurrency: int = 4,
     metrics: Metrics | None = None,
     clock: Callable[[], datetime] = utcnow,
+    per_subscription: int = 100,
 ) -> Worker:
     return Worker(
         store,
@@ -150,7 +151,7 @@ def worker(
         SecretBox(KEY),
         RetryPolicy(schedule_s, jitter_ratio=0.0),
         concurrency=concurrency,
-        per_subscription=100,
+        per_subscription=per_subscription,
         poll_interval_s=0.05,
         shutdown_grace_s=10.0,
         metrics=metrics,
@@ -333,3 +334,24 @@ async def test_a_paced_job_that_missed_its_slot_goes_back_for_a_new_one_unspent(
         page = await store.list_deliveries(CUSTOMER, sub_id, PageRequest(limit=10))
         assert [d.attempts for d in page.items] == [1, 1, 1]
         assert sender.sends == 3
+
+
+async def test_a_subscription_at_its_cap_is_claimed_again_before_its_ended_attempts_are_recorded(
+    tmp_path: Path,
+) -> None:
+    """Cap 2 and records held back: once the first two attempts end, the next two go out without
+    waiting for those records to commit, since they no longer hold room under the cap."""
+    async with opened(GatedStore(tmp_path / "w.db")) as store:
+        sub_id = await subscribe(store, SecretBox(KEY))
+        await publish(store, 4)
+        sender = FakeSender([SendResponse(200, b"ok")], expected=4)
+
+        async def all_delivered() -> bool:
+            page = await store.list_deliveries(CUSTOMER, sub_id, PageRequest(limit=10))
+            return [d.status for d in page.items] == [DeliveryStatus.DELIVERED] * 4
+
+        async with running(worker(store, sender, per_subscription=2)):
+            await store.recording.wait()
+            await asyncio.wait_for(sender.arrived.wait(), 10)  # all four sent, nothing recorded yet
+            store.gate.set()
+            await until(all_delivered)

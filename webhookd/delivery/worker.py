@@ -23,7 +23,7 @@ from webhookd.metrics import Metrics, status_class
 from webhookd.models import AttemptResult, DeliveryJob, Disabled, SubscriptionKind, new_id, utcnow
 from webhookd.retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
 from webhookd.store.base import Outbox
-from webhookd.store.scheduling import HEARTBEAT_S, PACE_LATE_S, ClaimRequest
+from webhookd.store.scheduling import HEARTBEAT_S, PACE_LATE_S, ClaimRequest, ended_key
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class Worker:
         """Paced jobs that missed their slot: given back unspent before the next claim, for a new one."""
         self._keys: dict[bytes, bytes] = {}
         self._results: list[AttemptResult] = []
+        self._recording: list[AttemptResult] = []
+        """The batch being recorded: ended attempts the store may not have committed yet."""
         self._results_ready = asyncio.Event()
         self._closing = False
 
@@ -149,7 +151,8 @@ class Worker:
         wanted = min(CLAIM_AHEAD * self._concurrency - len(self._ready) - len(self._inflight), CLAIM_BATCH)
         jobs: list[DeliveryJob] = []
         if wanted > 0:
-            request = ClaimRequest(self.worker_id, wanted, self._per_subscription, self._clock())
+            ended = tuple(ended_key(r.delivery_id, r.attempt_no) for r in (*self._recording, *self._results))
+            request = ClaimRequest(self.worker_id, wanted, self._per_subscription, self._clock(), ended)
             jobs = await self._store.claim_deliveries(request)
             self._failing.difference_update(job.subscription_id for job in jobs)
             self._ready.extend(jobs)
@@ -268,6 +271,7 @@ class Worker:
         """Record, or log why not; False if the batch waits for another try. A claim lasts while
         this worker lives, so results that could not be recorded must not just be dropped: with the
         store out they wait; after any other failure their claims go back, to be sent again."""
+        self._recording = batch
         try:
             await self._record(batch)
         except StorageUnavailable as exc:
@@ -285,6 +289,8 @@ class Worker:
                 extra={"action": "worker.record_error"},
             )
             await self._release_logged([(r.delivery_id, r.attempt_no) for r in batch])
+        finally:
+            self._recording = []
         return True
 
     async def _release_logged(self, claims: list[tuple[str, int]]) -> None:

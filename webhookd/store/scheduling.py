@@ -144,6 +144,16 @@ class ClaimRequest:
     limit: int
     per_subscription: int
     now: datetime
+    ended: tuple[str, ...] = ()
+    """``ended_key``s of this worker's attempts that have ended but may not be recorded yet: their rows
+    still read in flight, but they hold no room under the cap. Without them, a subscription at its cap
+    would wait for a record's commit after every attempt before its next claim."""
+
+
+def ended_key(delivery_id: str, attempt_no: int) -> str:
+    """How a claim names an ended attempt; a row matches while it is still in flight for that attempt
+    (once recorded, or claimed again, it does not), so a key is never counted twice."""
+    return f"{delivery_id}:{attempt_no}"
 
 
 @dataclass

@@ -84,7 +84,8 @@ CLAIM_LOCK_CLASS = int.from_bytes(b"whkc", "big")
 _CLAIM_FROM = """
 WITH room AS (
     SELECT $5::int - (SELECT count(*) FROM deliveries
-                      WHERE subscription_id = $3 AND status = 'in_flight') AS n
+                      WHERE subscription_id = $3 AND status = 'in_flight'
+                        AND id || ':' || attempts <> ALL($6::text[])) AS n
     {lock}
 ), picked AS MATERIALIZED (
     SELECT id FROM deliveries AS d
@@ -270,7 +271,9 @@ async def _claim_from(
     if take <= 0:
         return
     sql = _claim_from_sql(visit.ordered)
-    rows = await conn.fetch(sql, request.now, request.worker_id, visit.sub_id, take, request.per_subscription)
+    rows = await conn.fetch(
+        sql, request.now, request.worker_id, visit.sub_id, take, request.per_subscription, list(request.ended)
+    )
     next_slot = visit.took([row[0] for row in rows], claimed)
     if next_slot is not None:
         await conn.execute(

@@ -44,8 +44,9 @@ WHERE seq IN (
     SELECT seq FROM deliveries AS d
     WHERE status = 'pending' AND subscription_id = :sub AND next_attempt_at <= :now {heads}
     ORDER BY next_attempt_at
-    LIMIT max(0, min(:take, :cap - (SELECT count(*) FROM deliveries
-                                    WHERE subscription_id = :sub AND status = 'in_flight'))))
+    LIMIT max(0, min(:take, :cap - (
+        SELECT count(*) FROM deliveries WHERE subscription_id = :sub AND status = 'in_flight'
+          AND id || ':' || attempts NOT IN (SELECT value FROM json_each(:ended))))))
 RETURNING id
 """
 _CLAIM_FROM_ANY = _CLAIM_FROM.format(heads="")
@@ -204,6 +205,7 @@ def _claim_from(
         "sub": visit.sub_id,
         "take": take,
         "cap": request.per_subscription,
+        "ended": json.dumps(request.ended),
     }
     sql = _CLAIM_HEADS_FROM if visit.ordered else _CLAIM_FROM_ANY
     ids = [row[0] for row in conn.execute(sql, params)]
