@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import delivery, ingest, latency, paging, postgres, procs, report
+from bench import delivery, fairness, ingest, latency, paging, postgres, procs, report
 from bench.config import BenchConfig
 
 BENCHMARKS: dict[str, Callable[[BenchConfig, Path], Awaitable[dict[str, Any]]]] = {
@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig, Path], Awaitable[dict[str, Any]]]] 
     "latency": latency.run,
     "postgres": postgres.run,
     "paging": paging.run,
+    "fairness": fairness.run,
 }
 DEFAULT_OUT = procs.REPO_ROOT / "bench" / "results"
 BUSY_LOADAVG = 0.5

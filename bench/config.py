@@ -21,11 +21,28 @@ class BenchConfig:
     tmp_parent: Path | None
     concurrency: int = CONCURRENCY
     paging_duration_s: float = 10.0
+    fairness_backlog: int = 3_000
+    fairness_b_events: int = 200
+    fairness_a_window_s: float = 30.0
+    claims_sizes: tuple[int, int] = (10_000, 1_000_000)
+    claims_rounds: int = 200
 
     @classmethod
     def standard(cls, quick: bool, tmp_parent: Path | None) -> BenchConfig:
         if quick:
             # paging: each stretch outlasts the 5 s API-key cache even in a quick run, so customer
             # B's key is looked up again while A's listings run.
-            return cls(3.0, 0.5, 5_000, 3.0, 1000.0, tmp_parent, paging_duration_s=6.0)
+            return cls(
+                3.0,
+                0.5,
+                5_000,
+                3.0,
+                1000.0,
+                tmp_parent,
+                paging_duration_s=6.0,
+                fairness_backlog=1_000,
+                fairness_a_window_s=12.0,
+                claims_sizes=(10_000, 100_000),
+                claims_rounds=100,
+            )
         return cls(10.0, 1.0, 20_000, 10.0, 1000.0, tmp_parent)

@@ -14,6 +14,8 @@ import aiohttp
 
 REQUEST_TIMEOUT_S = 30.0
 BodyFor = Callable[[int], bytes]
+OnOk = Callable[[bytes], None]
+"""Called with the body of each 2xx answer as it is read (the publish benchmarks note event ids)."""
 
 
 @dataclass
@@ -65,10 +67,15 @@ def client_session(limit: int) -> aiohttp.ClientSession:
 
 
 async def post_once(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], result: LoadResult
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    result: LoadResult,
+    on_ok: OnOk | None = None,
 ) -> bool:
     """POST one body, read the answer, and record latency and outcome in ``result``."""
-    return await request_once(session, "POST", url, body, headers, result)
+    return await request_once(session, "POST", url, body, headers, result, on_ok)
 
 
 async def request_once(
@@ -78,12 +85,13 @@ async def request_once(
     body: bytes | None,
     headers: dict[str, str],
     result: LoadResult,
+    on_ok: OnOk | None = None,
 ) -> bool:
     """Send one request, read the answer, and record latency and outcome in ``result``."""
     began = time.perf_counter()
     try:
         async with session.request(method, url, data=body, headers=headers) as response:
-            await response.read()
+            answer = await response.read()
             status = response.status
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         result.errors[type(exc).__name__] += 1
@@ -91,6 +99,8 @@ async def request_once(
     result.latencies_s.append(time.perf_counter() - began)
     if 200 <= status < 300:
         result.ok += 1
+        if on_ok is not None:
+            on_ok(answer)
         return True
     result.errors[f"HTTP {status}"] += 1
     return False
@@ -180,12 +190,13 @@ async def paced(
     *,
     rate: float,
     duration_s: float,
+    on_ok: OnOk | None = None,
 ) -> PacedResult:
     """Open loop: request ``n`` is started at ``n / rate`` s, whatever earlier requests are doing.
 
     ``body_for`` runs when the request starts, so it can embed the send time. Requests that fall due
     in the same event-loop tick start together. Issuing stops at ``rate * duration_s`` requests or
-    ``duration_s + 1`` s, whichever comes first."""
+    ``duration_s + 1`` s, whichever comes first. ``on_ok`` sees each 2xx answer's body."""
     result = LoadResult()
     total = int(rate * duration_s)
     tasks: list[asyncio.Task[bool]] = []
@@ -198,7 +209,8 @@ async def paced(
         if due > len(tasks):
             max_lag = max(max_lag, now - (began + len(tasks) / rate))
         while len(tasks) < due:
-            tasks.append(asyncio.create_task(post_once(session, url, body_for(len(tasks)), headers, result)))
+            body = body_for(len(tasks))
+            tasks.append(asyncio.create_task(post_once(session, url, body, headers, result, on_ok)))
         await asyncio.sleep(max(0.0, began + len(tasks) / rate - time.perf_counter()))
     issue_window = time.perf_counter() - began
     if tasks:

@@ -1,8 +1,10 @@
 """A customer endpoint for the benchmarks, run as its own process: answers 200 to every POST.
 
-GET /stats gives request and distinct ``webhook-id`` counts with the wall-clock (``time.time()``)
-times of the first request and of the last new id. With ``--record-latency`` it also parses each body
-and keeps ``data.sent_at`` beside the receive time of each id's first arrival: GET /latencies.
+With ``--delay-s`` every answer waits that long (a slow but healthy customer endpoint); arrival is
+counted when the request comes in. GET /stats gives request and distinct ``webhook-id`` counts with
+the wall-clock (``time.time()``) times of the first request and of the last new id. With
+``--record-latency`` it also parses each body and keeps ``data.sent_at`` beside the receive time of
+each id's first arrival: GET /latencies.
 Runs on uvloop when installed, so that the receiver is not what limits the senders.
 The process stops on SIGTERM or after ``--max-seconds``.
 """
@@ -52,10 +54,12 @@ def _sent_at(body: bytes) -> float | None:
     return float(sent) if isinstance(sent, int | float) else None
 
 
-def build_app(tally: Tally) -> web.Application:
+def build_app(tally: Tally, delay_s: float = 0.0) -> web.Application:
     async def hook(request: web.Request) -> web.Response:
         body = await request.read()
         tally.note(request.headers.get("webhook-id", ""), body)
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
         return web.Response(status=200, text="ok")
 
     async def stats(request: web.Request) -> web.Response:
@@ -82,8 +86,8 @@ def build_app(tally: Tally) -> web.Application:
     return app
 
 
-async def serve(port: int, max_seconds: float, record_latency: bool) -> None:
-    runner = web.AppRunner(build_app(Tally(record_latency)), access_log=None)
+async def serve(port: int, max_seconds: float, record_latency: bool, delay_s: float) -> None:
+    runner = web.AppRunner(build_app(Tally(record_latency), delay_s), access_log=None)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -102,9 +106,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--max-seconds", type=float, default=900.0, help="stop by itself after this long")
     parser.add_argument("--record-latency", action="store_true")
+    parser.add_argument("--delay-s", type=float, default=0.0, help="wait this long before each answer")
     parser.add_argument("--asyncio", action="store_true", help="use the stock loop even if uvloop is here")
     args = parser.parse_args()
-    main_coro = serve(args.port, args.max_seconds, args.record_latency)
+    main_coro = serve(args.port, args.max_seconds, args.record_latency, args.delay_s)
     try:
         import uvloop
     except ImportError:

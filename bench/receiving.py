@@ -32,10 +32,10 @@ class Receiver:
 
 @contextlib.asynccontextmanager
 async def running_receiver(
-    workdir: Path, name: str, *, record_latency: bool = False
+    workdir: Path, name: str, *, record_latency: bool = False, delay_s: float = 0.0
 ) -> AsyncIterator[Receiver]:
     port = procs.free_port()
-    cmd = procs.python_module("bench.receiver", "--port", str(port))
+    cmd = procs.python_module("bench.receiver", "--port", str(port), "--delay-s", str(delay_s))
     if record_latency:
         cmd.append("--record-latency")
     base_url = f"http://{procs.HOST}:{port}"

@@ -22,6 +22,8 @@ FOOTNOTES = [
     "  raw relay p99 (lower is better; the target there is absolute). CPU share: 1.00 = one core busy.",
     "paging: webhookd = customer B's publishes while customer A lists, raw = B alone in the same run,",
     "  ratio = the first / the second.",
+    "fairness: webhookd = customer B's publish-acknowledged -> arrival latency while customer A's slow",
+    "  endpoint has a backlog, raw = B alone in the same run; A's rate against cap / A's answer delay.",
 ]
 PACKAGES = ("aiohttp", "uvicorn", "starlette", "aiosqlite", "orjson", "webhookd")
 
@@ -228,6 +230,41 @@ def paging_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def fairness_rows(r: dict[str, Any]) -> list[Row]:
+    beside, alone, a = r["b_with_a"], r["b_alone"], r["a"]
+    rows = []
+    for pct in ("p50", "p99"):
+        metric = f"B e2e {pct} ms ({r['b_events']} events at {r['b_rate_per_s']:g}/s)"
+        if pct == "p99":
+            metric = f"B e2e p99 ms, A: {a['backlog']:,} pending, answers in {a['delay_s']:g} s"
+        ours, base = beside["e2e"][f"{pct}_ms"], alone["e2e"][f"{pct}_ms"]
+        rows.append(_row("fairness", metric, _num(ours, 2), _num(base, 2), _num(r[f"{pct}_ratio"], 2)))
+    a_rate = a["rate_per_s"]
+    return [
+        *rows,
+        _row("fairness", "B e2e max ms", _num(beside["e2e"]["max_ms"], 2), _num(alone["e2e"]["max_ms"], 2)),
+        _row(
+            "fairness",
+            "B delivered / published (2xx)",
+            _counts(beside["delivered"], beside["published_ok"]),
+            _counts(alone["delivered"], alone["published_ok"]),
+        ),
+        _row(
+            "fairness",
+            f"A deliveries/s vs cap {a['cap']} / {a['delay_s']:g} s",
+            _num(a_rate, 2),
+            _num(a["expected_rate_per_s"], 2),
+            _num(a_rate / a["expected_rate_per_s"], 2) if a_rate else "-",
+        ),
+        _row(
+            "fairness",
+            f"A received in {a['window_s']:g} s / pending at start",
+            _counts(a["received"], a["backlog"]),
+            "",
+        ),
+    ]
+
+
 def table(results: dict[str, Any]) -> list[str]:
     builders = {
         "ingest": ingest_rows,
@@ -235,6 +272,7 @@ def table(results: dict[str, Any]) -> list[str]:
         "latency": latency_rows,
         "postgres": postgres_rows,
         "paging": paging_rows,
+        "fairness": fairness_rows,
     }
     rows = [HEADER]
     for name, build in builders.items():
