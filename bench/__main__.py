@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import delivery, fairness, ingest, latency, paging, postgres, procs, report
+from bench import claims, delivery, fairness, ingest, latency, paging, postgres, procs, report
 from bench.config import BenchConfig
 
 BENCHMARKS: dict[str, Callable[[BenchConfig, Path], Awaitable[dict[str, Any]]]] = {
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig, Path], Awaitable[dict[str, Any]]]] 
     "postgres": postgres.run,
     "paging": paging.run,
     "fairness": fairness.run,
+    "claims": claims.run,
 }
 DEFAULT_OUT = procs.REPO_ROOT / "bench" / "results"
 BUSY_LOADAVG = 0.5

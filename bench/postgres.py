@@ -24,7 +24,7 @@ def _psql(sql: str) -> None:
 
 
 @contextlib.contextmanager
-def _schema() -> Iterator[str]:
+def fresh_schema() -> Iterator[str]:
     """A fresh schema for one run, dropped afterwards."""
     name = f"webhookd_bench_{secrets.token_hex(4)}"
     _psql(f"CREATE SCHEMA {name}")
@@ -36,7 +36,7 @@ def _schema() -> Iterator[str]:
 
 async def _drain(cfg: BenchConfig, workdir: Path, workers: int) -> dict[str, Any]:
     workdir.mkdir()
-    with _schema() as schema:
+    with fresh_schema() as schema:
         # asyncpg passes unknown URL parameters to the server as settings: the run's own schema.
         wh = provision.new_webhookd(workdir, WEBHOOKD_DATABASE_URL=f"{DSN}?search_path={schema}")
         async with receiving.running_receiver(workdir, f"pg-receiver-{workers}") as receiver:

@@ -24,6 +24,8 @@ FOOTNOTES = [
     "  ratio = the first / the second.",
     "fairness: webhookd = customer B's publish-acknowledged -> arrival latency while customer A's slow",
     "  endpoint has a backlog, raw = B alone in the same run; A's rate against cap / A's answer delay.",
+    "claims: webhookd = the big backlog, raw = the small one, ratio = big / small (about 1: a claim does",
+    "  not grow with the backlog).",
 ]
 PACKAGES = ("aiohttp", "uvicorn", "starlette", "aiosqlite", "orjson", "webhookd")
 
@@ -265,6 +267,20 @@ def fairness_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def claims_rows(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    for name, found in r["stores"].items():
+        small, big = found["small"], found["big"]
+        sizes = f"{big['size']:,} / {small['size']:,} pending"
+        for pct in ("p50", "p99"):
+            metric = f"{name} claim of {r['claim_limit']} {pct} ms, {sizes}"
+            ours, base = big[f"{pct}_ms"], small[f"{pct}_ms"]
+            rows.append(_row("claims", metric, _num(ours, 2), _num(base, 2), _num(found[f"{pct}_ratio"], 2)))
+        build = f"{name} backlog build s, {sizes}"
+        rows.append(_row("claims", build, _num(big["build_s"]), _num(small["build_s"])))
+    return rows
+
+
 def table(results: dict[str, Any]) -> list[str]:
     builders = {
         "ingest": ingest_rows,
@@ -273,6 +289,7 @@ def table(results: dict[str, Any]) -> list[str]:
         "postgres": postgres_rows,
         "paging": paging_rows,
         "fairness": fairness_rows,
+        "claims": claims_rows,
     }
     rows = [HEADER]
     for name, build in builders.items():
