@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Benchmark webhookd against raw baselines measured in the same run: (a) ingest "
         "throughput, (b) backlog delivery, (c) end-to-end latency, (d) PostgreSQL delivery with 1 and "
-        "2 worker processes, (e) one customer's publishes while another runs deep page= listings. All "
-        "traffic stays on 127.0.0.1.",
+        "2 worker processes, (e) one customer's publishes while another runs deep page= listings, (f) one "
+        "customer's delivery latency beside another's slow backlog, (g) one claim's cost against a small and "
+        "a big backlog on SQLite and PostgreSQL. All traffic stays on 127.0.0.1.",
     )
     parser.add_argument("--quick", action="store_true", help="shorter run: 3 s loads, 5,000-event backlog")
     parser.add_argument(
