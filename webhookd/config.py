@@ -202,8 +202,9 @@ class Settings:
     max_in_flight_per_subscription: int = _setting(
         "WEBHOOKD_MAX_IN_FLIGHT_PER_SUBSCRIPTION",
         _parse_positive_int,
-        16,
-        "attempts in flight for one subscription at most, across all workers",
+        32,
+        "attempts in flight for one subscription at most, across all workers (keep it at most half"
+        " of WEBHOOKD_WORKER_CONCURRENCY, so one slow endpoint leaves the other half to the rest)",
     )
     poll_interval_s: float = _setting(
         "WEBHOOKD_POLL_INTERVAL_S",

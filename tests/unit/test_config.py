@@ -138,7 +138,7 @@ def test_master_key_is_not_in_repr() -> None:
 
 
 def test_the_per_subscription_cap_defaults_to_16_and_must_be_positive() -> None:
-    assert Settings.from_env({}).max_in_flight_per_subscription == 16
+    assert Settings.from_env({}).max_in_flight_per_subscription == 32
     assert (
         Settings.from_env({"WEBHOOKD_MAX_IN_FLIGHT_PER_SUBSCRIPTION": "4"}).max_in_flight_per_subscription
         == 4
