@@ -268,7 +268,7 @@ async def test_event_log_is_newest_first_in_pages_and_filters_by_type(store: Sto
     assert (await store.list_events(ACME, PageRequest(10), "call.no_answer")).items == []
 
 
-async def test_get_event_gives_the_stored_event_to_its_customer_only(store: Store) -> None:
+async def test_get_event_gives_the_stored_event_to_its_customer_or_an_admin_only(store: Store) -> None:
     event = NewEvent(ACME, COMPLETED, {"call_id": "c1"}, "k1", callback_url="https://app.example.com/cb")
     await store.ensure_customer(ACME)
     await store.ensure_callback_secret(ACME, b"fake-ciphertext:callback")
@@ -285,6 +285,8 @@ async def test_get_event_gives_the_stored_event_to_its_customer_only(store: Stor
     )
     assert found.payload == published.event.payload
     assert await store.get_event(OTHER, event.id) is None
+    assert await store.get_event(None, event.id) == found  # an admin's read: whoever owns it
+    assert await store.get_event(None, "evt_00000000000000000000000000") is None
 
 
 # -- the callback secret -----------------------------------------------------------------------

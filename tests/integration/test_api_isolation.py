@@ -1,5 +1,6 @@
 """Tenant isolation: another customer's resource answers 404, exactly like a missing one, on
-every per-resource endpoint, and touches nothing. The other customer's key has every scope."""
+every per-resource endpoint, and touches nothing. The other customer's key has every scope but
+admin; an admin key reads any customer's event by id, and nothing else of theirs."""
 
 from __future__ import annotations
 
@@ -43,16 +44,19 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/v1/events/{event}", None),
 ]
 ENDPOINT_IDS = [f"{method} {path}" for method, path, _ in ENDPOINTS]
+EVENT = "/api/v1/events/{event}"
 
 
 @dataclass
 class World:
-    """acme owns a subscription, an event and a delivered delivery; globex owns nothing."""
+    """acme owns a subscription, an event and a delivered delivery; globex owns nothing, and has a
+    customer key and an admin key."""
 
     api: Api
     receiver: Receiver
     acme: str
     globex: str
+    globex_admin: str
     ids: dict[str, str]
 
     def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
@@ -67,7 +71,8 @@ class World:
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     async with running_receiver() as receiver, serving(tmp_path, **MANY_CALLS) as api:
         acme = await api.key("acme", ALL_SCOPES - {Scope.ADMIN}, "Acme Dental")
-        globex = await api.key("globex", ALL_SCOPES, "Globex")
+        globex = await api.key("globex", ALL_SCOPES - {Scope.ADMIN}, "Globex")
+        globex_admin = await api.key("globex", ALL_SCOPES)
         sub = await api.subscribe(acme, receiver.url, ["call.completed"])
         event = await api.publish(acme, "call.completed", call_id="c1")
         delivered = await api.until(
@@ -75,7 +80,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             lambda r: len(r.body["data"]) == 1,
         )
         ids = {"sub": sub["id"], "event": event["id"], "delivery": delivered.body["data"][0]["id"]}
-        yield World(api, receiver, acme, globex, ids)
+        yield World(api, receiver, acme, globex, globex_admin, ids)
 
 
 @pytest.mark.parametrize("method,path,body", ENDPOINTS, ids=ENDPOINT_IDS)
@@ -98,6 +103,34 @@ async def test_the_owner_reaches_the_same_endpoint(
     """The control for the test above: the 404 comes from ownership, not from a wrong path."""
     reply = await world.api.call(method, path.format(**world.ids), world.acme, json=body)
     assert reply.status in {200, 202, 204}, (reply.status, reply.body)
+
+
+async def test_an_admin_key_reads_another_customers_event_and_nothing_else_of_theirs(world: World) -> None:
+    """An admin publishes for any customer, so it may read any event back by id; the rest of a
+    customer's resources stay that customer's alone."""
+    before = world.snapshot()
+    event = EVENT.format(**world.ids)
+    as_admin = await world.api.call("GET", event, world.globex_admin)
+    as_owner = await world.api.call("GET", event, world.acme)
+    assert (as_admin.status, as_admin.body) == (200, as_owner.body)
+    assert as_admin.body["customer_id"] == "acme"
+    for method, path, body in ENDPOINTS:
+        if path != EVENT:
+            reply = await world.api.call(method, path.format(**world.ids), world.globex_admin, json=body)
+            assert_error(reply, 404, "not_found")
+    assert world.snapshot() == before
+
+
+async def test_an_admin_reads_the_event_it_published_for_a_customer(world: World) -> None:
+    body = {"type": "call.completed", "customer_id": "initech", "data": {"call_id": "c9"}}
+    published = await world.api.call("POST", "/api/v1/events", world.globex_admin, json=body)
+    assert published.status == 202, published.body
+    event = f"/api/v1/events/{published.body['id']}"
+
+    reply = await world.api.call("GET", event, world.globex_admin)
+
+    assert (reply.status, reply.body) == (200, published.body)
+    assert_error(await world.api.call("GET", event, world.acme), 404, "not_found")
 
 
 async def test_another_customers_lists_are_empty(world: World) -> None:

@@ -111,13 +111,20 @@ async def list_events(request: Request) -> Response:
     return JSONResponse({"data": [event_json(e) for e in page.items], "next_cursor": page.next_cursor})
 
 
-@operation(summary="Get an event", scope=Scope.READ_EVENTS, responses={200: "Event", 404: None}, tag="events")
+@operation(
+    summary="Get an event: the key's customer's, or with an admin key any customer's",
+    scope=Scope.READ_EVENTS,
+    responses={200: "Event", 404: None},
+    tag="events",
+)
 async def get_event(request: Request) -> Response:
     key = await authenticate(request, Scope.READ_EVENTS)
     event_id = request.path_params["event_id"]
+    # An admin publishes for any customer (POST /events with customer_id), so it reads any event back.
+    owner = None if Scope.ADMIN in key.scopes else key.customer_id
     # An id no event can have is not looked up (PostgreSQL would refuse one holding a NUL).
     found = is_id(event_id, "evt")
-    event = await services(request).store.get_event(key.customer_id, event_id) if found else None
+    event = await services(request).store.get_event(owner, event_id) if found else None
     if event is None:
         raise ApiError("no such event", status=404, code="not_found")
     return Response(event_body(event), media_type="application/json")

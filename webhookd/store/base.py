@@ -272,7 +272,8 @@ class Management(Protocol):
     async def list_events(self, customer_id: str, page: PageRequest, type: str | None = None) -> Page[Event]:
         """The event log, newest first."""
 
-    async def get_event(self, customer_id: str, event_id: str) -> Event | None: ...
+    async def get_event(self, customer_id: str | None, event_id: str) -> Event | None:
+        """The event ``event_id`` if ``customer_id`` owns it; with ``None``, whoever owns it (an admin)."""
 
     async def get_callback_secret(self, customer_id: str) -> CallbackSecret | None: ...
 

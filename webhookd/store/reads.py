@@ -152,9 +152,10 @@ class SharedReads:
         rows = await self._read_log(customer_id, "events", EVENT_COLUMNS, where, params, page)
         return log_page([self._rows.event(row) for row in rows], page.limit)
 
-    async def get_event(self, customer_id: str, event_id: str) -> Event | None:
+    async def get_event(self, customer_id: str | None, event_id: str) -> Event | None:
         row = await self._read_one(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND customer_id = ?", (event_id, customer_id)
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND customer_id = coalesce(?, customer_id)",
+            (event_id, customer_id),
         )
         return None if row is None else self._rows.event(row)
 
