@@ -248,6 +248,15 @@ def overload_refusal() -> JSONResponse:
     )
 
 
+def query_param(request: Request, name: str) -> str | None:
+    """The query parameter ``name``, ``None`` when it is not given. Given empty (``?name=``) is a
+    400: it is a client's mistake more often than a wish for the default."""
+    raw = request.query_params.get(name)
+    if raw == "":
+        raise ApiError(f"{name} is empty: give it a value or leave it out", code="invalid_parameter")
+    return raw
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing with 413 as soon as it exceeds ``limit`` bytes. It takes the
     body's messages from ``receive``, so read a request's body once, here."""

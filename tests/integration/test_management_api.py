@@ -1090,6 +1090,22 @@ async def test_non_ascii_digits_in_paging_params_are_invalid_parameter(api: Api)
             assert "invalid literal" not in reply.body["error"]["message"]
 
 
+async def test_an_empty_list_parameter_is_a_400_that_names_it(api: Api) -> None:
+    """``?limit=`` is not "the default": each list's every parameter, given empty, is refused."""
+    key = await api.key("acme", ALL_SCOPES)
+    sub = await api.subscribe(key)
+    lists = {
+        SUBS: ["limit", "page", "cursor"],
+        "/api/v1/events": ["limit", "page", "cursor", "type"],
+        f"{SUBS}/{sub['id']}/deliveries": ["limit", "page", "cursor", "status"],
+    }
+    for path, params in lists.items():
+        for param in params:
+            reply = await api.call("GET", f"{path}?{param}=", key)
+            assert_error(reply, 400, "invalid_parameter")
+            assert reply.body["error"]["message"] == f"{param} is empty: give it a value or leave it out"
+
+
 async def _chunks(total: int) -> AsyncIterator[bytes]:
     yield b'{"url": "' + HOOK.encode() + b'", "events": ["call.completed"], "description": "'
     for _ in range(total // 100):

@@ -89,6 +89,15 @@ async def test_challenge_probe_echoes_without_auth_or_write(api: Api) -> None:
     assert count_rows(api.db, "subscriptions") == before
 
 
+async def test_an_empty_challenge_is_a_400(api: Api) -> None:
+    status, body = await api.call("POST", "/api/v1/webhook-subscriptions?challenge=")
+    assert status == 400
+    assert body["error"] == {
+        "code": "invalid_parameter",
+        "message": "challenge is empty: give it a value or leave it out",
+    }
+
+
 @pytest.mark.parametrize(
     "method,path",
     [

@@ -12,14 +12,14 @@ from webhookd.api.subscriptions import not_found, subscription_id
 from webhookd.api.views import delivery_detail_json, delivery_json
 from webhookd.exceptions import ApiError, Conflict
 from webhookd.models import DeliveryStatus, Scope, is_id
-from webhookd.web import JSONResponse, services
+from webhookd.web import JSONResponse, query_param, services
 
 STATUS_PARAM = ("status", {"type": "string", "enum": [s.value for s in DeliveryStatus]}, "only this status")
 
 
 def _status(request: Request) -> DeliveryStatus | None:
-    raw = request.query_params.get("status")
-    if not raw:
+    raw = query_param(request, "status")
+    if raw is None:
         return None
     try:
         return DeliveryStatus(raw)

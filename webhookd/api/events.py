@@ -16,7 +16,7 @@ from webhookd.api.views import event_body, event_json
 from webhookd.exceptions import ApiError
 from webhookd.inputs import EVENT_TYPE_PATTERN, MAX_ORDERING_KEY_LENGTH, check_customer_id, is_event_type
 from webhookd.models import EVENT_TYPES, ApiKey, NewEvent, Scope, is_id
-from webhookd.web import JSONResponse, read_json_object, services
+from webhookd.web import JSONResponse, query_param, read_json_object, services
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 EVENT_TYPE_RULE = "type must be a dotted lowercase event type such as call.completed"
@@ -101,7 +101,7 @@ async def publish_event(request: Request) -> Response:
 )
 async def list_events(request: Request) -> Response:
     key = await authenticate(request, Scope.READ_EVENTS)
-    event_type = request.query_params.get("type") or None
+    event_type = query_param(request, "type")
     if event_type is not None and not is_event_type(event_type):
         raise ApiError(EVENT_TYPE_RULE, code="invalid_parameter")
     try:

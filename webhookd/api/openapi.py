@@ -23,7 +23,7 @@ PAGE_PARAMS: tuple[tuple[str, Schema, str], ...] = (
         {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE},
         "page size",
     ),
-    ("cursor", {"type": "string"}, "next_cursor of the previous page"),
+    ("cursor", {"type": "string", "minLength": 1}, "next_cursor of the previous page"),
     ("page", {"type": "integer", "minimum": 0}, f"offset alias (page * limit <= {MAX_OFFSET}); cursor wins"),
 )
 

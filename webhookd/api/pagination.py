@@ -6,6 +6,7 @@ from starlette.requests import Request
 
 from webhookd.exceptions import ApiError
 from webhookd.store.base import PageRequest
+from webhookd.web import query_param
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
@@ -15,7 +16,7 @@ so one deep page costs as much as hundreds of shallow ones; a cursor costs the s
 
 
 def _whole_number(raw: str | None, name: str, default: int, low: int, high: int | None = None) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return default
     number = _digits(raw)
     if number is None or number < low or (high is not None and number > high):
@@ -35,17 +36,16 @@ def _digits(raw: str) -> int | None:
 
 def limit(request: Request, default: int = DEFAULT_PAGE_SIZE) -> int:
     """``limit`` alone, 1-100, for a list that is one page (a top N)."""
-    return _whole_number(request.query_params.get("limit"), "limit", default, 1, MAX_PAGE_SIZE)
+    return _whole_number(query_param(request, "limit"), "limit", default, 1, MAX_PAGE_SIZE)
 
 
 def page_request(request: Request) -> PageRequest:
     """``limit`` 1-100 (default 25); ``cursor`` from ``next_cursor``; ``page`` (offset alias), with
     ``page * limit`` at most ``MAX_OFFSET``. When both cursor and page are given, cursor wins."""
-    params = request.query_params
     size = limit(request)
-    page = _whole_number(params.get("page"), "page", 0, 0)
-    cursor = params.get("cursor") or None
-    if cursor:
+    page = _whole_number(query_param(request, "page"), "page", 0, 0)
+    cursor = query_param(request, "cursor")
+    if cursor is not None:
         return PageRequest(limit=size, cursor=cursor)
     if page * size > MAX_OFFSET:
         raise ApiError(

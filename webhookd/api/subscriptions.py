@@ -20,7 +20,7 @@ from webhookd.exceptions import ApiError, Conflict, DestinationBlocked
 from webhookd.inputs import MAX_RATE_LIMIT_PER_SECOND, utc_time
 from webhookd.models import EVENT_TYPES, NewEvent, Scope, Subscription, is_id, isoformat, new_id, utcnow
 from webhookd.store.base import SubscriptionUpdate
-from webhookd.web import JSONResponse, Services, read_json_object, services
+from webhookd.web import JSONResponse, Services, query_param, read_json_object, services
 
 MAX_URL_LENGTH = 2048
 # RFC 3986 characters only, and every '%' starts an escape: what may be stored and shown as a URI.
@@ -121,11 +121,11 @@ async def check_destination(svc: Services, url: str, field: str = "url") -> None
     summary="Create a subscription (idempotent), or answer the Make.com ?challenge= probe",
     body="SubscriptionCreate",
     scope=Scope.MANAGE_WEBHOOKS,
-    query=[("challenge", {"type": "string"}, "Make.com probe: echoed with 202, no auth")],
+    query=[("challenge", {"type": "string", "minLength": 1}, "Make.com probe: echoed with 202, no auth")],
     responses={201: "Subscription", 200: "Subscription", 202: "Challenge"},
 )
 async def create_subscription(request: Request) -> Response:
-    challenge = request.query_params.get("challenge")
+    challenge = query_param(request, "challenge")
     if challenge is not None:
         # Make.com's connection check: echo the token, no auth, no database write.
         return JSONResponse({"challenge": challenge}, status_code=202)
