@@ -26,6 +26,9 @@ _NUL_ESCAPE = b"\\u0000"
 """The only way JSON text can carry a NUL: raw control characters are not valid JSON."""
 _BACKSLASH = ord("\\")  # an int: ``in`` then scans with memchr, several times faster than for b"\\"
 
+NO_NUL_PATTERN = "^[^\\x00]*$"
+"""The JSON Schema ``pattern`` of text without a NUL: every string a JSON body may hold."""
+
 TOO_DEEP = f"nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; send at most {MAX_JSON_DEPTH}"
 HOLDS_NUL = "holds a NUL character (U+0000) in a string; remove it"
 
@@ -40,6 +43,37 @@ MAX_ORDERING_KEY_LENGTH = 255
 
 EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
+MAX_EVENT_TYPE_LENGTH = 100
+EVENT_TYPE_RULE = (
+    f"a dotted lowercase event type of at most {MAX_EVENT_TYPE_LENGTH} characters, such as call.completed"
+)
+
+
+def _ipv6() -> str:
+    """RFC 3986's IPv6address: eight groups, or fewer around one ``::``, the last two maybe IPv4."""
+    h16, octet = "[0-9A-Fa-f]{1,4}", "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    ls32 = rf"(?:{h16}:{h16}|{octet}(?:\.{octet}){{3}})"
+    forms = [rf"(?:{h16}:){{6}}{ls32}", rf"::(?:{h16}:){{5}}{ls32}"]
+    for before in range(7):  # at most ``before`` groups ahead of the ::, the rest after it
+        head = rf"(?:(?:{h16}:){{0,{before}}}{h16})?::"
+        tail = {4: ls32, 5: h16, 6: ""}.get(before, rf"(?:{h16}:){{{3 - before}}}{ls32}")
+        forms.append(head + tail)
+    return "|".join(forms)
+
+
+_HOST = r"[A-Za-z0-9\-._~!$&'()*+,;=]+"
+_PORT = r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]|0))?"
+_PCHARS = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*"
+HTTP_URL_PATTERN = (
+    rf"^[Hh][Tt][Tt][Pp][Ss]?://(?:{_HOST}|\[(?:{_ipv6()})\]){_PORT}(?:[/?]{_PCHARS})?(?:#{_PCHARS})?$"
+)
+"""An absolute http(s) URI by RFC 3986, without credentials: a host name (not percent-encoded) or
+an IPv6 address, a port, then a path and query, and a fragment, of their characters (any other
+percent-encoded). Written flat: generating test data for nested repeats is slow."""
+HTTP_URL = re.compile(HTTP_URL_PATTERN)
+MAX_URL_LENGTH = 2048
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_DESCRIPTION_LENGTH = 500
 
 
 def json_problem(text: bytes, value: object) -> str | None:
@@ -100,18 +134,34 @@ def check_customer_id(value: object, name: str = "customer_id") -> str:
 
 
 def is_event_type(value: object) -> TypeGuard[str]:
-    """Whether ``value`` has the shape of an event type: dotted lowercase, such as call.completed."""
-    return isinstance(value, str) and _EVENT_TYPE.fullmatch(value) is not None
+    """Whether ``value`` is :data:`EVENT_TYPE_RULE`."""
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_EVENT_TYPE_LENGTH
+        and _EVENT_TYPE.fullmatch(value) is not None
+    )
+
+
+FIRST_MOMENT = datetime.min.replace(tzinfo=UTC)
+LAST_MOMENT = datetime.max.replace(tzinfo=UTC)
 
 
 def utc_time(value: object) -> datetime | None:
-    """An ISO-8601 time with a zone (``Z`` or an offset), in UTC; ``None`` for anything else, and
-    for a time whose UTC date is outside years 1 to 9999, which no store holds alike
-    (``0001-01-01T00:30:00+01:00`` is in year 0)."""
+    """An ISO-8601 time with a zone (``Z`` or an offset), in UTC; ``None`` for anything else.
+
+    Every such time of years 1 to 9999 is valid RFC 3339, but some fall outside those years in
+    UTC (``0001-01-01T00:30:00+01:00`` is in year 0), which no store holds: those are taken as
+    the first or the last moment, since nothing stored is older or newer.
+    """
     if not isinstance(value, str) or not value.isprintable():  # fromisoformat stops at a NUL
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return None if moment.tzinfo is None else moment.astimezone(UTC)
-    except (ValueError, OverflowError):
+    except ValueError:
         return None
+    if moment.tzinfo is None:
+        return None
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return FIRST_MOMENT if moment.year == 1 else LAST_MOMENT

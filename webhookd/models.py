@@ -31,7 +31,13 @@ def new_id(prefix: str) -> str:
     return prefix + "_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
-_ID_BODY = re.compile(f"[{_CROCKFORD}]{{26}}")
+ID_BODY_PATTERN = f"[{_CROCKFORD}]{{26}}"
+_ID_BODY = re.compile(ID_BODY_PATTERN)
+
+
+def id_pattern(prefix: str) -> str:
+    """The regular expression of the ids :func:`is_id` takes for ``prefix``."""
+    return f"^{prefix}_{ID_BODY_PATTERN}$"
 
 
 def is_id(value: str, prefix: str) -> bool:

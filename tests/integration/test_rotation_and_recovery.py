@@ -222,10 +222,24 @@ async def test_recover_rejects_a_bad_window(client: Client, receiver: Receiver) 
         {},
         {"since": "yesterday"},
         {"since": "2026-01-02T00:00:00"},
-        {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+        {"since": "2026-01-02T00:00:00Z", "until": "yesterday"},
     ):
         status, answer, _ = await client.call("POST", path, body)
         assert status == 400 and answer["error"]["code"] == "invalid_time", body
+
+
+async def test_recover_over_a_window_that_ends_before_it_starts_requeues_nothing(
+    client: Client, receiver: Receiver
+) -> None:
+    """The document cannot tie ``until`` to ``since``, so an empty window is answered, not refused."""
+    sub = await client.subscribe(receiver.url)
+    path = f"/api/v1/webhook-subscriptions/{sub['id']}/recover"
+    for body in (
+        {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+        {"since": "9999-01-01T00:00:00Z"},  # after now, which until defaults to
+    ):
+        status, answer, _ = await client.call("POST", path, body)
+        assert (status, answer) == (202, {"requeued": 0, "more": False}), body
 
 
 async def test_rate_limit_counts_down_and_429_carries_retry_after(tmp_path: Path) -> None:

@@ -3,14 +3,13 @@ how deep JSON nests, NUL characters, customer ids, event types, times in years 1
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webhookd.exceptions import InvalidInput
@@ -25,7 +24,14 @@ from webhookd.inputs import (
     utc_time,
 )
 from webhookd.models import is_id, new_id
-from webhookd.store.base import decode_cursor, decode_log_cursor, encode_cursor, encode_log_cursor
+from webhookd.store.base import (
+    cursor_pattern,
+    decode_cursor,
+    decode_log_cursor,
+    encode_cursor,
+    encode_log_cursor,
+    log_cursor_pattern,
+)
 
 # -- JSON: nesting and NUL -------------------------------------------------------------------------
 
@@ -174,8 +180,8 @@ def test_anything_else_is_no_id(value: str) -> None:
         ("0001-01-01T00:00:00Z", datetime.min.replace(tzinfo=UTC)),
         ("0001-01-01T01:00:00+01:00", datetime.min.replace(tzinfo=UTC)),
         ("9999-12-31T23:59:59.999999Z", datetime.max.replace(tzinfo=UTC)),
-        ("0001-01-01T00:30:00+01:00", None),  # year 0 in UTC
-        ("9999-12-31T23:30:00-01:00", None),  # year 10000 in UTC
+        ("0001-01-01T00:30:00+01:00", datetime.min.replace(tzinfo=UTC)),  # year 0 in UTC: the first
+        ("9999-12-31T23:30:00-01:00", datetime.max.replace(tzinfo=UTC)),  # year 10000: the last
         ("2026-05-10T12:00:00", None),  # no zone
         ("2026-05-10T12:00:00Z\x00", None),
         ("yesterday", None),
@@ -192,33 +198,64 @@ def test_utc_time_takes_zoned_iso_times_in_years_1_to_9999(value: object, expect
         timezones=st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12))])
     )
 )
-def test_utc_time_is_the_same_moment_or_none_at_the_edges(moment: datetime) -> None:
+def test_utc_time_is_the_same_moment_or_the_edge_it_is_past(moment: datetime) -> None:
     parsed = utc_time(moment.isoformat())
 
-    if parsed is None:
-        assert moment.year in (1, 9999)
-    else:
-        assert parsed == moment and parsed.tzinfo is UTC
+    assert parsed is not None and parsed.tzinfo is UTC
+    if parsed != moment:
+        assert (moment.year, parsed) in (
+            (1, datetime.min.replace(tzinfo=UTC)),
+            (9999, datetime.max.replace(tzinfo=UTC)),
+        )
 
 
 # -- cursors a client sends back ------------------------------------------------------------------
 
 
-def test_cursors_this_api_issues_decode() -> None:
-    moment = datetime(2026, 5, 10, 12, tzinfo=UTC)
+SUB = "sub_0123456789ABCDEFGHJKMNPQRS"
+EVT = "evt_0123456789ABCDEFGHJKMNPQRS"
 
-    assert decode_cursor(encode_cursor("sub_0123456789ABCDEFGHJKMNPQRS")) == "sub_0123456789ABCDEFGHJKMNPQRS"
-    assert decode_log_cursor(encode_log_cursor(moment, "evt_1")) == (moment.timestamp(), "evt_1")
+
+def test_cursors_this_api_issues_decode() -> None:
+    moment = datetime(2026, 5, 10, 12, 0, 0, 123456, tzinfo=UTC)
+
+    assert decode_cursor(encode_cursor(SUB), "sub") == SUB
+    assert decode_log_cursor(encode_log_cursor(moment, EVT), "evt") == (moment.timestamp(), EVT)
+
+
+@settings(deadline=None)  # the machine may be busy with other tests
+@given(
+    st.from_regex(cursor_pattern("sub"), fullmatch=True),
+    st.from_regex(log_cursor_pattern("dlv"), fullmatch=True),
+)
+def test_every_cursor_of_the_documented_pattern_is_a_position(cursor: str, log_cursor: str) -> None:
+    """The OpenAPI document gives these patterns: whatever matches one names a place in its list."""
+    assert decode_cursor(cursor, "sub") == cursor
+    created, item_id = decode_log_cursor(log_cursor, "dlv")
+    assert datetime.fromtimestamp(created, UTC).year >= 1970 and is_id(item_id, "dlv")
 
 
 @pytest.mark.parametrize(
-    "text", ["\x00_", "sub_\x00", "inf|evt_x", "nan|evt_x", "1e300|evt_x", "-1e20|evt_x", "1.5|evt_\x00"]
+    ("cursor", "prefix"),
+    [
+        ("\x00_", "sub"),
+        ("sub_\x00", "sub"),
+        (f"{SUB}\n", "sub"),
+        (EVT, "sub"),  # another list's
+        ("c3ViXzAx", "sub"),  # a cursor of the old, base64 kind
+        (f"inf-{EVT}", "evt"),
+        (f"nan-{EVT}", "evt"),
+        (f"1e300-{EVT}", "evt"),
+        (f"-1e20-{EVT}", "evt"),
+        (f"1.5-{EVT[:-1]}\x00", "evt"),
+        (f"1.5-{EVT}", "dlv"),  # another log's
+        (f"1.5|{EVT}", "evt"),
+    ],
 )
-def test_a_cursor_holding_a_nul_or_a_time_no_store_holds_is_refused(text: str) -> None:
-    cursor = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
+def test_a_cursor_outside_its_pattern_is_refused(cursor: str, prefix: str) -> None:
+    decode = decode_log_cursor if prefix in ("evt", "dlv") else decode_cursor
     with pytest.raises(ValueError, match="cursor is not one this API returned"):
-        decode_log_cursor(cursor) if "|" in text else decode_cursor(cursor)
+        decode(cursor, prefix)
 
 
 # -- customer ids ----------------------------------------------------------------------------------

@@ -6,12 +6,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from webhookd.api.auth import authenticate
-from webhookd.api.openapi import PAGE_PARAMS, operation
+from webhookd.api.openapi import operation, page_params
 from webhookd.api.pagination import page_request
 from webhookd.api.subscriptions import not_found, subscription_id
 from webhookd.api.views import delivery_detail_json, delivery_json
 from webhookd.exceptions import ApiError, Conflict
 from webhookd.models import DeliveryStatus, Scope, is_id
+from webhookd.store.base import log_cursor_pattern
 from webhookd.web import JSONResponse, query_param, services
 
 STATUS_PARAM = ("status", {"type": "string", "enum": [s.value for s in DeliveryStatus]}, "only this status")
@@ -43,7 +44,7 @@ def _delivery_id(request: Request) -> str:
 @operation(
     summary="List a subscription's deliveries, newest first",
     scope=Scope.MANAGE_WEBHOOKS,
-    query=(*PAGE_PARAMS, STATUS_PARAM),
+    query=(*page_params(log_cursor_pattern("dlv")), STATUS_PARAM),
     responses={200: "DeliveryList", 404: None},
     tag="deliveries",
 )

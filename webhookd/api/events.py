@@ -9,17 +9,23 @@ from starlette.responses import Response
 
 from webhookd.api.auth import authenticate
 from webhookd.api.callbacks import callback_secret
-from webhookd.api.openapi import PAGE_PARAMS, operation
+from webhookd.api.openapi import operation, page_params
 from webhookd.api.pagination import page_request
+from webhookd.api.schemas import PUBLISHED_TYPE
 from webhookd.api.subscriptions import check_destination, valid_url
 from webhookd.api.views import event_body, event_json
 from webhookd.exceptions import ApiError
-from webhookd.inputs import EVENT_TYPE_PATTERN, MAX_ORDERING_KEY_LENGTH, check_customer_id, is_event_type
+from webhookd.inputs import (
+    EVENT_TYPE_RULE,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_ORDERING_KEY_LENGTH,
+    check_customer_id,
+    is_event_type,
+)
 from webhookd.models import EVENT_TYPES, ApiKey, NewEvent, Scope, is_id
+from webhookd.store.base import log_cursor_pattern
 from webhookd.web import JSONResponse, query_param, read_json_object, services
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-EVENT_TYPE_RULE = "type must be a dotted lowercase event type such as call.completed"
 PUBLISH_FIELDS = {"type", "data", "customer_id", "idempotency_key", "callback_url", "ordering_key"}
 DESCRIPTIONS = {
     "call.initiating": "The call was created and is dialing, or an inbound call was offered.",
@@ -55,7 +61,7 @@ def _optional_key(body: dict[str, Any], name: str, max_length: int, example: str
 def _new_event(key: ApiKey, body: dict[str, Any]) -> NewEvent:
     event_type, data = body.get("type"), body.get("data", {})
     if not is_event_type(event_type):
-        raise ApiError(EVENT_TYPE_RULE, code="invalid_event_type")
+        raise ApiError(f"type must be {EVENT_TYPE_RULE}", code="invalid_event_type")
     if not isinstance(data, dict):
         raise ApiError("data must be a JSON object", code="invalid_data")
     callback_url = body.get("callback_url")
@@ -96,14 +102,14 @@ async def publish_event(request: Request) -> Response:
     summary="List events, newest first",
     scope=Scope.READ_EVENTS,
     tag="events",
-    query=(*PAGE_PARAMS, ("type", {"type": "string", "pattern": EVENT_TYPE_PATTERN}, "only this event type")),
+    query=(*page_params(log_cursor_pattern("evt")), ("type", PUBLISHED_TYPE, "only this event type")),
     responses={200: "EventList"},
 )
 async def list_events(request: Request) -> Response:
     key = await authenticate(request, Scope.READ_EVENTS)
     event_type = query_param(request, "type")
     if event_type is not None and not is_event_type(event_type):
-        raise ApiError(EVENT_TYPE_RULE, code="invalid_parameter")
+        raise ApiError(f"type must be {EVENT_TYPE_RULE}", code="invalid_parameter")
     try:
         page = await services(request).store.list_events(key.customer_id, page_request(request), event_type)
     except ValueError as exc:

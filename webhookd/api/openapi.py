@@ -10,22 +10,34 @@ from typing import Any, TypeVar
 from starlette.routing import BaseRoute, Route
 
 from webhookd import __version__
-from webhookd.api.pagination import DEFAULT_PAGE_SIZE, MAX_OFFSET, MAX_PAGE_SIZE
+from webhookd.api.pagination import DEFAULT_PAGE_SIZE, MAX_OFFSET, MAX_PAGE, MAX_PAGE_SIZE
 from webhookd.api.schemas import SCHEMAS, Schema
-from webhookd.models import Scope
+from webhookd.models import Scope, id_pattern
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PATH_PARAM = re.compile(r"{(\w+)}")
+ID_PREFIXES = {"subscription_id": "sub", "event_id": "evt", "delivery_id": "dlv"}
+"""The kind of id each path parameter holds: any other string answers 404 without a lookup."""
 
-PAGE_PARAMS: tuple[tuple[str, Schema, str], ...] = (
-    (
-        "limit",
-        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE},
-        "page size",
-    ),
-    ("cursor", {"type": "string", "minLength": 1}, "next_cursor of the previous page"),
-    ("page", {"type": "integer", "minimum": 0}, f"offset alias (page * limit <= {MAX_OFFSET}); cursor wins"),
-)
+QueryParam = tuple[str, Schema, str]
+
+
+def page_params(cursor_pattern: str) -> tuple[QueryParam, ...]:
+    """``limit``, ``page`` and a ``cursor`` of ``cursor_pattern`` (the list's kind of cursor)."""
+    return (
+        (
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE},
+            "page size",
+        ),
+        ("cursor", {"type": "string", "pattern": cursor_pattern}, "next_cursor of the previous page"),
+        (
+            "page",
+            {"type": "integer", "minimum": 0, "maximum": MAX_PAGE},
+            f"offset alias (skips page * limit rows, at most {MAX_OFFSET}); cursor wins",
+        ),
+    )
+
 
 _ERRORS = {
     400: "bad input",
@@ -48,7 +60,7 @@ class Operation:
     scope: Scope | None = None
     authenticated: bool = True
     body: str | None = None
-    query: Sequence[tuple[str, Schema, str]] = field(default_factory=tuple)
+    query: Sequence[QueryParam] = field(default_factory=tuple)
     tag: str = "webhooks"
 
 
@@ -73,7 +85,12 @@ def _response(status: int, schema: str | None) -> Schema:
 
 def _operation(path: str, method: str, op: Operation) -> Schema:
     params = [
-        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+        {
+            "name": n,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": id_pattern(ID_PREFIXES[n])},
+        }
         for n in _PATH_PARAM.findall(path)
     ]
     params += [

@@ -11,8 +11,11 @@ from webhookd.web import query_param
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
 MAX_OFFSET = 10_000
-"""The deepest ``page * limit``. A database reads and throws away every row before an offset,
+"""The most rows a page skips. A database reads and throws away every row before an offset,
 so one deep page costs as much as hundreds of shallow ones; a cursor costs the same at any depth."""
+MAX_PAGE = MAX_OFFSET // MAX_PAGE_SIZE
+"""The deepest ``page``, whatever the ``limit``: a bound of its own, which the OpenAPI document
+can state (it cannot state one on ``page * limit``)."""
 
 
 def _whole_number(raw: str | None, name: str, default: int, low: int, high: int | None = None) -> int:
@@ -40,17 +43,17 @@ def limit(request: Request, default: int = DEFAULT_PAGE_SIZE) -> int:
 
 
 def page_request(request: Request) -> PageRequest:
-    """``limit`` 1-100 (default 25); ``cursor`` from ``next_cursor``; ``page`` (offset alias), with
-    ``page * limit`` at most ``MAX_OFFSET``. When both cursor and page are given, cursor wins."""
+    """``limit`` 1-100 (default 25); ``cursor`` from ``next_cursor``; ``page`` (offset alias) 0 to
+    ``MAX_PAGE``. When both cursor and page are given, cursor wins."""
     size = limit(request)
     page = _whole_number(query_param(request, "page"), "page", 0, 0)
+    if page > MAX_PAGE:
+        raise ApiError(
+            f"page may be at most {MAX_PAGE}, so that no page skips more than {MAX_OFFSET} rows, and"
+            f" page={page} is more; to read further, page with cursor= set to each answer's next_cursor",
+            code="page_too_deep",
+        )
     cursor = query_param(request, "cursor")
     if cursor is not None:
         return PageRequest(limit=size, cursor=cursor)
-    if page * size > MAX_OFFSET:
-        raise ApiError(
-            f"page * limit may be at most {MAX_OFFSET} and page={page} with limit={size} is more; to read"
-            " further, page with cursor= set to each answer's next_cursor",
-            code="page_too_deep",
-        )
     return PageRequest(limit=size, offset=page * size)

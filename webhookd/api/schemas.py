@@ -7,10 +7,18 @@ from typing import Any
 from webhookd.inputs import (
     CUSTOMER_ID_PATTERN,
     EVENT_TYPE_PATTERN,
+    HTTP_URL_PATTERN,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_EVENT_TYPE_LENGTH,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_JSON_DEPTH,
     MAX_ORDERING_KEY_LENGTH,
     MAX_RATE_LIMIT_PER_SECOND,
+    MAX_URL_LENGTH,
+    NO_NUL_PATTERN,
 )
-from webhookd.models import EVENT_TYPES, Carrier, DeliveryStatus, Scope
+from webhookd.models import CREDENTIAL_NAMES, EVENT_TYPES, Carrier, DeliveryStatus, Scope
+from webhookd.provisioning import MAX_NAME_LENGTH
 
 Schema = dict[str, Any]
 
@@ -24,6 +32,35 @@ RATE_LIMIT: Schema = {
     "maximum": MAX_RATE_LIMIT_PER_SECOND,
     "description": "attempts per second at most, across all workers; null: no limit",
 }
+PUBLISHED_TYPE: Schema = {"type": "string", "pattern": EVENT_TYPE_PATTERN, "maxLength": MAX_EVENT_TYPE_LENGTH}
+
+
+def text(max_length: int | None = None, *, min_length: int = 0, nullable: bool = False) -> Schema:
+    """A string in a JSON body: no NUL (no body may hold one), and the given lengths."""
+    schema: Schema = {"type": ["string", "null"] if nullable else "string", "pattern": NO_NUL_PATTERN}
+    if min_length:
+        schema["minLength"] = min_length
+    if max_length is not None:
+        schema["maxLength"] = max_length
+    return schema
+
+
+HTTP_URL: Schema = {
+    "type": "string",
+    "pattern": HTTP_URL_PATTERN,
+    "maxLength": MAX_URL_LENGTH,
+}
+
+JSON_VALUE: Schema = {
+    "description": f"Any JSON without a NUL in a string or key, nested at most {MAX_JSON_DEPTH} levels"
+    " deep counting the body's own braces.",
+    "pattern": NO_NUL_PATTERN,
+    "propertyNames": {"pattern": NO_NUL_PATTERN},
+    "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+    "items": {"$ref": "#/components/schemas/JsonValue"},
+}
+"""Each keyword applies to its own type: ``pattern`` to strings, the others to objects and arrays."""
+JSON_OBJECT: Schema = {"type": "object"} | {k: v for k, v in JSON_VALUE.items() if k != "pattern"}
 SCOPES: Schema = {
     "type": "array",
     "items": {"type": "string", "enum": [s.value for s in Scope]},
@@ -33,6 +70,12 @@ SCOPES: Schema = {
 
 def _object(required: list[str], properties: Schema, *, extra: bool = True) -> Schema:
     return {"type": "object", "required": required, "properties": properties, "additionalProperties": extra}
+
+
+def _carrier_credentials(carrier: Carrier, names: tuple[str, ...]) -> Schema:
+    """A source of ``carrier`` needs each of its credentials, not empty."""
+    needed = {"type": "object", "required": list(names), "properties": {n: text(min_length=1) for n in names}}
+    return {"properties": {"carrier": {"const": carrier.value}, "credentials": needed}}
 
 
 def list_of(item: str) -> Schema:
@@ -142,6 +185,7 @@ BACKLOG = _object(
 )
 
 SCHEMAS: dict[str, Schema] = {
+    "JsonValue": JSON_VALUE,
     "Error": _object(
         ["error"],
         {"error": _object(["code", "message"], {"code": {"type": "string"}, "message": {"type": "string"}})},
@@ -160,9 +204,9 @@ SCHEMAS: dict[str, Schema] = {
     "SubscriptionCreate": _object(
         ["url", "events"],
         {
-            "url": {"type": "string", "format": "uri", "maxLength": 2048},
+            "url": HTTP_URL,
             "events": {"type": "array", "items": EVENT_TYPE, "minItems": 1},
-            "description": {"type": ["string", "null"], "maxLength": 500},
+            "description": text(MAX_DESCRIPTION_LENGTH, nullable=True),
             "rate_limit_per_second": RATE_LIMIT,
             "ordered": {"type": "boolean"},
         },
@@ -171,9 +215,9 @@ SCHEMAS: dict[str, Schema] = {
     "SubscriptionPatch": _object(
         [],
         {
-            "url": {"type": "string", "format": "uri", "maxLength": 2048},
+            "url": HTTP_URL,
             "events": {"type": "array", "items": EVENT_TYPE, "minItems": 1},
-            "description": {"type": ["string", "null"], "maxLength": 500},
+            "description": text(MAX_DESCRIPTION_LENGTH, nullable=True),
             "rate_limit_per_second": RATE_LIMIT,
             "ordered": {"type": "boolean"},
         },
@@ -192,12 +236,12 @@ SCHEMAS: dict[str, Schema] = {
     "PublishEvent": _object(
         ["type"],
         {
-            "type": {"type": "string", "pattern": EVENT_TYPE_PATTERN},
-            "data": {"type": "object"},
-            "customer_id": CUSTOMER_ID,
-            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255},
-            "callback_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048},
-            "ordering_key": {"type": "string", "minLength": 1, "maxLength": MAX_ORDERING_KEY_LENGTH},
+            "type": PUBLISHED_TYPE,
+            "data": JSON_OBJECT,
+            "customer_id": {**CUSTOMER_ID, "type": ["string", "null"]},
+            "idempotency_key": text(MAX_IDEMPOTENCY_KEY_LENGTH, min_length=1, nullable=True),
+            "callback_url": {**HTTP_URL, "type": ["string", "null"]},
+            "ordering_key": text(MAX_ORDERING_KEY_LENGTH, min_length=1, nullable=True),
         },
         extra=False,
     ),
@@ -226,7 +270,7 @@ SCHEMAS: dict[str, Schema] = {
             "attempts_log": {"type": "array", "items": {"$ref": "#/components/schemas/Attempt"}},
         },
     },
-    "Recover": _object(["since"], {"since": TIMESTAMP, "until": TIMESTAMP}, extra=False),
+    "Recover": _object(["since"], {"since": TIMESTAMP, "until": NULLABLE_TIMESTAMP}, extra=False),
     "Recovered": _object(
         ["requeued", "more"], {"requeued": {"type": "integer", "minimum": 0}, "more": {"type": "boolean"}}
     ),
@@ -234,7 +278,7 @@ SCHEMAS: dict[str, Schema] = {
         ["customer_id", "scopes"],
         {
             "customer_id": CUSTOMER_ID,
-            "name": {"type": "string", "maxLength": 200},
+            "name": text(MAX_NAME_LENGTH, min_length=1, nullable=True),
             "scopes": SCOPES,
         },
         extra=False,
@@ -252,12 +296,17 @@ SCHEMAS: dict[str, Schema] = {
         ["customer_id", "carrier", "credentials"],
         {
             "customer_id": CUSTOMER_ID,
-            "name": {"type": "string", "maxLength": 200},
+            "name": text(MAX_NAME_LENGTH, min_length=1, nullable=True),
             "carrier": {"type": "string", "enum": [c.value for c in Carrier]},
-            "credentials": {"type": "object", "additionalProperties": {"type": "string"}},
+            "credentials": {
+                "type": "object",
+                "propertyNames": {"pattern": NO_NUL_PATTERN},
+                "additionalProperties": text(),
+            },
         },
         extra=False,
-    ),
+    )
+    | {"oneOf": [_carrier_credentials(carrier, names) for carrier, names in CREDENTIAL_NAMES.items()]},
     "SourceCreated": _object(
         ["id", "carrier", "customer_id", "ingest_url"],
         {

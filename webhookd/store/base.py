@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from webhookd.models import (
+    ID_BODY_PATTERN,
     ApiKey,
     Attempt,
     AttemptResult,
@@ -24,6 +24,7 @@ from webhookd.models import (
     PublishResult,
     Source,
     Subscription,
+    id_pattern,
 )
 from webhookd.store.scheduling import ClaimRequest
 
@@ -337,37 +338,51 @@ def events_key(events: Sequence[str]) -> str:
     return ",".join(sorted(set(events)))
 
 
+# Cursors are positions, not tokens: every string of a cursor's pattern names a place in its list
+# (the page after it), so the pattern the OpenAPI document gives is exactly what is accepted.
+
+
+def cursor_pattern(prefix: str) -> str:
+    """An id-ordered list's cursor: the last id of the page before (``sub_...``)."""
+    return id_pattern(prefix)
+
+
+def log_cursor_pattern(prefix: str) -> str:
+    """A newest-first log's cursor: the page before's last item as ``created_at-id``, the time in
+    seconds since 1970 (up to year 5138, which every store holds)."""
+    return rf"^[0-9]{{1,11}}(?:\.[0-9]{{1,17}})?-{prefix}_{ID_BODY_PATTERN}$"
+
+
+def _not_ours(cursor: str, pattern: str) -> bool:
+    return re.fullmatch(pattern, cursor) is None  # re caches the few compiled patterns
+
+
+NOT_OUR_CURSOR = "cursor is not one this API returned: send a next_cursor back as it came"
+
+
 def encode_cursor(last_id: str) -> str:
-    """An opaque keyset cursor that resumes after ``last_id``."""
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+    """A keyset cursor that resumes after ``last_id``."""
+    return last_id
 
 
-def decode_cursor(cursor: str) -> str:
-    """The id a cursor resumes after. Raises ``ValueError`` for a cursor we did not issue."""
-    try:
-        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeError, ValueError):  # ValueError: non-ASCII input
-        raise ValueError("cursor is not one this API returned") from None
-    # Printable too: PostgreSQL refuses a NUL in text, where SQLite would compare it.
-    if not (decoded.isascii() and decoded.isprintable()) or "_" not in decoded:
-        raise ValueError("cursor is not one this API returned")
-    return decoded
+def decode_cursor(cursor: str, prefix: str) -> str:
+    """The id a cursor resumes after. Raises ``ValueError`` for one outside its pattern."""
+    if _not_ours(cursor, cursor_pattern(prefix)):
+        raise ValueError(NOT_OUR_CURSOR)
+    return cursor
 
 
 def encode_log_cursor(created_at: datetime, item_id: str) -> str:
     """A cursor that resumes a newest-first log after the item ``(created_at, item_id)``."""
-    return encode_cursor(f"{created_at.timestamp()!r}|{item_id}")  # repr: the exact stored double
+    return f"{created_at.timestamp()!r}-{item_id}"  # repr: the exact stored double
 
 
-def decode_log_cursor(cursor: str) -> tuple[float, str]:
+def decode_log_cursor(cursor: str, prefix: str) -> tuple[float, str]:
     """The ``(created_at, id)`` a log cursor resumes after; ``ValueError`` for a foreign cursor."""
-    moment, _, item_id = decode_cursor(cursor).partition("|")
-    try:
-        created = float(moment)
-        datetime.fromtimestamp(created, UTC)  # a time every store holds: not inf, nan or 1e300
-    except (ValueError, OverflowError, OSError):
-        raise ValueError("cursor is not one this API returned") from None
-    return created, item_id
+    if _not_ours(cursor, log_cursor_pattern(prefix)):
+        raise ValueError(NOT_OUR_CURSOR)
+    moment, _, item_id = cursor.partition("-")
+    return float(moment), item_id
 
 
 LogItem = TypeVar("LogItem", Delivery, Event)

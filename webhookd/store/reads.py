@@ -46,6 +46,9 @@ from webhookd.store.shared import (
     Rows,
 )
 
+_ID_PREFIX = {"deliveries": "dlv", "events": "evt"}
+"""The id prefix of each log's items, which its cursors end with."""
+
 
 def _live_subscriptions(condition: str, order: str = "") -> str:
     """A customer's live subscriptions that meet ``condition``."""
@@ -102,7 +105,7 @@ class SharedReads:
         return None if row is None else self._rows.subscription(row)
 
     async def list_subscriptions(self, customer_id: str, page: PageRequest) -> Page[Subscription]:
-        after = decode_cursor(page.cursor) if page.cursor else ""
+        after = decode_cursor(page.cursor, "sub") if page.cursor else ""
         offset = 0 if page.cursor else page.offset
         rows = await self._scan(
             customer_id,
@@ -170,7 +173,7 @@ class SharedReads:
     ) -> list[Any]:
         """``customer_id``'s log, newest first; keyset on (created_at, id) after a cursor, else ``offset``."""
         if page.cursor:
-            created, item_id = decode_log_cursor(page.cursor)
+            created, item_id = decode_log_cursor(page.cursor, _ID_PREFIX[table])
             where += " AND (created_at, id) < (?, ?)"
             params = [*params, self._rows.cursor_moment(created), item_id]
         offset = 0 if page.cursor else page.offset
