@@ -228,34 +228,35 @@ CAP = 4
 HOLD_S = 0.4
 
 
-async def test_the_per_subscription_cap_counts_both_workers_claims(schema: str, tmp_path: Path) -> None:
-    """Each answer takes HOLD_S, so requests that arrive within that of one another were in flight
-    together: never more than the cap, though two workers each have 64 slots."""
+async def _two_workers_drain(
+    schema: str, tmp_path: Path, receiver: Receiver, events: int, env: dict[str, str], **options: Any
+) -> None:
+    """An API node and two workers on one schema deliver ``events`` to one subscription."""
     cluster = _cluster(schema, tmp_path)
-    cluster.env["WEBHOOKD_MAX_IN_FLIGHT_PER_SUBSCRIPTION"] = str(CAP)
+    cluster.env.update(env)
     key = _key(cluster)
     async with (
-        running_receiver(Receiver(delay_s=HOLD_S)) as receiver,
+        running_receiver(receiver),
         aiohttp.ClientSession() as http,
         webhookd_process(cluster.env, cluster.api, tmp_path / "api.log", "serve", "--no-workers"),
     ):
-        await _subscribe(http, cluster, key, receiver)
-        published = await _publish(http, cluster, key, 40)
+        await _subscribe(http, cluster, key, receiver, **options)
+        published = await _publish(http, cluster, key, events)
         async with _workers(cluster, 2):
             await receiver.wait_for(lambda got: published <= set(_ids(got)), timeout_s=60)
+
+
+async def test_the_per_subscription_cap_counts_both_workers_claims(schema: str, tmp_path: Path) -> None:
+    """Each answer takes HOLD_S, so requests that arrive within that of one another were in flight
+    together: never more than the cap, though two workers each have 64 slots."""
+    receiver = Receiver(delay_s=HOLD_S)
+    await _two_workers_drain(
+        schema, tmp_path, receiver, 40, {"WEBHOOKD_MAX_IN_FLIGHT_PER_SUBSCRIPTION": str(CAP)}
+    )
     assert _busiest(receiver.requests, HOLD_S * 0.9) <= CAP
 
 
 async def test_a_rate_limit_holds_across_two_workers(schema: str, tmp_path: Path) -> None:
-    cluster = _cluster(schema, tmp_path)
-    key = _key(cluster)
-    async with (
-        running_receiver() as receiver,
-        aiohttp.ClientSession() as http,
-        webhookd_process(cluster.env, cluster.api, tmp_path / "api.log", "serve", "--no-workers"),
-    ):
-        await _subscribe(http, cluster, key, receiver, rate_limit_per_second=5)
-        published = await _publish(http, cluster, key, 20)
-        async with _workers(cluster, 2):
-            await receiver.wait_for(lambda got: published <= set(_ids(got)), timeout_s=30)
+    receiver = Receiver()
+    await _two_workers_drain(schema, tmp_path, receiver, 20, {}, rate_limit_per_second=5)
     assert _busiest(receiver.requests, 1.0) <= 5
