@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -141,6 +141,26 @@ Decide = Callable[[dict[str, Any] | None], tuple[dict[str, Any], NewEvent | None
 class DeliveryDetail:
     delivery: Delivery
     attempts: Sequence[Attempt]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptTally:
+    """A subscription's attempts in one time bucket of an activity window, and how many succeeded."""
+
+    subscription_id: str
+    bucket: int
+    """The bucket's index: 0 is the one that starts at the window's start."""
+    attempts: int
+    succeeded: int
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """A customer's subscriptions' attempts over a window: tallies by bucket, and each one's latest."""
+
+    tallies: Sequence[AttemptTally]
+    last_attempts: Mapping[str, Attempt]
+    """By subscription id; a subscription with no attempt in the window is absent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +313,23 @@ class Management(Protocol):
 
     async def top_backlogs(self, limit: int) -> list[Backlog]:
         """The subscriptions with the most unfinished deliveries, most first (scans those rows)."""
+
+    async def list_attempts(self, customer_id: str, delivery_ids: Sequence[str]) -> dict[str, list[Attempt]]:
+        """The attempts of those of ``delivery_ids`` that are ``customer_id``'s, oldest first, by
+        delivery id (one read for a page of deliveries)."""
+
+    async def subscription_activity(self, customer_id: str, since: datetime, bucket_s: int) -> Activity:
+        """The attempts of the customer's live subscriptions started at or after ``since``, counted
+        in buckets of ``bucket_s`` seconds, with each subscription's latest attempt among them."""
+
+    async def create_dashboard_link(
+        self, token_hash: str, customer_id: str, created_at: datetime, expires_at: datetime
+    ) -> None:
+        """Store a dashboard link by its token's SHA-256 (never the token)."""
+
+    async def redeem_dashboard_link(self, token_hash: str, now: datetime) -> str | None:
+        """Mark the link used and return its customer, in one write, if it is unused and expires
+        after ``now``; else ``None`` (so a link opens one session, even when opened twice at once)."""
 
 
 class Store(Outbox, Management, Protocol):

@@ -16,6 +16,7 @@ from typing import Any
 
 from webhookd.models import (
     ApiKey,
+    Attempt,
     CallbackSecret,
     Customer,
     Delivery,
@@ -25,6 +26,8 @@ from webhookd.models import (
     Subscription,
 )
 from webhookd.store.base import (
+    Activity,
+    AttemptTally,
     DeliveryDetail,
     Page,
     PageRequest,
@@ -56,6 +59,21 @@ def _live_subscriptions(condition: str, order: str = "") -> str:
     return f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE {where}{order}"
 
 
+_ATTEMPTS_OF = ", ".join(f"a.{column}" for column in ATTEMPT_COLUMNS.split(", "))
+_WINDOW = (
+    " FROM subscriptions AS s JOIN deliveries AS d ON d.subscription_id = s.id"
+    " JOIN attempts AS a ON a.delivery_id = d.id"
+    " WHERE s.customer_id = ? AND s.kind = 'webhook' AND s.deleted_at IS NULL AND a.started_at >= ?"
+)
+"""The attempts of a customer's live subscriptions since a moment: reached through the subscriptions'
+deliveries by index, so a page costs the customer's rows, not every customer's."""
+_LAST_ATTEMPTS = (
+    f"SELECT {ATTEMPT_COLUMNS}, subscription_id FROM (SELECT {_ATTEMPTS_OF}, d.subscription_id,"
+    " row_number() OVER (PARTITION BY d.subscription_id ORDER BY a.started_at DESC, a.id DESC) AS latest"
+    f"{_WINDOW}) AS w WHERE latest = 1"
+)
+
+
 @functools.lru_cache(maxsize=256)
 def numbered(sql: str) -> str:
     """``sql`` with its ``?`` placeholders numbered as PostgreSQL wants them: ``$1``, ``$2``..."""
@@ -69,6 +87,9 @@ class SharedReads:
     ``turn``, the customer's, so one customer's reads cannot hold up another's)."""
 
     _rows: Rows
+    _BUCKET: str
+    """SQL for an attempt's bucket: the whole ``bucket_s`` (second ``?``) since ``since`` (first ``?``)
+    in ``a.started_at``, as the backend does arithmetic on its stored times."""
 
     async def _read_one(self, sql: str, params: Sequence[Any]) -> Any | None:
         raise NotImplementedError
@@ -147,6 +168,35 @@ class SharedReads:
             (customer_id, subscription_id, self._rows.stored(since), self._rows.stored(until), limit),
         )
         return [row[0] for row in rows]
+
+    async def list_attempts(self, customer_id: str, delivery_ids: Sequence[str]) -> dict[str, list[Attempt]]:
+        if not delivery_ids:
+            return {}
+        marks = ", ".join("?" for _ in delivery_ids)
+        rows = await self._read_all(
+            f"SELECT {_ATTEMPTS_OF}, a.delivery_id FROM attempts AS a"
+            " JOIN deliveries AS d ON d.id = a.delivery_id"
+            f" WHERE d.customer_id = ? AND a.delivery_id IN ({marks}) ORDER BY a.id",
+            (customer_id, *delivery_ids),
+        )
+        found: dict[str, list[Attempt]] = {}
+        for row in rows:
+            found.setdefault(row[7], []).append(self._rows.attempt(row))
+        return found
+
+    async def subscription_activity(self, customer_id: str, since: datetime, bucket_s: int) -> Activity:
+        start = self._rows.stored(since)
+        tallies = await self._scan(
+            customer_id,
+            f"SELECT d.subscription_id, {self._BUCKET}, count(*),"
+            f" sum(CASE WHEN a.succeeded THEN 1 ELSE 0 END){_WINDOW} GROUP BY 1, 2",
+            (start, bucket_s, customer_id, start),
+        )
+        last = await self._scan(customer_id, _LAST_ATTEMPTS, (customer_id, start))
+        return Activity(
+            [AttemptTally(row[0], int(row[1]), row[2], int(row[3])) for row in tallies],
+            {row[7]: self._rows.attempt(row) for row in last},
+        )
 
     async def list_events(self, customer_id: str, page: PageRequest, type: str | None = None) -> Page[Event]:
         where, params = "customer_id = ?", [customer_id]

@@ -64,6 +64,16 @@ WHERE id = ? AND customer_id = ? AND kind = 'webhook' AND deleted_at IS NULL
 """Make a new secret current; the old one keeps signing until ``previous_secret_until``."""
 
 
+INSERT_DASHBOARD_LINK = (
+    "INSERT INTO dashboard_links (token_hash, customer_id, created_at, expires_at) VALUES (?, ?, ?, ?)"
+)
+REDEEM_DASHBOARD_LINK = """
+UPDATE dashboard_links SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?
+RETURNING customer_id
+"""
+"""One statement, so two requests that open the same link at once cannot both get a session."""
+
+
 def waiting_status(s: str) -> str:
     """Where a delivery waits for its next attempt, given its subscription's columns (``s`` is their
     prefix, such as ``"s."``): nowhere once the subscription is deleted; parked while it is disabled;

@@ -29,6 +29,8 @@ ROWS = Rows(_as_is, _as_is, lambda epoch: datetime.fromtimestamp(epoch, UTC), li
 class PostgresReads(SharedReads):
     """The read half of ``PostgresStore``: each method is one or two queries on a pooled connection."""
 
+    _BUCKET = "floor(extract(epoch FROM a.started_at - ?) / ?::integer)::integer"
+
     def __init__(self) -> None:
         self._pool: Any = None
         self._health = Availability("PostgreSQL")

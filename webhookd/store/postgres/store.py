@@ -57,7 +57,7 @@ from webhookd.store.postgres.db import (
 from webhookd.store.postgres.reads import PostgresReads
 from webhookd.store.reads import numbered
 from webhookd.store.scheduling import TOP_BACKLOGS, ClaimRequest, RingPosition
-from webhookd.store.shared import ROTATE_SUBSCRIPTION_SECRET
+from webhookd.store.shared import INSERT_DASHBOARD_LINK, REDEEM_DASHBOARD_LINK, ROTATE_SUBSCRIPTION_SECRET
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -183,6 +183,17 @@ class PostgresStore(PostgresReads):
                 *(s.id, s.customer_id, s.carrier.value, s.credentials, s.created_at),
             )
         )
+
+    async def create_dashboard_link(
+        self, token_hash: str, customer_id: str, created_at: datetime, expires_at: datetime
+    ) -> None:
+        insert = numbered(INSERT_DASHBOARD_LINK)
+        await self._run(lambda conn: conn.execute(insert, token_hash, customer_id, created_at, expires_at))
+
+    async def redeem_dashboard_link(self, token_hash: str, now: datetime) -> str | None:
+        redeem = numbered(REDEEM_DASHBOARD_LINK)
+        found: str | None = await self._run(lambda conn: conn.fetchval(redeem, now, token_hash, now))
+        return found
 
     # -- subscriptions ---------------------------------------------------------------------------
 

@@ -48,7 +48,9 @@ from webhookd.store.reads import SharedReads
 from webhookd.store.scheduling import OLDEST_WAITING, TOP_BACKLOGS, ClaimRequest, RingPosition
 from webhookd.store.shared import (
     CUSTOMER_COLUMNS,
+    INSERT_DASHBOARD_LINK,
     INSERT_SUBSCRIPTION,
+    REDEEM_DASHBOARD_LINK,
     ROTATE_SUBSCRIPTION_SECRET,
     SUBSCRIPTION_STATES,
     new_subscription,
@@ -89,6 +91,8 @@ def make_private(path: Path) -> None:
 
 class SqliteStore(SharedReads):
     """The embedded default store. One file, no setup, durable on return."""
+
+    _BUCKET = "CAST((a.started_at - ?) / ? AS INTEGER)"
 
     def __init__(
         self,
@@ -294,6 +298,17 @@ class SqliteStore(SharedReads):
             "INSERT INTO sources (id, customer_id, carrier, credentials, created_at) VALUES (?, ?, ?, ?, ?)",
             (s.id, s.customer_id, s.carrier.value, s.credentials, to_epoch(s.created_at)),
         )
+
+    async def create_dashboard_link(
+        self, token_hash: str, customer_id: str, created_at: datetime, expires_at: datetime
+    ) -> None:
+        params = (token_hash, customer_id, to_epoch(created_at), to_epoch(expires_at))
+        await self._execute(INSERT_DASHBOARD_LINK, params)
+
+    async def redeem_dashboard_link(self, token_hash: str, now: datetime) -> str | None:
+        params = (to_epoch(now), token_hash, to_epoch(now))
+        row = await self._write(lambda conn: conn.execute(REDEEM_DASHBOARD_LINK, params).fetchone())
+        return None if row is None else str(row[0])
 
     # -- subscriptions ---------------------------------------------------------------------------
 
