@@ -3,13 +3,14 @@ rotate-secret, test and recover; and the Make.com ``?challenge=`` probe."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from webhookd import actions
 from webhookd.api.auth import authenticate
 from webhookd.api.openapi import operation, page_params
 from webhookd.api.pagination import page_request
@@ -23,13 +24,11 @@ from webhookd.inputs import (
     MAX_URL_LENGTH,
     utc_time,
 )
-from webhookd.models import EVENT_TYPES, NewEvent, Scope, Subscription, is_id, isoformat, new_id, utcnow
+from webhookd.models import EVENT_TYPES, Scope, Subscription, is_id, isoformat, new_id, utcnow
 from webhookd.store.base import SubscriptionUpdate, cursor_pattern
 from webhookd.web import JSONResponse, Services, query_param, read_json_object, services
 
-MAX_RECOVER = 10_000
 SUBSCRIPTION_FIELDS = frozenset({"url", "events", "description", "rate_limit_per_second", "ordered"})
-RECOVER_BATCH = 200
 
 
 def not_found() -> ApiError:
@@ -264,12 +263,12 @@ async def enable_subscription(request: Request) -> Response:
 )
 async def rotate_secret(request: Request) -> Response:
     svc, customer_id, sub = await _owned(request)
-    secret = new_webhook_secret()
-    ciphertext = svc.box.encrypt(secret.encode(), subscription_secret_context(sub.id))
-    until = svc.clock() + timedelta(seconds=svc.settings.secret_grace_s)
-    if await svc.store.rotate_subscription_secret(customer_id, sub.id, ciphertext, until) is None:
+    rotated = await actions.rotate_secret(svc, customer_id, sub.id)
+    if rotated is None:
         raise not_found()
-    return JSONResponse({"secret": secret, "previous_secret_expires_at": isoformat(until)})
+    return JSONResponse(
+        {"secret": rotated.secret, "previous_secret_expires_at": isoformat(rotated.previous_until)}
+    )
 
 
 @operation(
@@ -278,16 +277,11 @@ async def rotate_secret(request: Request) -> Response:
     responses={202: "Event", 404: None, 409: None},
 )
 async def test_subscription(request: Request) -> Response:
-    svc, customer_id, sub = await _owned(request)
-    if not sub.is_active:
-        raise ApiError("the subscription is disabled; enable it first", status=409, code="conflict")
-    event = NewEvent(
-        customer_id,
-        "webhook.test",
-        {"subscription_id": sub.id, "message": "webhookd test"},
-        only_subscription_id=sub.id,
-    )
-    result = await svc.store.publish(event, delay_s=svc.settings.retry_schedule_s[0])
+    svc, _, sub = await _owned(request)
+    try:
+        result = await actions.send_test_event(svc, sub)
+    except Conflict as exc:
+        raise ApiError(str(exc), status=409, code="conflict") from None
     return JSONResponse(event_json(result.event), status_code=202)
 
 
@@ -310,18 +304,10 @@ def _timestamp(body: dict[str, Any], name: str, default: datetime | None = None)
     responses={202: "Recovered", 404: None},
 )
 async def recover(request: Request) -> Response:
-    svc, customer_id, sub = await _owned(request)
+    svc, _, sub = await _owned(request)
     body = await read_json_object(request, svc.settings.max_body_bytes, {"since", "until"})
     since, until = _timestamp(body, "since"), _timestamp(body, "until", utcnow())
     # A window that ends before it starts holds nothing, and is answered so rather than refused:
     # the OpenAPI document has no way to say that one time of a body must precede the other.
-    ids = await svc.store.failed_delivery_ids(customer_id, sub.id, since, until, MAX_RECOVER + 1)
-    more, ids = len(ids) > MAX_RECOVER, ids[:MAX_RECOVER]
-    svc.background.spawn(_requeue(svc, ids), name=f"recover-{sub.id}")
-    return JSONResponse({"requeued": len(ids), "more": more}, status_code=202)
-
-
-async def _requeue(svc: Services, ids: list[str]) -> None:
-    """Small batches, each its own transaction, so recovery never holds up ingest."""
-    for start in range(0, len(ids), RECOVER_BATCH):
-        await svc.store.requeue_deliveries(ids[start : start + RECOVER_BATCH])
+    recovery = await actions.recover_failed(svc, sub, since, until)
+    return JSONResponse({"requeued": recovery.requeued, "more": recovery.more}, status_code=202)
