@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webhookd import api, ingest
+from webhookd import api, dashboard, ingest
 from webhookd.config import Settings
 from webhookd.crypto import SecretBox, master_key_from_settings
 from webhookd.delivery.retention import prune_forever
@@ -158,7 +158,8 @@ def _lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         the_store = store if store is not None else store_from_settings(settings)
-        box = SecretBox(master_key_from_settings(settings.master_key, settings.sqlite_path))
+        master_key = master_key_from_settings(settings.master_key, settings.sqlite_path)
+        box = SecretBox(master_key)
         await the_store.open()
         the_sender = sender if sender is not None else default_sender(settings)
         worker = build_worker(settings, the_store, the_sender, box, metrics, clock) if run_workers else None
@@ -178,6 +179,7 @@ def _lifespan(
                     background,
                     metrics,
                     clock,
+                    dashboard.session_key(master_key),
                 )
             }
         finally:
@@ -203,7 +205,7 @@ def create_app(
     (tests) is the delivery worker's and the secret rotations' idea of now."""
     return Starlette(
         # The hot paths first: the router tries routes in order.
-        routes=[*ingest.routes(), *api.routes()],
+        routes=[*ingest.routes(), *api.routes(), *dashboard.routes()],
         middleware=[
             Middleware(RequestContextMiddleware),
             Middleware(HotRoute, method="POST", path=api.PUBLISH_PATH, endpoint=api.events.publish_event),

@@ -1,4 +1,4 @@
-"""The ``webhookd`` command: serve | worker | migrate | keys create | sources create."""
+"""The ``webhookd`` command: serve | worker | migrate | keys create | sources create | dashboard-link."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from webhookd.crypto import SecretBox, master_key_from_settings
 from webhookd.exceptions import InvalidInput, WebhookdError
 from webhookd.inputs import check_customer_id
 from webhookd.logs import configure_logging
-from webhookd.models import CREDENTIAL_NAMES, Carrier, Scope
+from webhookd.models import CREDENTIAL_NAMES, Carrier, Scope, isoformat, utcnow
 from webhookd.store import Store, store_from_settings
 
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
@@ -30,10 +30,14 @@ def _flag(env_name: str) -> str:
     return "--" + env_name.removeprefix("WEBHOOKD_").lower().replace("_", "-")
 
 
-def _settings_parent() -> argparse.ArgumentParser:
+def _settings_parent(only: frozenset[str] | None = None) -> argparse.ArgumentParser:
+    """Flags for the settings (``only`` those named, for a command that uses a few); every setting is
+    still read from its variable."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("settings (each also read from its WEBHOOKD_* variable)")
     for item in setting_fields():
+        if only is not None and item.name not in only:
+            continue
         env_name = item.metadata["env"]
         group.add_argument(
             _flag(env_name),
@@ -60,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(run=_migrate)
     _add_keys(commands, parent)
     _add_sources(commands, parent)
+    _add_dashboard_link(commands)
     return parser
 
 
@@ -100,6 +105,22 @@ def _add_sources(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="carrier credential, e.g. auth_token=... (repeatable)",
     )
     create.set_defaults(run=_create_source)
+
+
+LINK_SETTINGS = frozenset({"database_url", "public_base_url", "host", "port", "dashboard_link_ttl_s"})
+"""What a dashboard link depends on: the database it is stored in, the URL it starts with, its life."""
+
+
+def _add_dashboard_link(commands: Any) -> None:
+    link = commands.add_parser(
+        "dashboard-link",
+        parents=[_settings_parent(LINK_SETTINGS)],
+        help="print a single-use link to a customer's dashboard",
+        description="Print a link that opens the customer's dashboard once, before it expires.",
+    )
+    link.add_argument("--customer", required=True, type=_customer_id, help="the customer's id")
+    link.add_argument("--json", action="store_true", help="print {url, expires_at, customer_id} as JSON")
+    link.set_defaults(run=_dashboard_link)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -180,6 +201,23 @@ async def _create_source(settings: Settings, args: argparse.Namespace) -> int:
         _print_json(
             {"id": source.id, "carrier": carrier.value, "customer_id": args.customer, "ingest_url": url}
         )
+        return 0
+
+    return await _with_store(settings, create)
+
+
+async def _dashboard_link(settings: Settings, args: argparse.Namespace) -> int:
+    async def create(store: Store) -> int:
+        link = await provisioning.create_dashboard_link(
+            store, args.customer, settings.effective_public_base_url, settings.dashboard_link_ttl_s, utcnow()
+        )
+        if args.json:
+            _print_json(
+                {"url": link.url, "expires_at": isoformat(link.expires_at), "customer_id": args.customer}
+            )
+        else:
+            print(link.url)
+            print(f"opens once, until {isoformat(link.expires_at)}", file=sys.stderr)
         return 0
 
     return await _with_store(settings, create)

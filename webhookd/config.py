@@ -238,6 +238,18 @@ class Settings:
         "open HTTP connections (or requests in progress) the server takes; past it, new requests"
         " are answered 503",
     )
+    dashboard_link_ttl_s: float = _setting(
+        "WEBHOOKD_DASHBOARD_LINK_TTL_S",
+        _parse_positive_float,
+        900.0,
+        "how long a dashboard link may be opened (once) after it is made",
+    )
+    dashboard_session_s: float = _setting(
+        "WEBHOOKD_DASHBOARD_SESSION_S",
+        _parse_positive_float,
+        28800.0,
+        "how long a dashboard session lasts after its link was opened",
+    )
     request_head_timeout_s: float = _setting(
         "WEBHOOKD_REQUEST_HEAD_TIMEOUT_S",
         _parse_positive_float,

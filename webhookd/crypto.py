@@ -10,7 +10,9 @@ import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from webhookd.exceptions import ConfigError, CryptoError
 
@@ -36,7 +38,24 @@ def new_api_key() -> str:
 
 def hash_api_key(key: str) -> str:
     """SHA-256 of the key. Keys carry 256 random bits, so a fast hash is safe, and lookups are by hash."""
-    return hashlib.sha256(key.encode()).hexdigest()
+    return hash_token(key)
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 of a random bearer token (an API key, a dashboard link's token): what is stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_link_token() -> str:
+    """A dashboard link's single-use token: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def derive_key(master_key: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one ``purpose`` (such as signing dashboard sessions), derived from the master
+    key with HKDF-SHA256: one secret to keep, and a key that leaks for one purpose opens no other."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=MASTER_KEY_BYTES, salt=None, info=purpose.encode())
+    return hkdf.derive(master_key)
 
 
 def subscription_secret_context(subscription_id: str) -> str:

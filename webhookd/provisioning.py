@@ -1,19 +1,30 @@
-"""Creating API keys and carrier sources: the one implementation behind the CLI and the admin API."""
+"""Creating API keys, carrier sources and dashboard links: the one implementation behind the CLI and
+the API."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
 
 import orjson
 
-from webhookd.crypto import SecretBox, hash_api_key, new_api_key, source_credentials_context
+from webhookd.crypto import (
+    SecretBox,
+    hash_api_key,
+    hash_token,
+    new_api_key,
+    new_link_token,
+    source_credentials_context,
+)
 from webhookd.exceptions import InvalidInput
 from webhookd.inputs import check_customer_id
 from webhookd.models import ApiKey, Carrier, Scope, Source, new_id, utcnow
 from webhookd.store.base import Store
 
 MAX_NAME_LENGTH = 200
+DASHBOARD_LOGIN_PATH = "/dashboard/login"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +89,27 @@ async def create_source(
 
 def ingest_url(public_base_url: str, source: Source) -> str:
     return f"{public_base_url}/ingest/{source.carrier.value}/{source.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardLink:
+    url: str
+    """Carries the single-use token: for the customer's eyes, never for a log."""
+    expires_at: datetime
+
+
+async def create_dashboard_link(
+    store: Store, customer_id: str, public_base_url: str, ttl_s: float, now: datetime
+) -> DashboardLink:
+    """A link that opens ``customer_id``'s dashboard once, until ``ttl_s`` from ``now``. Only the
+    token's SHA-256 is stored."""
+    if await store.get_customer(customer_id) is None:
+        raise InvalidInput(
+            f"no customer {customer_id} yet: make its first API key with"
+            f" `webhookd keys create --customer {customer_id} --scopes manage_webhooks`",
+            code="unknown_customer",
+        )
+    token, expires_at = new_link_token(), now + timedelta(seconds=ttl_s)
+    await store.create_dashboard_link(hash_token(token), customer_id, now, expires_at)
+    url = f"{public_base_url}{DASHBOARD_LOGIN_PATH}?{urlencode({'token': token})}"
+    return DashboardLink(url, expires_at)

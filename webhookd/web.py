@@ -189,6 +189,8 @@ class Services:
     metrics: Metrics
     clock: Callable[[], datetime]
     """Now, where the delivery worker's clock must agree: when a rotated-out secret stops signing."""
+    session_key: bytes
+    """Signs dashboard sessions and their CSRF tokens; derived from the master key."""
 
 
 logger = logging.getLogger(__name__)

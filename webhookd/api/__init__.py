@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from webhookd.api import account, admin, callbacks, deliveries, events, health, subscriptions
+from webhookd.api import account, admin, callbacks, dashboard, deliveries, events, health, subscriptions
 
 SUBSCRIPTION = "/api/v1/webhook-subscriptions/{subscription_id}"
 PUBLISH_PATH = "/api/v1/events"  # also served ahead of the router: see webhookd.web.HotRoute
@@ -18,6 +18,7 @@ def routes() -> list[Route]:
         Route("/openapi.json", health.openapi, methods=["GET"], include_in_schema=False),
         Route("/metrics", health.metrics, methods=["GET"], include_in_schema=False),
         Route("/api/v1/auth/whoami", account.whoami, methods=["GET"]),
+        Route("/api/v1/dashboard-links", dashboard.create_dashboard_link, methods=["POST"]),
         Route("/api/v1/events", events.list_events, methods=["GET"]),
         Route("/api/v1/events/{event_id}", events.get_event, methods=["GET"]),
         Route("/api/v1/event-types", events.event_types, methods=["GET"]),

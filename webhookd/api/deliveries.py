@@ -18,8 +18,12 @@ from webhookd.web import JSONResponse, query_param, services
 STATUS_PARAM = ("status", {"type": "string", "enum": [s.value for s in DeliveryStatus]}, "only this status")
 
 
-def _status(request: Request) -> DeliveryStatus | None:
-    raw = query_param(request, "status")
+def status_filter(request: Request) -> DeliveryStatus | None:
+    """``?status=``; an empty one is a 400, as every empty query parameter of the API is."""
+    return parse_status(query_param(request, "status"))
+
+
+def parse_status(raw: str | None) -> DeliveryStatus | None:
     if raw is None:
         return None
     try:
@@ -29,15 +33,15 @@ def _status(request: Request) -> DeliveryStatus | None:
         raise ApiError(f"status must be one of {known}", code="invalid_parameter") from None
 
 
-def _delivery_not_found() -> ApiError:
+def delivery_not_found() -> ApiError:
     return ApiError("no such delivery", status=404, code="not_found")
 
 
-def _delivery_id(request: Request) -> str:
+def delivery_id(request: Request) -> str:
     """The path's delivery id; one that no delivery can have is answered 404 without a lookup."""
     found: str = request.path_params["delivery_id"]
     if not is_id(found, "dlv"):
-        raise _delivery_not_found()
+        raise delivery_not_found()
     return found
 
 
@@ -55,7 +59,9 @@ async def list_deliveries(request: Request) -> Response:
     if await store.get_subscription(key.customer_id, sub_id) is None:
         raise not_found()
     try:
-        page = await store.list_deliveries(key.customer_id, sub_id, page_request(request), _status(request))
+        page = await store.list_deliveries(
+            key.customer_id, sub_id, page_request(request), status_filter(request)
+        )
     except ValueError as exc:
         raise ApiError(str(exc), code="invalid_cursor") from None
     return JSONResponse({"data": [delivery_json(d) for d in page.items], "next_cursor": page.next_cursor})
@@ -69,9 +75,9 @@ async def list_deliveries(request: Request) -> Response:
 )
 async def get_delivery(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
-    detail = await services(request).store.get_delivery(key.customer_id, _delivery_id(request))
+    detail = await services(request).store.get_delivery(key.customer_id, delivery_id(request))
     if detail is None:
-        raise _delivery_not_found()
+        raise delivery_not_found()
     return JSONResponse(delivery_detail_json(detail))
 
 
@@ -84,9 +90,9 @@ async def get_delivery(request: Request) -> Response:
 async def retry_delivery(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
     try:
-        delivery = await services(request).store.retry_delivery(key.customer_id, _delivery_id(request))
+        delivery = await services(request).store.retry_delivery(key.customer_id, delivery_id(request))
     except Conflict as exc:
         raise ApiError(str(exc), status=409, code="conflict") from None
     if delivery is None:
-        raise _delivery_not_found()
+        raise delivery_not_found()
     return JSONResponse(delivery_json(delivery), status_code=202)

@@ -271,6 +271,9 @@ SCHEMAS: dict[str, Schema] = {
         },
     },
     "Recover": _object(["since"], {"since": TIMESTAMP, "until": NULLABLE_TIMESTAMP}, extra=False),
+    "DashboardLink": _object(
+        ["url", "expires_at"], {"url": {"type": "string", "format": "uri"}, "expires_at": TIMESTAMP}
+    ),
     "Recovered": _object(
         ["requeued", "more"], {"requeued": {"type": "integer", "minimum": 0}, "more": {"type": "boolean"}}
     ),

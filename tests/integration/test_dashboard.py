@@ -1,0 +1,326 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright against a real webhookd, with
+real aiohttp receivers. Without chromium these tests skip, unless ``WEBHOOKD_REQUIRE_BROWSER=1`` (CI),
+where they fail. ``WEBHOOKD_REFRESH_SCREENSHOTS=1`` writes the screenshots to docs/screenshots."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from standardwebhooks.webhooks import Webhook
+
+from tests.integration.harness import (
+    MovableClock,
+    Received,
+    Receiver,
+    auth,
+    eventually,
+    provision_key,
+    query,
+    running_receiver,
+    running_server,
+    server_settings,
+)
+from webhookd.models import Scope
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCOPES = {Scope.MANAGE_WEBHOOKS, Scope.PUBLISH_EVENTS}
+FAST = {"WEBHOOKD_RETRY_SCHEDULE": ",".join(["0"] + ["0.05"] * 9), "WEBHOOKD_DISABLE_AFTER_FAILURES": "3"}
+"""Quick retries, and three straight failures disable a subscription."""
+ONE_ATTEMPT = {"WEBHOOKD_RETRY_SCHEDULE": "0"}
+"""A delivery that fails once has failed for good (until retried or recovered)."""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if CHROMIUM is None:
+        reason = "chromium is not installed (apt-get install chromium)"
+        if os.environ.get("WEBHOOKD_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{reason}, and WEBHOOKD_REQUIRE_BROWSER=1")
+        pytest.skip(f"{reason}; set WEBHOOKD_REQUIRE_BROWSER=1 to fail instead")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where screenshots go: the README's folder when asked to refresh it, else the test's own."""
+    return SCREENSHOTS if os.environ.get("WEBHOOKD_REFRESH_SCREENSHOTS") == "1" else tmp_path
+
+
+@dataclass
+class Platform:
+    """A running webhookd with a customer's API key, spoken to as that customer's platform does."""
+
+    http: aiohttp.ClientSession
+    base: str
+    db: Path
+
+    async def call(self, key: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.http.request(method, self.base + path, headers=auth(key), json=body) as response:
+            return response.status, await response.json()
+
+    async def subscribe(self, key: str, url: str) -> dict[str, Any]:
+        status, sub = await self.call(
+            key, "POST", "/api/v1/webhook-subscriptions", {"url": url, "events": ["call.completed"]}
+        )
+        assert status == 201, sub
+        return dict(sub)
+
+    async def publish(self, key: str, n: int) -> dict[str, Any]:
+        status, event = await self.call(
+            key, "POST", "/api/v1/events", {"type": "call.completed", "data": {"call": n}}
+        )
+        assert status == 202, event
+        return dict(event)
+
+    async def link(self, key: str) -> str:
+        status, link = await self.call(key, "POST", "/api/v1/dashboard-links")
+        assert status == 201, link
+        return str(link["url"])
+
+    def state(self, sub_id: str) -> int:
+        return int(query(self.db, "SELECT is_active FROM subscriptions WHERE id = ?", sub_id)[0][0])
+
+    def statuses(self, sub_id: str) -> list[str]:
+        return [
+            row[0]
+            for row in query(self.db, "SELECT status FROM deliveries WHERE subscription_id = ?", sub_id)
+        ]
+
+
+@dataclass
+class Customer:
+    key: str
+    context: BrowserContext
+    page: Page
+
+
+async def _signed_in(browser: Browser, platform: Platform, key: str) -> Customer:
+    context = await browser.new_context(viewport={"width": 1000, "height": 800})
+    page = await context.new_page()
+    response = await page.goto(await platform.link(key))
+    assert response is not None and response.status == 200
+    assert page.url == platform.base + "/dashboard"  # the token is gone from the address bar
+    return Customer(key, context, page)
+
+
+@contextlib.asynccontextmanager
+async def running_platform(
+    tmp_path: Path, clock: MovableClock | None = None, **env: str
+) -> AsyncIterator[Platform]:
+    db = tmp_path / "w.db"
+    settings = server_settings(db, **env)
+    async with (
+        running_server(settings, clock=clock or MovableClock()) as base,
+        aiohttp.ClientSession() as http,
+    ):
+        yield Platform(http, base, db)
+
+
+def verified(received: list[Received], secret: str) -> set[str]:
+    """The ids of the events among ``received`` that were answered 200, each verified as signed with
+    ``secret`` (the verification raises otherwise)."""
+    hook = Webhook(secret)
+    return {hook.verify(r.body, r.headers)["id"] for r in received if r.status == 200}
+
+
+# -- a disabled subscription, re-enabled -------------------------------------------------------
+
+
+async def test_a_customer_re_enables_a_disabled_subscription_and_its_deliveries_arrive(
+    tmp_path: Path, browser: Browser, screenshots: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    key = await provision_key(tmp_path / "w.db", "acme", SCOPES, "Acme Dental")
+    up = False
+    async with running_receiver() as receiver, running_platform(tmp_path, **FAST) as platform:
+        receiver.status_for = lambda _: 200 if up else 500
+        sub = await platform.subscribe(key, receiver.url)
+        events = [await platform.publish(key, n) for n in range(2)]
+        await eventually(lambda: platform.state(sub["id"]) == 0, timeout_s=20)
+        assert set(platform.statuses(sub["id"])) == {"parked"}
+
+        link = await platform.link(key)
+        customer = await _signed_in(browser, platform, key)
+        page = customer.page
+        card = page.locator(".card", has_text=receiver.url)
+        assert await card.locator(".state").inner_text() == "Disabled"
+        assert "consecutive failures" in await card.inner_text()
+        await page.screenshot(path=screenshots / "subscriptions.png", full_page=True)
+
+        await page.click(f"a[href='/dashboard/subscriptions/{sub['id']}']")
+        assert await page.locator(".attempts td", has_text="500").count() >= 3
+        await page.screenshot(path=screenshots / "subscription.png", full_page=True)
+
+        up = True
+        await page.click("button:text-is('Re-enable')")
+        assert "Re-enabled" in await page.locator(".notice").inner_text()
+        wanted = {event["id"] for event in events}
+        await receiver.wait_for(
+            lambda got: wanted <= {r.headers["webhook-id"] for r in got if r.status == 200}
+        )
+        assert wanted <= verified(receiver.requests, sub["secret"])
+        await page.reload()
+        assert await page.locator(".state").inner_text() == "Active"
+
+        cookie = next(c for c in await customer.context.cookies() if c["name"] == "webhookd_dashboard")
+        assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Lax", "/dashboard")
+        await customer.context.close()
+    token = link.split("token=", 1)[1]
+    for secret in (token, sub["secret"], cookie["value"]):
+        assert secret not in caplog.text
+
+
+# -- retry, rotate and recover -----------------------------------------------------------------
+
+
+async def test_retry_rotate_secret_and_recover_failed_from_the_pages(
+    tmp_path: Path, browser: Browser, screenshots: Path
+) -> None:
+    key = await provision_key(tmp_path / "w.db", "acme", SCOPES)
+    up = False
+    async with running_receiver() as receiver, running_platform(tmp_path, **ONE_ATTEMPT) as platform:
+        receiver.status_for = lambda _: 200 if up else 500
+        sub = await platform.subscribe(key, receiver.url)
+        started = datetime.now(UTC)
+        first, *rest = [await platform.publish(key, n) for n in range(3)]
+        await eventually(lambda: platform.statuses(sub["id"]) == ["failed"] * 3)
+        up = True
+        customer = await _signed_in(browser, platform, key)
+        page = customer.page
+        sub_page = f"{platform.base}/dashboard/subscriptions/{sub['id']}"
+        await page.goto(sub_page)
+
+        await page.click("button:text-is('Rotate secret')")
+        secret = await page.locator("#new-secret").inner_text()
+        assert secret.startswith("whsec_") and secret != sub["secret"]
+        await page.goto(sub_page)  # the answer to the POST shows the secret; no later page does
+        assert await page.locator("#new-secret").count() == 0
+
+        delivery_id = query(platform.db, "SELECT id FROM deliveries WHERE event_id = ?", first["id"])[0][0]
+        await page.click(f"a[href='/dashboard/deliveries/{delivery_id}']")
+        await page.click("button:text-is('Retry')")
+        assert "Retrying now" in await page.locator(".notice").inner_text()
+        await receiver.wait_for(lambda got: first["id"] in verified(got, secret))
+        await page.reload()
+        await page.screenshot(path=screenshots / "delivery.png", full_page=True)
+
+        await page.click("text=Back to its subscription")
+        since = started - timedelta(minutes=1)
+        await page.fill("input[name=since]", since.strftime("%Y-%m-%dT%H:%M"))
+        await page.click("button:text-is('Recover failed')")
+        assert "Re-queued 2 failed deliveries" in await page.locator(".notice").inner_text()
+        wanted = {event["id"] for event in rest}
+        await receiver.wait_for(lambda got: wanted <= verified(got, secret))
+        await customer.context.close()
+
+
+# -- who sees what -----------------------------------------------------------------------------
+
+
+async def _acme_pages(platform: Platform, key: str, receiver: Receiver) -> tuple[list[str], list[str], str]:
+    """acme's subscription with one delivery attempted; returns its dashboard pages, its forms'
+    actions, and the subscription's URL (which must show on no other customer's page)."""
+    sub = await platform.subscribe(key, receiver.url + "/acme-only")
+    event = await platform.publish(key, 1)
+    await receiver.wait_for(lambda got: any(r.headers["webhook-id"] == event["id"] for r in got))
+    delivery_id = query(platform.db, "SELECT id FROM deliveries WHERE event_id = ?", event["id"])[0][0]
+    sub_page, delivery_page = f"/dashboard/subscriptions/{sub['id']}", f"/dashboard/deliveries/{delivery_id}"
+    pages = ["/dashboard", sub_page, f"{sub_page}?status=delivered", delivery_page]
+    actions = [f"{sub_page}/{a}" for a in ("enable", "rotate-secret", "test", "recover")]
+    return pages, [*actions, f"{delivery_page}/retry"], sub["url"]
+
+
+async def test_another_customers_session_and_no_session_see_none_of_its_data(
+    tmp_path: Path, browser: Browser
+) -> None:
+    acme = await provision_key(tmp_path / "w.db", "acme", SCOPES)
+    globex = await provision_key(tmp_path / "w.db", "globex", SCOPES)
+    async with running_receiver() as receiver, running_platform(tmp_path) as platform:
+        pages, actions, acme_url = await _acme_pages(platform, acme, receiver)
+        await platform.subscribe(globex, receiver.url + "/globex")
+        owner = await _signed_in(browser, platform, acme)
+        for path in pages:  # the pages are there, and show acme's subscription to acme
+            response = await owner.page.goto(platform.base + path)
+            assert response is not None and response.status == 200 and acme_url in await owner.page.content()
+
+        other = await _signed_in(browser, platform, globex)
+        await other.page.click("a[href^='/dashboard/subscriptions/']")
+        csrf = await other.page.locator("input[name=csrf]").first.get_attribute("value")
+        nobody = await browser.new_context()
+        for visitor, status in ((other.context, 404), (nobody, 401)):
+            for path in pages[1:]:
+                response = await visitor.request.get(platform.base + path)
+                assert (response.status, acme_url in await response.text()) == (status, False), path
+            for path in actions:
+                form = {"csrf": csrf or "", "since": "2020-01-01T00:00"}
+                response = await visitor.request.post(platform.base + path, form=form)
+                assert (response.status, acme_url in await response.text()) == (status, False), path
+        listing = await other.context.request.get(platform.base + "/dashboard")
+        assert listing.status == 200 and acme_url not in await listing.text()
+        no_session = await nobody.request.get(platform.base + "/dashboard")
+        assert no_session.status == 401 and "webhookd dashboard-link --customer" in await no_session.text()
+        for context in (owner.context, other.context, nobody):
+            await context.close()
+
+
+# -- links and forms ---------------------------------------------------------------------------
+
+
+async def test_an_expired_link_and_a_used_link_are_refused(tmp_path: Path, browser: Browser) -> None:
+    key = await provision_key(tmp_path / "w.db", "acme", SCOPES)
+    clock = MovableClock()
+    async with running_receiver() as receiver, running_platform(tmp_path, clock) as platform:
+        acme_url = (await platform.subscribe(key, receiver.url))["url"]
+        used = await platform.link(key)
+        first = await browser.new_context()
+        await (await first.new_page()).goto(used)
+        expiring = await platform.link(key)
+        clock.offset = timedelta(minutes=15, seconds=1)
+
+        for link, reason in ((used, "has been used"), (expiring, "expired")):
+            context = await browser.new_context()
+            page = await context.new_page()
+            response = await page.goto(link)
+            assert response is not None and response.status == 401
+            text = await page.content()
+            assert reason in text and "webhookd dashboard-link --customer" in text and acme_url not in text
+            assert await context.cookies() == []
+            await context.close()
+        await first.close()
+
+
+async def test_a_form_without_its_csrf_token_is_refused(tmp_path: Path, browser: Browser) -> None:
+    key = await provision_key(tmp_path / "w.db", "acme", SCOPES)
+    async with running_platform(tmp_path, **FAST) as platform:
+        sub = await platform.subscribe(key, "http://127.0.0.1:9/unreachable")
+        customer = await _signed_in(browser, platform, key)
+        await customer.page.goto(f"{platform.base}/dashboard/subscriptions/{sub['id']}")
+        token = await customer.page.locator("input[name=csrf]").first.get_attribute("value")
+        rotate = f"{platform.base}/dashboard/subscriptions/{sub['id']}/rotate-secret"
+
+        for form in ({}, {"csrf": ""}, {"csrf": (token or "")[:-2] + "AA"}):
+            response = await customer.context.request.post(rotate, form=form)
+            assert response.status == 403 and "reload the page" in await response.text()
+        assert query(platform.db, "SELECT previous_secret FROM subscriptions")[0][0] is None
+        response = await customer.context.request.post(rotate, form={"csrf": token or ""})
+        assert response.status == 200 and "whsec_" in await response.text()
+        await customer.context.close()

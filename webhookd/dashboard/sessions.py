@@ -1,0 +1,81 @@
+"""Dashboard sessions: a signed cookie, and the CSRF token each form carries.
+
+A session is a cookie holding the customer and an expiry, signed with HMAC-SHA256 under a key derived
+from the master key, rather than a row in the database: a page then costs no session read and a login
+no session write to prune later, and every webhookd process that shares the master key (several behind
+a load balancer) accepts it. What that gives up is revoking one session before it ends, so sessions
+are short (``WEBHOOKD_DASHBOARD_SESSION_S``, hours) and a link that opens one is single-use.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+
+from webhookd.crypto import derive_key
+
+COOKIE = "webhookd_dashboard"
+COOKIE_PATH = "/dashboard"
+_PURPOSE = "webhookd dashboard sessions v1"
+
+
+def session_key(master_key: bytes) -> bytes:
+    """The key that signs sessions and CSRF tokens, derived from the master key."""
+    return derive_key(master_key, _PURPOSE)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    customer_id: str
+    expires_at: int
+    """Unix seconds."""
+    cookie: str
+    """The signed cookie value, to which the session's CSRF token is bound."""
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(key: bytes, kind: str, payload: str) -> str:
+    return _b64(hmac.new(key, f"{kind}:{payload}".encode(), hashlib.sha256).digest())
+
+
+def sign_session(key: bytes, customer_id: str, expires_at: datetime) -> str:
+    """The cookie value of a session for ``customer_id`` that ends at ``expires_at``."""
+    payload = _b64(orjson.dumps([customer_id, int(expires_at.timestamp())]))
+    return f"{payload}.{_mac(key, 'session', payload)}"
+
+
+def read_session(key: bytes, cookie: str | None, now: datetime) -> Session | None:
+    """The session ``cookie`` holds if this server signed it and it has not ended; else ``None``."""
+    payload, dot, mac = (cookie or "").partition(".")
+    if not dot or not hmac.compare_digest(mac, _mac(key, "session", payload)):
+        return None
+    try:
+        customer_id, expires_at = orjson.loads(_unb64(payload))
+    except (binascii.Error, ValueError, TypeError):
+        return None  # signed by us, so only a change of format could bring this
+    if not isinstance(customer_id, str) or not isinstance(expires_at, int) or expires_at <= now.timestamp():
+        return None
+    return Session(customer_id, expires_at, cookie or "")
+
+
+def csrf_token(key: bytes, session: Session) -> str:
+    """The token every form of this session carries: bound to the session, so a page of another
+    site, which cannot read the session's pages, cannot make a form that passes."""
+    return _mac(key, "csrf", session.cookie)
+
+
+def csrf_ok(key: bytes, session: Session, given: str) -> bool:
+    return hmac.compare_digest(given.encode(), csrf_token(key, session).encode())
