@@ -1,0 +1,72 @@
+"""Dashboard sessions and CSRF tokens: signed with a key derived from the master key, bound to one
+customer and one expiry; and the 24-hour chart's arithmetic."""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+
+import orjson
+
+from webhookd.crypto import derive_key
+from webhookd.dashboard.charts import HEIGHT, hourly_chart
+from webhookd.dashboard.sessions import csrf_ok, csrf_token, read_session, session_key, sign_session
+from webhookd.models import utcnow
+from webhookd.store.base import AttemptTally
+
+KEY = session_key(b"m" * 32)
+
+
+def test_a_signed_session_reads_back_until_it_expires() -> None:
+    now = utcnow()
+    cookie = sign_session(KEY, "acme", now + timedelta(hours=1))
+
+    session = read_session(KEY, cookie, now)
+
+    assert session is not None and session.customer_id == "acme"
+    assert read_session(KEY, cookie, now + timedelta(hours=1, seconds=1)) is None
+
+
+def test_a_session_with_another_customer_written_in_is_refused() -> None:
+    now = utcnow()
+    payload, mac = sign_session(KEY, "acme", now + timedelta(hours=1)).split(".")
+    forged = base64.urlsafe_b64encode(orjson.dumps(["globex", int(now.timestamp()) + 3600])).decode()
+
+    assert read_session(KEY, f"{forged.rstrip('=')}.{mac}", now) is None
+    assert read_session(KEY, payload, now) is None
+    assert read_session(KEY, "", now) is None and read_session(KEY, None, now) is None
+
+
+def test_a_session_signed_under_another_master_key_is_refused() -> None:
+    now = utcnow()
+    cookie = sign_session(session_key(b"n" * 32), "acme", now + timedelta(hours=1))
+
+    assert read_session(KEY, cookie, now) is None
+
+
+def test_the_session_key_is_derived_for_its_purpose() -> None:
+    assert session_key(b"m" * 32) == KEY
+    assert KEY not in {b"m" * 32, derive_key(b"m" * 32, "another purpose")}
+
+
+def test_a_csrf_token_passes_only_with_its_own_session() -> None:
+    now = utcnow()
+    mine = read_session(KEY, sign_session(KEY, "acme", now + timedelta(hours=1)), now)
+    theirs = read_session(KEY, sign_session(KEY, "globex", now + timedelta(hours=1)), now)
+    assert mine is not None and theirs is not None
+
+    assert csrf_ok(KEY, mine, csrf_token(KEY, mine))
+    assert not csrf_ok(KEY, mine, csrf_token(KEY, theirs))
+    assert not csrf_ok(KEY, mine, "")
+
+
+def test_the_chart_has_a_bar_an_hour_scaled_to_the_busiest_hour() -> None:
+    chart = hourly_chart(
+        [AttemptTally("sub_a", 0, 4, 1), AttemptTally("sub_a", 23, 2, 2), AttemptTally("sub_a", 24, 2, 2)]
+    )
+
+    assert len(chart.bars) == 24 and (chart.attempts, chart.succeeded) == (8, 5)
+    assert (chart.bars[0].total_h, chart.bars[0].ok_h) == (HEIGHT, HEIGHT / 4)
+    assert (chart.bars[23].total_h, chart.bars[23].ok_h) == (HEIGHT, HEIGHT)
+    assert chart.success_rate == "62 %"
+    assert hourly_chart([]).success_rate == "no attempts"
