@@ -142,6 +142,20 @@ def verified(received: list[Received], secret: str) -> set[str]:
     return {hook.verify(r.body, r.headers)["id"] for r in received if r.status == 200}
 
 
+async def eventually_text(page: Page, selector: str, text: str) -> None:
+    """Reload ``page`` until ``selector`` reads ``text`` (the store records an attempt just after the
+    receiver has answered it)."""
+
+    async def shows() -> bool:
+        return await page.locator(selector).first.inner_text() == text
+
+    for _ in range(100):
+        if await shows():
+            return
+        await page.reload()
+    assert await shows(), f"{selector} never read {text!r}"
+
+
 # -- a disabled subscription, re-enabled -------------------------------------------------------
 
 
@@ -169,6 +183,9 @@ async def test_a_customer_re_enables_a_disabled_subscription_and_its_deliveries_
         await page.click(f"a[href='/dashboard/subscriptions/{sub['id']}']")
         assert await page.locator(".attempts td", has_text="500").count() >= 3
         await page.screenshot(path=screenshots / "subscription.png", full_page=True)
+        await page.set_viewport_size({"width": 390, "height": 844})  # a phone
+        await page.screenshot(path=screenshots / "subscription-phone.png")
+        await page.set_viewport_size({"width": 1000, "height": 800})
 
         up = True
         await page.click("button:text-is('Re-enable')")
@@ -220,7 +237,8 @@ async def test_retry_rotate_secret_and_recover_failed_from_the_pages(
         await page.click("button:text-is('Retry')")
         assert "Retrying now" in await page.locator(".notice").inner_text()
         await receiver.wait_for(lambda got: first["id"] in verified(got, secret))
-        await page.reload()
+        await page.goto(f"{platform.base}/dashboard/deliveries/{delivery_id}")
+        await eventually_text(page, ".status", "delivered")
         await page.screenshot(path=screenshots / "delivery.png", full_page=True)
 
         await page.click("text=Back to its subscription")

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import jinja2
+import orjson
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
@@ -281,7 +282,7 @@ async def _delivery_page(request: Request, visit: Visit, notice: str = "") -> Re
         "delivery.html",
         detail=detail,
         url="" if sub is None else sub.url,
-        payload="" if event is None else event.payload.decode("utf-8", "replace"),
+        payload="" if event is None else _indented(event.payload),
         notice=notice,
         csrf=visit.csrf,
     )
@@ -301,6 +302,11 @@ async def retry(request: Request, visit: Visit) -> Response:
     if retried is None:
         raise delivery_not_found()
     return await _delivery_page(request, visit, "Retrying now.")
+
+
+def _indented(payload: bytes) -> str:
+    """An event's JSON body, indented to read (every stored payload is JSON webhookd encoded)."""
+    return orjson.dumps(orjson.loads(payload), option=orjson.OPT_INDENT_2).decode()
 
 
 def excerpt(raw: bytes) -> str:
