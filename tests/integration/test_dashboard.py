@@ -108,18 +108,21 @@ class Platform:
 
 @dataclass
 class Customer:
-    key: str
     context: BrowserContext
     page: Page
 
 
 async def _signed_in(browser: Browser, platform: Platform, key: str) -> Customer:
+    return await _signed_in_with(browser, platform, await platform.link(key))
+
+
+async def _signed_in_with(browser: Browser, platform: Platform, link: str) -> Customer:
     context = await browser.new_context(viewport={"width": 1000, "height": 800})
     page = await context.new_page()
-    response = await page.goto(await platform.link(key))
+    response = await page.goto(link)
     assert response is not None and response.status == 200
     assert page.url == platform.base + "/dashboard"  # the token is gone from the address bar
-    return Customer(key, context, page)
+    return Customer(context, page)
 
 
 @contextlib.asynccontextmanager
@@ -303,27 +306,33 @@ async def test_another_customers_session_and_no_session_see_none_of_its_data(
 # -- links and forms ---------------------------------------------------------------------------
 
 
+async def _refused(browser: Browser, link: str, hidden: str) -> None:
+    """Opening ``link`` in a fresh browser gives the how-to page, no cookie and nothing of ``hidden``."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    response = await page.goto(link)
+    assert response is not None and response.status == 401
+    text = await page.content()
+    assert "expired or has been used" in text and "webhookd dashboard-link --customer" in text
+    assert hidden not in text and await context.cookies() == []
+    await context.close()
+
+
 async def test_an_expired_link_and_a_used_link_are_refused(tmp_path: Path, browser: Browser) -> None:
     key = await provision_key(tmp_path / "w.db", "acme", SCOPES)
     clock = MovableClock()
     async with running_receiver() as receiver, running_platform(tmp_path, clock) as platform:
         acme_url = (await platform.subscribe(key, receiver.url))["url"]
-        used = await platform.link(key)
-        first = await browser.new_context()
-        await (await first.new_page()).goto(used)
-        expiring = await platform.link(key)
-        clock.offset = timedelta(minutes=15, seconds=1)
+        used, nearly, expiring = [await platform.link(key) for _ in range(3)]
+        first = await _signed_in_with(browser, platform, used)
+        await _refused(browser, used, acme_url)  # well within its 15 minutes, but used
 
-        for link, reason in ((used, "has been used"), (expiring, "expired")):
-            context = await browser.new_context()
-            page = await context.new_page()
-            response = await page.goto(link)
-            assert response is not None and response.status == 401
-            text = await page.content()
-            assert reason in text and "webhookd dashboard-link --customer" in text and acme_url not in text
-            assert await context.cookies() == []
+        clock.offset = timedelta(minutes=14, seconds=50)
+        second = await _signed_in_with(browser, platform, nearly)
+        clock.offset = timedelta(minutes=15, seconds=1)
+        await _refused(browser, expiring, acme_url)
+        for context in (first.context, second.context):
             await context.close()
-        await first.close()
 
 
 async def test_a_form_without_its_csrf_token_is_refused(tmp_path: Path, browser: Browser) -> None:
