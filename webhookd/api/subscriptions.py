@@ -59,7 +59,7 @@ def valid_url(value: Any, field: str = "url") -> str:
         raise ApiError(f"{field} must be an absolute http:// or https:// URL", code="invalid_url")
     if parts.username or parts.password:
         raise ApiError(f"{field} must not carry credentials", code="invalid_url")
-    if not HTTP_URL.match(value):  # what may be stored and shown as a URI
+    if not HTTP_URL.fullmatch(value):  # whole: "$" would also match before a final newline
         raise ApiError(
             f"{field} must be a valid URI: percent-encode spaces, non-ASCII characters, '%' itself,"
             " and '[', ']' or a second '#' after the host",
