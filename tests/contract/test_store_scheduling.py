@@ -16,7 +16,14 @@ from tests.contract.test_store_circuit import failure
 from tests.contract.test_store_contract import ACME, claim, make_event, outcome, subscribe
 from webhookd.models import DeliveryJob, NewEvent, Subscription, utcnow
 from webhookd.store.base import Store, SubscriptionUpdate
-from webhookd.store.scheduling import FAIR_SHARES, PACE_AHEAD_S, PACING_HEADROOM, ClaimRequest, ended_key
+from webhookd.store.scheduling import (
+    FAIR_SHARES,
+    PACE_AHEAD_S,
+    PACING_HEADROOM,
+    SOLE_HOLDER_AHEAD,
+    ClaimRequest,
+    ended_key,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -42,13 +49,15 @@ async def test_one_subscriptions_older_backlog_does_not_fill_a_claim(store: Stor
 
 
 async def test_the_cap_counts_what_is_in_flight_until_it_is_recorded(store: Store) -> None:
+    """A worker that alone holds the subscription's claims may hold SOLE_HOLDER_AHEAD times the cap
+    (it sends no more than the cap at once); then nothing more until one is recorded."""
     await subscribe(store)
     await _publish(store, 20)
     at = utcnow()
 
     first = await claim(store, at, cap=4)
-    assert len(first) == 4
-    assert await claim(store, at, cap=4) == []  # four in flight: nothing more for it
+    assert len(first) == 4 * SOLE_HOLDER_AHEAD
+    assert await claim(store, at, cap=4) == []
 
     await store.record_attempts([outcome(first[0], succeeded=True)])
     assert len(await claim(store, at, cap=4)) == 1
@@ -64,6 +73,19 @@ async def test_the_cap_counts_every_workers_claims(store: Store) -> None:
     theirs = await claim(store, at, cap=6, worker="wkr_other")
 
     assert (len(mine), len(theirs)) == (4, 2)
+
+
+async def test_while_another_worker_holds_a_claim_the_cap_itself_bounds_every_claim(store: Store) -> None:
+    await subscribe(store)
+    await _publish(store, 20)
+    at = utcnow()
+    await store.register_worker("wkr_other", at)
+
+    theirs = await claim(store, at, cap=4, limit=1, worker="wkr_other")
+    mine = await claim(store, at, cap=4)
+    again = await claim(store, at, cap=4, worker="wkr_other")
+
+    assert (len(theirs), len(mine), again) == (1, 3, [])  # four in flight in all, however claimed
 
 
 async def test_successive_claims_reach_every_subscription_with_due_work(store: Store) -> None:
@@ -98,10 +120,10 @@ async def test_another_customers_deliveries_are_claimed_alongside(store: Store) 
     await _publish(store, 50)
     await store.publish(make_event("cus_other"))
 
-    jobs = await claim(store, utcnow() + timedelta(seconds=1), limit=10, cap=5)
+    jobs = await claim(store, utcnow() + timedelta(seconds=1), limit=10, cap=3)
 
     counts = collections.Counter(job.subscription_id for job in jobs)
-    assert counts == {mine.id: 5, theirs.id: 1}
+    assert counts == {mine.id: 3 * SOLE_HOLDER_AHEAD, theirs.id: 1}
     assert all(job.customer_id in (ACME, "cus_other") for job in jobs)
 
 
@@ -233,7 +255,7 @@ async def test_attempts_that_ended_but_are_not_recorded_leave_room_under_the_cap
         return await store.claim_deliveries(ClaimRequest(LIVE_WORKER, 100, 4, at, keys))
 
     first = await claim_after(())
-    assert len(first) == 4
+    assert len(first) == 4 * SOLE_HOLDER_AHEAD
     assert len(await claim_after(ended(*first[:2]))) == 2
     assert await claim_after((f"{first[2].delivery_id}:{first[2].attempt_no + 1}",)) == []  # not that attempt
 

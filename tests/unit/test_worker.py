@@ -355,3 +355,30 @@ async def test_a_subscription_at_its_cap_is_claimed_again_before_its_ended_attem
             await asyncio.wait_for(sender.arrived.wait(), 10)  # all four sent, nothing recorded yet
             store.gate.set()
             await until(all_delivered)
+
+
+async def test_claimed_ahead_jobs_wait_so_no_more_than_the_cap_are_sent_at_once(tmp_path: Path) -> None:
+    """Cap 2: the worker, alone on the subscription, claims twice that, but sends two at a time."""
+    async with opened(SqliteStore(tmp_path / "w.db")) as store:
+        sub_id = await subscribe(store, SecretBox(KEY))
+        await publish(store, 6)
+        gate = asyncio.Event()
+        sender = FakeSender([SendResponse(200, b"ok")], gate=gate, expected=2)
+
+        async def statuses() -> collections.Counter[DeliveryStatus]:
+            page = await store.list_deliveries(CUSTOMER, sub_id, PageRequest(limit=10))
+            return collections.Counter(d.status for d in page.items)
+
+        async def four_claimed() -> bool:
+            return (await statuses())[DeliveryStatus.IN_FLIGHT] == 4
+
+        async def all_delivered() -> bool:
+            return (await statuses())[DeliveryStatus.DELIVERED] == 6
+
+        async with running(worker(store, sender, per_subscription=2, concurrency=10)):
+            await sender.arrived.wait()
+            await until(four_claimed)
+            assert sender.sends == 2  # the other two wait for room, claimed
+            gate.set()
+            await until(all_delivered)
+        assert sender.sends == 6

@@ -65,6 +65,10 @@ class Worker:
         self._stopping = False
         self._inflight: dict[asyncio.Task[None], DeliveryJob] = {}
         self._ready: collections.deque[DeliveryJob] = collections.deque()
+        self._sending: collections.Counter[str] = collections.Counter()
+        """Attempts running here, by subscription: never more than ``per_subscription`` at once."""
+        self._over_cap: dict[str, collections.deque[DeliveryJob]] = {}
+        """Jobs claimed ahead for a subscription sending at its cap here, in claim order."""
         self._failing: set[str] = set()
         """Subscriptions whose last attempt here failed: on hold until a claim hands out their work."""
         self._unsent: list[DeliveryJob] = []
@@ -148,7 +152,8 @@ class Worker:
         if self._late:
             late, self._late = self._late, []
             await self._release_logged([(job.delivery_id, job.attempt_no) for job in late])
-        wanted = min(CLAIM_AHEAD * self._concurrency - len(self._ready) - len(self._inflight), CLAIM_BATCH)
+        held = len(self._ready) + len(self._inflight) + sum(map(len, self._over_cap.values()))
+        wanted = min(CLAIM_AHEAD * self._concurrency - held, CLAIM_BATCH)
         jobs: list[DeliveryJob] = []
         if wanted > 0:
             ended = tuple(ended_key(r.delivery_id, r.attempt_no) for r in (*self._recording, *self._results))
@@ -169,10 +174,14 @@ class Worker:
             if job.subscription_id in self._failing:
                 self._unsent.append(job)  # given back once the failure's record committed the hold
                 continue
+            if self._sending[job.subscription_id] >= self._per_subscription:
+                self._over_cap.setdefault(job.subscription_id, collections.deque()).append(job)
+                continue
             if job.not_before is not None and not self._in_slot(job, job.not_before):
                 continue
             task = asyncio.create_task(self._attempt(job), name=f"deliver-{job.delivery_id}")
             self._inflight[task] = job
+            self._sending[job.subscription_id] += 1
             task.add_done_callback(self._finished)
 
     def _in_slot(self, job: DeliveryJob, slot: datetime) -> bool:
@@ -201,7 +210,13 @@ class Worker:
         self._start_ready()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._inflight.pop(task, None)
+        job = self._inflight.pop(task)
+        self._sending[job.subscription_id] -= 1
+        waiting = self._over_cap.get(job.subscription_id)
+        if waiting:  # its room here goes to the next job claimed for it, in claim order
+            self._ready.appendleft(waiting.popleft())
+            if not waiting:
+                del self._over_cap[job.subscription_id]
         self._start_ready()  # the freed slot goes to a claimed job at once, not at the next loop
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
@@ -225,6 +240,7 @@ class Worker:
             self._failing.discard(job.subscription_id)
         else:
             self._failing.add(job.subscription_id)
+            self._unsent.extend(self._over_cap.pop(job.subscription_id, ()))
         # Append only after the await: the flusher swaps ``self._results`` meanwhile.
         self._results.append(result)
         self._results_ready.set()
@@ -415,6 +431,8 @@ class Worker:
         for handle, _ in self._pacing.values():
             handle.cancel()
         unstarted = [*self._ready, *self._unsent, *self._late, *(job for _, job in self._pacing.values())]
+        unstarted += [job for waiting in self._over_cap.values() for job in waiting]
+        self._over_cap.clear()
         self._ready.clear()
         self._unsent, self._late = [], []
         self._pacing.clear()

@@ -150,6 +150,13 @@ class ClaimRequest:
     would wait for a record's commit after every attempt before its next claim."""
 
 
+SOLE_HOLDER_AHEAD = 2
+"""A worker that alone holds a subscription's claims may hold this many times the cap: it sends at most
+the cap at once (the worker keeps that), and the rest wait claimed, so the next attempt starts as one
+ends rather than a claim's round trip later. While another worker holds any of its claims, claims stay
+within the cap itself, so attempts in flight never pass the cap across processes either."""
+
+
 def ended_key(delivery_id: str, attempt_no: int) -> str:
     """How a claim names an ended attempt; a row matches while it is still in flight for that attempt
     (once recorded, or claimed again, it does not), so a key is never counted twice."""

@@ -30,6 +30,7 @@ from webhookd.store.scheduling import (
     HEAD_OF_KEY,
     RING,
     RING_VISITS,
+    SOLE_HOLDER_AHEAD,
     WORKER_DEAD_AFTER_S,
     ClaimRequest,
     Pace,
@@ -80,16 +81,20 @@ DELETE FROM workers AS w WHERE w.heartbeat_at <= $1 AND w.id <> $2
 # subscription's room at once, and neither waits for the other (it moves on to the next).
 CLAIM_LOCK_CLASS = int.from_bytes(b"whkc", "big")
 
-# Up to $4 of subscription $3's due deliveries, fewer if it already has $5 in flight.
-_CLAIM_FROM = """
+# Up to $4 of subscription $3's due deliveries, fewer if it already has $5 in flight (twice that while
+# this worker alone holds its claims: see SOLE_HOLDER_AHEAD).
+_CLAIM_FROM = f"""
 WITH room AS (
-    SELECT $5::int - (SELECT count(*) FROM deliveries
-                      WHERE subscription_id = $3 AND status = 'in_flight'
-                        AND id || ':' || attempts <> ALL($6::text[])) AS n
-    {lock}
+    SELECT $5::int * (CASE WHEN EXISTS (
+                 SELECT 1 FROM deliveries WHERE subscription_id = $3 AND status = 'in_flight'
+                   AND claimed_by IS DISTINCT FROM $2) THEN 1 ELSE {SOLE_HOLDER_AHEAD} END)
+           - (SELECT count(*) FROM deliveries
+              WHERE subscription_id = $3 AND status = 'in_flight'
+                AND id || ':' || attempts <> ALL($6::text[])) AS n
+    {{lock}}
 ), picked AS MATERIALIZED (
     SELECT id FROM deliveries AS d
-    WHERE status = 'pending' AND subscription_id = $3 AND next_attempt_at <= $1 {heads}
+    WHERE status = 'pending' AND subscription_id = $3 AND next_attempt_at <= $1 {{heads}}
     ORDER BY next_attempt_at LIMIT least($4::int, greatest(0, (SELECT n FROM room)))
     FOR UPDATE SKIP LOCKED)
 UPDATE deliveries AS d SET status = 'in_flight', claimed_by = $2, attempts = d.attempts + 1,

@@ -19,6 +19,7 @@ from webhookd.store.scheduling import (
     HEAD_OF_KEY,
     RING,
     RING_VISITS,
+    SOLE_HOLDER_AHEAD,
     ClaimRequest,
     RingPosition,
     Visit,
@@ -36,15 +37,18 @@ WHERE status = 'in_flight' AND claimed_by IS NOT :me
 RETURNING id
 """
 
-# Up to :take of one subscription's due deliveries, fewer if it already has :cap in flight.
-_CLAIM_FROM = """
+# Up to :take of one subscription's due deliveries, fewer if it already has :cap in flight (twice that
+# while this worker alone holds its claims: see SOLE_HOLDER_AHEAD).
+_CLAIM_FROM = f"""
 UPDATE deliveries SET status = 'in_flight', claimed_by = :worker, attempts = attempts + 1,
     updated_at = :now, claimed_gen = (SELECT health_gen FROM subscriptions WHERE id = :sub)
 WHERE seq IN (
     SELECT seq FROM deliveries AS d
-    WHERE status = 'pending' AND subscription_id = :sub AND next_attempt_at <= :now {heads}
+    WHERE status = 'pending' AND subscription_id = :sub AND next_attempt_at <= :now {{heads}}
     ORDER BY next_attempt_at
-    LIMIT max(0, min(:take, :cap - (
+    LIMIT max(0, min(:take, :cap * (CASE WHEN EXISTS (
+        SELECT 1 FROM deliveries WHERE subscription_id = :sub AND status = 'in_flight'
+          AND claimed_by IS NOT :worker) THEN 1 ELSE {SOLE_HOLDER_AHEAD} END) - (
         SELECT count(*) FROM deliveries WHERE subscription_id = :sub AND status = 'in_flight'
           AND id || ':' || attempts NOT IN (SELECT value FROM json_each(:ended))))))
 RETURNING id
