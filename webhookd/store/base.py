@@ -95,25 +95,6 @@ class Backlog:
     """When the longest-waiting pending or held delivery became due."""
 
 
-def backlog_from_row(row: Sequence[Any], to_time: Callable[[Any], datetime]) -> Backlog:
-    """A ``scheduling.TOP_BACKLOGS`` row; ``to_time`` reads the backend's timestamp."""
-    due = row[11]
-    return Backlog(
-        row[0],
-        row[1],
-        row[2],
-        bool(row[3]),
-        row[4],
-        row[5],
-        bool(row[6]),
-        row[7],
-        row[8],
-        row[9],
-        row[10],
-        None if due is None else to_time(due),
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class CallbackReceipt:
     """A verified carrier callback, identified for dedupe and for its call's state."""

@@ -28,6 +28,7 @@ from webhookd.models import (
 from webhookd.store.base import (
     Activity,
     AttemptTally,
+    Backlog,
     DeliveryDetail,
     Page,
     PageRequest,
@@ -79,6 +80,21 @@ def numbered(sql: str) -> str:
     """``sql`` with its ``?`` placeholders numbered as PostgreSQL wants them: ``$1``, ``$2``..."""
     counter = itertools.count(1)
     return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+OPERATOR = ""
+"""The ``turn`` of reads across customers: the metrics scrape's, an operator's."""
+
+# The subscriptions with the most unfinished deliveries, for operators: an on-demand scan of the
+# unfinished rows, never a metrics label per subscription.
+TOP_BACKLOGS = """
+SELECT s.id, s.customer_id, s.url, s.is_active, s.failure_count, s.rate_limit_per_second, s.ordered,
+       count(*) FILTER (WHERE d.status = 'pending'), count(*) FILTER (WHERE d.status = 'held'),
+       count(*) FILTER (WHERE d.status = 'in_flight'), count(*) FILTER (WHERE d.status = 'parked'),
+       min(d.next_attempt_at) FILTER (WHERE d.status IN ('pending', 'held'))
+FROM deliveries AS d JOIN subscriptions AS s ON s.id = d.subscription_id
+WHERE d.status IN ('pending', 'held', 'in_flight', 'parked')
+GROUP BY s.id ORDER BY count(*) DESC, s.id LIMIT ?"""
 
 
 class SharedReads:
@@ -197,6 +213,10 @@ class SharedReads:
             [AttemptTally(row[0], int(row[1]), row[2], int(row[3])) for row in tallies],
             {row[7]: self._rows.attempt(row) for row in last},
         )
+
+    async def top_backlogs(self, limit: int) -> list[Backlog]:
+        rows = await self._scan(OPERATOR, TOP_BACKLOGS, (limit,))
+        return [self._rows.backlog(row) for row in rows]
 
     async def list_events(self, customer_id: str, page: PageRequest, type: str | None = None) -> Page[Event]:
         where, params = "customer_id = ?", [customer_id]

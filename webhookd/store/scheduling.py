@@ -116,17 +116,6 @@ class Visit:
         return self.pace.first
 
 
-# The subscriptions with the most unfinished deliveries, for operators (an on-demand scan of the
-# unfinished rows, never a metrics label per subscription). ``{limit}`` is the backend's placeholder.
-TOP_BACKLOGS = """
-SELECT s.id, s.customer_id, s.url, s.is_active, s.failure_count, s.rate_limit_per_second, s.ordered,
-       count(*) FILTER (WHERE d.status = 'pending'), count(*) FILTER (WHERE d.status = 'held'),
-       count(*) FILTER (WHERE d.status = 'in_flight'), count(*) FILTER (WHERE d.status = 'parked'),
-       min(d.next_attempt_at) FILTER (WHERE d.status IN ('pending', 'held'))
-FROM deliveries AS d JOIN subscriptions AS s ON s.id = d.subscription_id
-WHERE d.status IN ('pending', 'held', 'in_flight', 'parked')
-GROUP BY s.id ORDER BY count(*) DESC, s.id LIMIT {limit}"""
-
 # How long the longest-waiting delivery has been due: pending ones (throttled and ordered-waiting ones
 # among them) and those held behind a failing endpoint. Two probes of partial indexes.
 OLDEST_WAITING = """

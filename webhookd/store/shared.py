@@ -22,7 +22,7 @@ from webhookd.models import (
     Subscription,
     SubscriptionKind,
 )
-from webhookd.store.base import events_key
+from webhookd.store.base import Backlog, events_key
 
 SUB_COLUMNS = (
     "id, customer_id, url, events_key, description, secret, is_active, created_at, failure_count,"
@@ -153,6 +153,23 @@ class Rows:
             last_status=row[9],
             last_error=row[10],
             delivered_at=self.maybe(row[11]),
+        )
+
+    def backlog(self, row: Any) -> Backlog:
+        """A row of ``reads.TOP_BACKLOGS``."""
+        return Backlog(
+            subscription_id=row[0],
+            customer_id=row[1],
+            url=row[2],
+            is_active=bool(row[3]),
+            failure_count=row[4],
+            rate_limit_per_second=row[5],
+            ordered=bool(row[6]),
+            pending=row[7],
+            held=row[8],
+            in_flight=row[9],
+            parked=row[10],
+            oldest_due_at=self.maybe(row[11]),
         )
 
     def event(self, row: Any) -> Event:

@@ -29,7 +29,6 @@ from webhookd.models import (
     utcnow,
 )
 from webhookd.store.base import (
-    Backlog,
     CallbackOutcome,
     CallbackReceipt,
     Decide,
@@ -39,7 +38,6 @@ from webhookd.store.base import (
     SubscriptionCreate,
     SubscriptionUpdate,
     WorkListener,
-    backlog_from_row,
 )
 from webhookd.store.circuit import DEFAULT_CIRCUIT, CircuitPolicy
 from webhookd.store.postgres import manage, outbox, reads
@@ -56,7 +54,7 @@ from webhookd.store.postgres.db import (
 )
 from webhookd.store.postgres.reads import PostgresReads
 from webhookd.store.reads import numbered
-from webhookd.store.scheduling import TOP_BACKLOGS, ClaimRequest, RingPosition
+from webhookd.store.scheduling import ClaimRequest, RingPosition
 from webhookd.store.shared import INSERT_DASHBOARD_LINK, REDEEM_DASHBOARD_LINK, ROTATE_SUBSCRIPTION_SECRET
 
 logger = logging.getLogger(__name__)
@@ -355,10 +353,6 @@ class PostgresStore(PostgresReads):
         )
         await self._transaction(outbox.fold_counts)
         return gone
-
-    async def top_backlogs(self, limit: int) -> list[Backlog]:
-        rows = await self._run(lambda conn: conn.fetch(TOP_BACKLOGS.format(limit="$1"), limit))
-        return [backlog_from_row(row, lambda moment: moment) for row in rows]
 
     async def outbox_stats(self, now: datetime) -> OutboxStats:
         """Plain reads: a scrape writes nothing and waits for no lock (the writers fold)."""

@@ -31,7 +31,6 @@ from webhookd.models import (
 )
 from webhookd.store.availability import Availability
 from webhookd.store.base import (
-    Backlog,
     CallbackOutcome,
     CallbackReceipt,
     Decide,
@@ -41,11 +40,10 @@ from webhookd.store.base import (
     SubscriptionCreate,
     SubscriptionUpdate,
     WorkListener,
-    backlog_from_row,
 )
 from webhookd.store.circuit import DEFAULT_CIRCUIT, CircuitPolicy
-from webhookd.store.reads import SharedReads
-from webhookd.store.scheduling import OLDEST_WAITING, TOP_BACKLOGS, ClaimRequest, RingPosition
+from webhookd.store.reads import OPERATOR, SharedReads
+from webhookd.store.scheduling import OLDEST_WAITING, ClaimRequest, RingPosition
 from webhookd.store.shared import (
     CUSTOMER_COLUMNS,
     INSERT_DASHBOARD_LINK,
@@ -58,7 +56,7 @@ from webhookd.store.shared import (
 )
 from webhookd.store.sqlite import manage, outbox
 from webhookd.store.sqlite import publish as publishing
-from webhookd.store.sqlite.epoch import ROWS, from_epoch, to_epoch
+from webhookd.store.sqlite.epoch import ROWS, to_epoch
 from webhookd.store.sqlite.liveness import WorkerLocks
 from webhookd.store.sqlite.migrate import migrate_sqlite
 from webhookd.store.sqlite.readers import Readers
@@ -69,8 +67,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_INTERVAL_S = 1.0
-_SCRAPE = ""
-"""The metrics scrape's turn among the customers' lists."""
 # temp_store=MEMORY: a statement journal that spills (a multi-row insert in a group transaction)
 # would otherwise create and unlink a temporary file on the commit path (about 50 a second under
 # the ingest benchmark, seen with strace on the writer thread).
@@ -336,14 +332,10 @@ class SqliteStore(SharedReads):
     async def outbox_stats(self, now: datetime) -> OutboxStats:
         counts = await self._read_all("SELECT status, n FROM outbox_counts", ())
         oldest = await self._read_one(OLDEST_WAITING, ())
-        states = await self._scan(_SCRAPE, SUBSCRIPTION_STATES, ())
+        states = await self._scan(OPERATOR, SUBSCRIPTION_STATES, ())
         due = None if oldest is None or oldest[0] is None else oldest[0]
         age = 0.0 if due is None else max(0.0, to_epoch(now) - due)
         return OutboxStats({row[0]: row[1] for row in counts}, age, subscription_states(states))
-
-    async def top_backlogs(self, limit: int) -> list[Backlog]:
-        rows = await self._scan(_SCRAPE, TOP_BACKLOGS.format(limit="?"), (limit,))
-        return [backlog_from_row(row, from_epoch) for row in rows]
 
     async def update_subscription(
         self, customer_id: str, subscription_id: str, update: SubscriptionUpdate
