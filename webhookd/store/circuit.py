@@ -56,6 +56,18 @@ class Outcome:
     claimed_generation: int
 
 
+def held_outcomes(results: Sequence[AttemptResult], rows: Iterable[Any]) -> list[Outcome]:
+    """The results whose claims are still held (their delivery is in flight for the attempt they
+    report), given the in-flight rows ``(id, attempts, subscription_id, claimed_gen)`` of their
+    deliveries."""
+    held = {row[0]: row for row in rows}
+    return [
+        Outcome(r, held[r.delivery_id][2], held[r.delivery_id][3])
+        for r in results
+        if r.delivery_id in held and held[r.delivery_id][1] == r.attempt_no
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class CircuitPolicy:
     """How long a failing subscription waits for its next probe, and how many straight failures disable it."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from webhookd.models import AttemptResult, DeliveryJob, Disabled, SubscriptionKind
 from webhookd.store.base import DeliveryClaim, first_result_per_claim
-from webhookd.store.circuit import HEALTH_COLUMNS, CircuitPolicy, Health, Outcome, health
+from webhookd.store.circuit import HEALTH_COLUMNS, CircuitPolicy, Health, Outcome, health, held_outcomes
 from webhookd.store.postgres.db import Connection, count_rows
 from webhookd.store.scheduling import (
     FAIR_SHARES,
@@ -370,12 +370,7 @@ async def record(
 
 async def _outcomes(conn: Connection, results: Sequence[AttemptResult]) -> list[Outcome]:
     """The results whose claims are still held, with what the circuit rules need of their rows."""
-    held = {row[0]: row for row in await conn.fetch(_HELD_CLAIMS, [r.delivery_id for r in results])}
-    return [
-        Outcome(r, held[r.delivery_id][2], held[r.delivery_id][3])
-        for r in results
-        if r.delivery_id in held and held[r.delivery_id][1] == r.attempt_no
-    ]
+    return held_outcomes(results, await conn.fetch(_HELD_CLAIMS, [r.delivery_id for r in results]))
 
 
 async def _write_health(conn: Connection, h: Health, now: datetime) -> int:
