@@ -13,7 +13,7 @@ from typing import Any
 
 from webhookd.models import AttemptResult, DeliveryJob, Disabled, SubscriptionKind
 from webhookd.store.base import DeliveryClaim, chunks, first_result_per_claim
-from webhookd.store.circuit import HEALTH_COLUMNS, CircuitPolicy, Health, Outcome, health
+from webhookd.store.circuit import HEALTH_COLUMNS, CircuitPolicy, Health, Outcome, health, held_outcomes
 from webhookd.store.scheduling import (
     FAIR_SHARES,
     HEAD_OF_KEY,
@@ -173,6 +173,13 @@ def _claim_round(
     share of the batch; then, if the batch is not full, let those visited take more, up to the cap.
     Returns the claimed ids, each with the slot a paced subscription's job must wait for."""
     share = max(1, min(request.per_subscription, request.limit // FAIR_SHARES))
+    # What every visit's claim statement shares, made once per claim.
+    params = {
+        "worker": request.worker_id,
+        "now": at,
+        "cap": request.per_subscription,
+        "ended": json.dumps(request.ended),
+    }
     claimed: dict[str, float | None] = {}
     visited: list[Visit] = []
     walk = conn.execute(RING.format(cursor=":cursor", visits=RING_VISITS), {"cursor": ring.after})
@@ -183,36 +190,29 @@ def _claim_round(
         if due <= at:
             visit = Visit(sub_id, bool(ordered), rate, pace(rate, next_send_at, at))
             visited.append(visit)
-            _claim_from(conn, request, visit, min(share, request.limit - len(claimed)), claimed)
+            _claim_from(conn, params, visit, min(share, request.limit - len(claimed)), claimed)
     for visit in visited:
         if len(claimed) >= request.limit:
             break
-        _claim_from(conn, request, visit, request.limit - len(claimed), claimed)
+        _claim_from(conn, params, visit, request.limit - len(claimed), claimed)
     return claimed
 
 
 def _claim_from(
     conn: sqlite3.Connection,
-    request: ClaimRequest,
+    params: dict[str, Any],
     visit: Visit,
     take: int,
     claimed: dict[str, float | None],
 ) -> None:
-    """Claim up to ``take`` of one subscription's due deliveries into ``claimed``; a paced one takes
-    no more than its free slots, and moves its next free slot on."""
+    """Claim up to ``take`` of one subscription's due deliveries into ``claimed`` (``params``: what
+    every visit of this claim shares); a paced one takes no more than its free slots, and moves its
+    next free slot on."""
     take = visit.room(take)
     if take <= 0:
         return
-    params = {
-        "worker": request.worker_id,
-        "now": to_epoch(request.now),
-        "sub": visit.sub_id,
-        "take": take,
-        "cap": request.per_subscription,
-        "ended": json.dumps(request.ended),
-    }
     sql = _CLAIM_HEADS_FROM if visit.ordered else _CLAIM_FROM_ANY
-    ids = [row[0] for row in conn.execute(sql, params)]
+    ids = [row[0] for row in conn.execute(sql, {**params, "sub": visit.sub_id, "take": take})]
     next_slot = visit.took(ids, claimed)
     if next_slot is not None:
         conn.execute("UPDATE subscriptions SET next_send_at = ? WHERE id = ?", (next_slot, visit.sub_id))
@@ -286,12 +286,7 @@ def record(
 def _outcomes(conn: sqlite3.Connection, results: Sequence[AttemptResult]) -> list[Outcome]:
     """The results whose claims are still held, with what the circuit rules need of their rows."""
     sql = _HELD_CLAIMS.format(marks=_marks(len(results)))
-    held = {row[0]: row for row in conn.execute(sql, [r.delivery_id for r in results])}
-    return [
-        Outcome(r, held[r.delivery_id][2], held[r.delivery_id][3])
-        for r in results
-        if r.delivery_id in held and held[r.delivery_id][1] == r.attempt_no
-    ]
+    return held_outcomes(results, conn.execute(sql, [r.delivery_id for r in results]))
 
 
 def _write_health(conn: sqlite3.Connection, h: Health, at: float) -> None:
