@@ -1,163 +1,36 @@
 """The dashboard in a real browser: Debian's chromium driven by Playwright against a real webhookd, with
-real aiohttp receivers. Without chromium these tests skip, unless ``WEBHOOKD_REQUIRE_BROWSER=1`` (CI),
-where they fail. ``WEBHOOKD_REFRESH_SCREENSHOTS=1`` writes the screenshots to docs/screenshots."""
+real aiohttp receivers."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import shutil
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
-from standardwebhooks.webhooks import Webhook
+from playwright.async_api import Browser
 
+from tests.integration.dashboard_harness import (
+    FAST,
+    ONE_ATTEMPT,
+    SCOPES,
+    Platform,
+    eventually_text,
+    running_platform,
+    signed_in,
+    signed_in_with,
+    verified,
+)
 from tests.integration.harness import (
     MovableClock,
-    Received,
     Receiver,
-    auth,
     eventually,
     provision_key,
     query,
     running_receiver,
-    running_server,
-    server_settings,
 )
-from webhookd.models import Scope
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-CHROMIUM = shutil.which("chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-SCOPES = {Scope.MANAGE_WEBHOOKS, Scope.PUBLISH_EVENTS}
-FAST = {"WEBHOOKD_RETRY_SCHEDULE": ",".join(["0"] + ["0.05"] * 9), "WEBHOOKD_DISABLE_AFTER_FAILURES": "3"}
-"""Quick retries, and three straight failures disable a subscription."""
-ONE_ATTEMPT = {"WEBHOOKD_RETRY_SCHEDULE": "0"}
-"""A delivery that fails once has failed for good (until retried or recovered)."""
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if CHROMIUM is None:
-        reason = "chromium is not installed (apt-get install chromium)"
-        if os.environ.get("WEBHOOKD_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{reason}, and WEBHOOKD_REQUIRE_BROWSER=1")
-        pytest.skip(f"{reason}; set WEBHOOKD_REQUIRE_BROWSER=1 to fail instead")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM)
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-@pytest.fixture
-def screenshots(tmp_path: Path) -> Path:
-    """Where screenshots go: the README's folder when asked to refresh it, else the test's own."""
-    return SCREENSHOTS if os.environ.get("WEBHOOKD_REFRESH_SCREENSHOTS") == "1" else tmp_path
-
-
-@dataclass
-class Platform:
-    """A running webhookd with a customer's API key, spoken to as that customer's platform does."""
-
-    http: aiohttp.ClientSession
-    base: str
-    db: Path
-
-    async def call(self, key: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.http.request(method, self.base + path, headers=auth(key), json=body) as response:
-            return response.status, await response.json()
-
-    async def subscribe(self, key: str, url: str) -> dict[str, Any]:
-        status, sub = await self.call(
-            key, "POST", "/api/v1/webhook-subscriptions", {"url": url, "events": ["call.completed"]}
-        )
-        assert status == 201, sub
-        return dict(sub)
-
-    async def publish(self, key: str, n: int) -> dict[str, Any]:
-        status, event = await self.call(
-            key, "POST", "/api/v1/events", {"type": "call.completed", "data": {"call": n}}
-        )
-        assert status == 202, event
-        return dict(event)
-
-    async def link(self, key: str) -> str:
-        status, link = await self.call(key, "POST", "/api/v1/dashboard-links")
-        assert status == 201, link
-        return str(link["url"])
-
-    def state(self, sub_id: str) -> int:
-        return int(query(self.db, "SELECT is_active FROM subscriptions WHERE id = ?", sub_id)[0][0])
-
-    def statuses(self, sub_id: str) -> list[str]:
-        return [
-            row[0]
-            for row in query(self.db, "SELECT status FROM deliveries WHERE subscription_id = ?", sub_id)
-        ]
-
-
-@dataclass
-class Customer:
-    context: BrowserContext
-    page: Page
-
-
-async def _signed_in(browser: Browser, platform: Platform, key: str) -> Customer:
-    return await _signed_in_with(browser, platform, await platform.link(key))
-
-
-async def _signed_in_with(browser: Browser, platform: Platform, link: str) -> Customer:
-    context = await browser.new_context(viewport={"width": 1000, "height": 800})
-    page = await context.new_page()
-    response = await page.goto(link)
-    assert response is not None and response.status == 200
-    assert page.url == platform.base + "/dashboard"  # the token is gone from the address bar
-    return Customer(context, page)
-
-
-@contextlib.asynccontextmanager
-async def running_platform(
-    tmp_path: Path, clock: MovableClock | None = None, **env: str
-) -> AsyncIterator[Platform]:
-    db = tmp_path / "w.db"
-    settings = server_settings(db, **env)
-    async with (
-        running_server(settings, clock=clock or MovableClock()) as base,
-        aiohttp.ClientSession() as http,
-    ):
-        yield Platform(http, base, db)
-
-
-def verified(received: list[Received], secret: str) -> set[str]:
-    """The ids of the events among ``received`` that were answered 200, each verified as signed with
-    ``secret`` (the verification raises otherwise)."""
-    hook = Webhook(secret)
-    return {hook.verify(r.body, r.headers)["id"] for r in received if r.status == 200}
-
-
-async def eventually_text(page: Page, selector: str, text: str) -> None:
-    """Reload ``page`` until ``selector`` reads ``text`` (the store records an attempt just after the
-    receiver has answered it)."""
-
-    async def shows() -> bool:
-        return await page.locator(selector).first.inner_text() == text
-
-    for _ in range(100):
-        if await shows():
-            return
-        await page.reload()
-    assert await shows(), f"{selector} never read {text!r}"
-
 
 # -- a disabled subscription, re-enabled -------------------------------------------------------
 
@@ -176,7 +49,7 @@ async def test_a_customer_re_enables_a_disabled_subscription_and_its_deliveries_
         assert set(platform.statuses(sub["id"])) == {"parked"}
 
         link = await platform.link(key)
-        customer = await _signed_in(browser, platform, key)
+        customer = await signed_in(browser, platform, key)
         page = customer.page
         card = page.locator(".card", has_text=receiver.url)
         assert await card.locator(".state").inner_text() == "Disabled"
@@ -224,7 +97,7 @@ async def test_retry_rotate_secret_and_recover_failed_from_the_pages(
         first, *rest = [await platform.publish(key, n) for n in range(3)]
         await eventually(lambda: platform.statuses(sub["id"]) == ["failed"] * 3)
         up = True
-        customer = await _signed_in(browser, platform, key)
+        customer = await signed_in(browser, platform, key)
         page = customer.page
         sub_page = f"{platform.base}/dashboard/subscriptions/{sub['id']}"
         await page.goto(sub_page)
@@ -278,12 +151,12 @@ async def test_another_customers_session_and_no_session_see_none_of_its_data(
     async with running_receiver() as receiver, running_platform(tmp_path) as platform:
         pages, actions, acme_url = await _acme_pages(platform, acme, receiver)
         await platform.subscribe(globex, receiver.url + "/globex")
-        owner = await _signed_in(browser, platform, acme)
+        owner = await signed_in(browser, platform, acme)
         for path in pages:  # the pages are there, and show acme's subscription to acme
             response = await owner.page.goto(platform.base + path)
             assert response is not None and response.status == 200 and acme_url in await owner.page.content()
 
-        other = await _signed_in(browser, platform, globex)
+        other = await signed_in(browser, platform, globex)
         await other.page.click("a[href^='/dashboard/subscriptions/']")
         csrf = await other.page.locator("input[name=csrf]").first.get_attribute("value")
         nobody = await browser.new_context()
@@ -324,11 +197,11 @@ async def test_an_expired_link_and_a_used_link_are_refused(tmp_path: Path, brows
     async with running_receiver() as receiver, running_platform(tmp_path, clock) as platform:
         acme_url = (await platform.subscribe(key, receiver.url))["url"]
         used, nearly, expiring = [await platform.link(key) for _ in range(3)]
-        first = await _signed_in_with(browser, platform, used)
+        first = await signed_in_with(browser, platform, used)
         await _refused(browser, used, acme_url)  # well within its 15 minutes, but used
 
         clock.offset = timedelta(minutes=14, seconds=50)
-        second = await _signed_in_with(browser, platform, nearly)
+        second = await signed_in_with(browser, platform, nearly)
         clock.offset = timedelta(minutes=15, seconds=1)
         await _refused(browser, expiring, acme_url)
         for context in (first.context, second.context):
@@ -339,7 +212,7 @@ async def test_a_form_without_its_csrf_token_is_refused(tmp_path: Path, browser:
     key = await provision_key(tmp_path / "w.db", "acme", SCOPES)
     async with running_platform(tmp_path, **FAST) as platform:
         sub = await platform.subscribe(key, "http://127.0.0.1:9/unreachable")
-        customer = await _signed_in(browser, platform, key)
+        customer = await signed_in(browser, platform, key)
         await customer.page.goto(f"{platform.base}/dashboard/subscriptions/{sub['id']}")
         token = await customer.page.locator("input[name=csrf]").first.get_attribute("value")
         rotate = f"{platform.base}/dashboard/subscriptions/{sub['id']}/rotate-secret"
