@@ -31,10 +31,13 @@ RING_VISITS = 200
 
 # The next subscription with pending work after :cursor, wrapping to the first; the walk ends before it
 # comes back to where it began. The second column is that subscription's earliest due time.
+# {pending_index} names the partial index of pending deliveries where a backend's planner needs telling:
+# walked by the full (subscription_id, status, ...) index instead, each step would step over every
+# delivered row of the subscriptions it passes, so a claim would cost as much as the history kept.
 _NEXT = (
-    "coalesce((SELECT min(subscription_id) FROM deliveries WHERE status = 'pending'"
+    "coalesce((SELECT min(subscription_id) FROM deliveries {{pending_index}} WHERE status = 'pending'"
     " AND subscription_id > {after}),"
-    " (SELECT min(subscription_id) FROM deliveries WHERE status = 'pending'))"
+    " (SELECT min(subscription_id) FROM deliveries {{pending_index}} WHERE status = 'pending'))"
 )
 RING = f"""
 WITH RECURSIVE ring(sub, n, first) AS (

@@ -249,7 +249,7 @@ async def _claim_round(
     share = max(1, min(request.per_subscription, request.limit // FAIR_SHARES))
     claimed: dict[str, float | None] = {}
     visited: list[Visit] = []
-    walk = await conn.fetch(RING.format(cursor="$1", visits=RING_VISITS), ring.after)
+    walk = await conn.fetch(RING.format(cursor="$1", visits=RING_VISITS, pending_index=""), ring.after)
     for sub_id, due, rate, _, ordered in walk:
         if len(claimed) >= request.limit:
             break

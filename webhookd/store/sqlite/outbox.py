@@ -28,6 +28,11 @@ from webhookd.store.scheduling import (
 from webhookd.store.sqlite.epoch import from_epoch, to_epoch
 from webhookd.store.sqlite.manage import WAITING_STATUS
 
+# SQLite's planner, left to itself, walks the full index (see RING).
+_RING = RING.format(
+    cursor=":cursor", visits=RING_VISITS, pending_index="INDEXED BY deliveries_pending_by_subscription"
+)
+
 # A dead worker's claims go back to wait where they were in the queue: their due time is untouched.
 _RECLAIM = f"""
 UPDATE deliveries SET status = {WAITING_STATUS}, claimed_by = NULL
@@ -182,7 +187,7 @@ def _claim_round(
     }
     claimed: dict[str, float | None] = {}
     visited: list[Visit] = []
-    walk = conn.execute(RING.format(cursor=":cursor", visits=RING_VISITS), {"cursor": ring.after})
+    walk = conn.execute(_RING, {"cursor": ring.after})
     for sub_id, due, rate, next_send_at, ordered in walk.fetchall():
         if len(claimed) >= request.limit:
             break
