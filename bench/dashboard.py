@@ -53,9 +53,9 @@ _BUILD = [
         CASE WHEN e.seq % :failed_every = 0 THEN NULL ELSE e.created_at + 0.05 END
     FROM events AS e CROSS JOIN subscriptions AS s ORDER BY e.seq, s.id""",
     """WITH RECURSIVE n(no) AS (SELECT 1 UNION ALL SELECT no + 1 FROM n WHERE no < :failed_attempts)
-    INSERT INTO attempts (delivery_id, attempt_no, started_at, duration_s, status_code, error,
-        response_excerpt, succeeded)
-    SELECT d.id, n.no, d.created_at + (n.no - 1) * 0.3, 0.05,
+    INSERT INTO attempts (delivery_id, subscription_id, attempt_no, started_at, duration_s, status_code,
+        error, response_excerpt, succeeded)
+    SELECT d.id, d.subscription_id, n.no, d.created_at + (n.no - 1) * 0.3, 0.05,
         CASE WHEN d.status = 'failed' THEN 500 ELSE 200 END, NULL,
         CASE WHEN d.status = 'failed' THEN CAST('upstream error' AS BLOB) ELSE CAST('ok' AS BLOB) END,
         d.status = 'delivered'
