@@ -28,6 +28,7 @@ class BenchConfig:
     claims_rounds: int = 200
     dashboard_deliveries: int = 100_000
     dashboard_requests: int = 200
+    dashboard_stores: tuple[str, ...] = ("sqlite", "postgres")
 
     @classmethod
     def standard(cls, quick: bool, tmp_parent: Path | None) -> BenchConfig:

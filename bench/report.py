@@ -284,11 +284,13 @@ def claims_rows(r: dict[str, Any]) -> list[Row]:
 
 
 def dashboard_rows(r: dict[str, Any]) -> list[Row]:
-    stored = f"{r['deliveries']:,} deliveries"
-    rows = [_row("dashboard", f"store build s, {stored}", _num(r["build_s"]), "")]
-    for name, page in r["pages"].items():
-        metric = f"{name} p50 / p99 ms ({page['requests']} GETs)"
-        rows.append(_row("dashboard", metric, _pair(page["p50_ms"], page["p99_ms"]), ""))
+    rows = []
+    for name, found in r["stores"].items():
+        stored = f"{r['deliveries']:,} deliveries"
+        rows.append(_row("dashboard", f"{name} store build s, {stored}", _num(found["build_s"]), ""))
+        for page, timed in found["pages"].items():
+            metric = f"{name} {page} p50 / p99 ms ({timed['requests']} GETs)"
+            rows.append(_row("dashboard", metric, _pair(timed["p50_ms"], timed["p99_ms"]), ""))
     return rows
 
 
