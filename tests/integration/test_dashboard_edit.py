@@ -242,3 +242,17 @@ async def test_after_a_redirect_each_form_notice_shows_on_its_page(tmp_path: Pat
         await page.reload()
         assert await page.locator(".notice").count() == 0
         await customer.context.close()
+
+
+async def test_recover_without_a_time_is_refused_with_what_to_do(tmp_path: Path, browser: Browser) -> None:
+    key = await provision_key(tmp_path / "w.db", "acme", SCOPES)
+    async with running_platform(tmp_path) as platform:
+        sub = await platform.subscribe(key, "http://127.0.0.1:9/unreachable")
+        customer = await _opened(browser, platform, key, sub["id"])
+        token = await customer.page.locator("input[name=csrf]").first.get_attribute("value") or ""
+        recover = f"{platform.base}/dashboard/subscriptions/{sub['id']}/recover"
+
+        for since in ("", "yesterday"):
+            response = await customer.context.request.post(recover, form={"csrf": token, "since": since})
+            assert response.status == 400 and "Pick the time to recover from" in await response.text()
+        await customer.context.close()

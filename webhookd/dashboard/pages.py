@@ -314,7 +314,7 @@ async def edit(request: Request, visit: Visit) -> Response:
     changes = _changes(visit.form)
     try:
         updated = await actions.edit_subscription(visit.svc, visit.customer_id, sub.id, changes)
-    except RequestError as exc:
+    except ApiError as exc:
         given = {**changes, "rate": visit.form.get("rate_limit_per_second", "")}
         return await _subscription_page(request, visit, sub, exc.status, given, f"Not saved: {exc.message}.")
     if updated is None:
