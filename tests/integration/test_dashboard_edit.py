@@ -116,6 +116,7 @@ BAD_INPUT = [
     ("RECEIVER", set(), "7", "events must be a non-empty list"),
     ("RECEIVER", {"call.completed"}, "0", "rate_limit_per_second must be a whole number from 1 to"),
     ("RECEIVER", {"call.completed"}, "2.5", "rate_limit_per_second must be a whole number from 1 to"),
+    ("RECEIVER", {"call.completed"}, "9" * 5000, "rate_limit_per_second must be a whole number from 1 to"),
     ("http://169.254.169.254/latest", {"call.completed"}, "", "url is not allowed"),
     ("http://10.0.0.1/hook", {"call.completed"}, "", "a private or reserved address"),
 ]

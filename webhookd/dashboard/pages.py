@@ -257,6 +257,7 @@ async def _subscription_page(
     request: Request,
     visit: Visit,
     sub: Subscription,
+    *,
     status_code: int = 200,
     edit: dict[str, Any] | None = None,
     edit_error: str = "",
@@ -297,15 +298,23 @@ async def subscription(request: Request, visit: Visit) -> Response:
 
 
 def _changes(form: dict[str, str]) -> dict[str, Any]:
-    """The edit form as the API's PATCH body, for the same rules to judge: an empty rate limit is
-    none, and a rate that is not a whole number is passed on as text for the rule to refuse."""
-    rate = form.get("rate_limit_per_second", "").strip()
+    """The edit form as the API's PATCH body, for the same rules to judge."""
     return {
         "url": form.get("url", ""),
         "events": [t for t in EVENT_TYPES if f"event:{t}" in form],
-        "rate_limit_per_second": int(rate) if rate.isascii() and rate.isdigit() else rate or None,
+        "rate_limit_per_second": _rate(form.get("rate_limit_per_second", "").strip()),
         "ordered": "ordered" in form,
     }
+
+
+def _rate(text: str) -> int | str | None:
+    """An empty rate limit is none; text that is not a whole number goes on for the rule to refuse."""
+    if not (text.isascii() and text.isdigit()):
+        return text or None
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python turns into an int
+        return text
 
 
 @page
@@ -316,7 +325,10 @@ async def edit(request: Request, visit: Visit) -> Response:
         updated = await actions.edit_subscription(visit.svc, visit.customer_id, sub.id, changes)
     except ApiError as exc:
         given = {**changes, "rate": visit.form.get("rate_limit_per_second", "")}
-        return await _subscription_page(request, visit, sub, exc.status, given, f"Not saved: {exc.message}.")
+        error = f"Not saved: {exc.message}."
+        return await _subscription_page(
+            request, visit, sub, status_code=exc.status, edit=given, edit_error=error
+        )
     if updated is None:
         raise not_found()
     return done(visit, subscription_path(sub.id), "Saved.")
