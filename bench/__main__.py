@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import claims, delivery, fairness, ingest, latency, paging, postgres, procs, report
+from bench import claims, dashboard, delivery, fairness, ingest, latency, paging, postgres, procs, report
 from bench.config import BenchConfig
 
 BENCHMARKS: dict[str, Callable[[BenchConfig, Path], Awaitable[dict[str, Any]]]] = {
@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig, Path], Awaitable[dict[str, Any]]]] 
     "paging": paging.run,
     "fairness": fairness.run,
     "claims": claims.run,
+    "dashboard": dashboard.run,
 }
 DEFAULT_OUT = procs.REPO_ROOT / "bench" / "results"
 BUSY_LOADAVG = 0.5
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "throughput, (b) backlog delivery, (c) end-to-end latency, (d) PostgreSQL delivery with 1 and "
         "2 worker processes, (e) one customer's publishes while another runs deep page= listings, (f) one "
         "customer's delivery latency beside another's slow backlog, (g) one claim's cost against a small and "
-        "a big backlog on SQLite and PostgreSQL. All traffic stays on 127.0.0.1.",
+        "a big backlog on SQLite and PostgreSQL, (h) each dashboard page's time with 100,000 deliveries"
+        " in the store. All traffic stays on 127.0.0.1.",
     )
     parser.add_argument("--quick", action="store_true", help="shorter run: 3 s loads, 5,000-event backlog")
     parser.add_argument(

@@ -26,6 +26,9 @@ class BenchConfig:
     fairness_a_window_s: float = 30.0
     claims_sizes: tuple[int, int] = (10_000, 1_000_000)
     claims_rounds: int = 200
+    dashboard_deliveries: int = 100_000
+    dashboard_requests: int = 200
+    dashboard_stores: tuple[str, ...] = ("sqlite", "postgres")
 
     @classmethod
     def standard(cls, quick: bool, tmp_parent: Path | None) -> BenchConfig:
@@ -44,5 +47,6 @@ class BenchConfig:
                 fairness_a_window_s=12.0,
                 claims_sizes=(10_000, 100_000),
                 claims_rounds=100,
+                dashboard_requests=100,
             )
         return cls(10.0, 1.0, 20_000, 10.0, 1000.0, tmp_parent)

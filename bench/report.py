@@ -26,6 +26,8 @@ FOOTNOTES = [
     "  endpoint has a backlog, raw = B alone in the same run; A's rate against cap / A's answer delay.",
     "claims: webhookd = the big backlog, raw = the small one, ratio = big / small (about 1: a claim does",
     "  not grow with the backlog).",
+    "dashboard: webhookd = p50 / p99 ms of each page fetched one at a time, signed in, with that many",
+    "  deliveries of one customer in the store.",
 ]
 PACKAGES = ("aiohttp", "uvicorn", "starlette", "aiosqlite", "orjson", "webhookd")
 
@@ -281,6 +283,17 @@ def claims_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def dashboard_rows(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    for name, found in r["stores"].items():
+        stored = f"{r['deliveries']:,} deliveries"
+        rows.append(_row("dashboard", f"{name} store build s, {stored}", _num(found["build_s"]), ""))
+        for page, timed in found["pages"].items():
+            metric = f"{name} {page} p50 / p99 ms ({timed['requests']} GETs)"
+            rows.append(_row("dashboard", metric, _pair(timed["p50_ms"], timed["p99_ms"]), ""))
+    return rows
+
+
 def table(results: dict[str, Any]) -> list[str]:
     builders = {
         "ingest": ingest_rows,
@@ -290,6 +303,7 @@ def table(results: dict[str, Any]) -> list[str]:
         "paging": paging_rows,
         "fairness": fairness_rows,
         "claims": claims_rows,
+        "dashboard": dashboard_rows,
     }
     rows = [HEADER]
     for name, build in builders.items():

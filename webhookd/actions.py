@@ -1,15 +1,20 @@
-"""What a customer does to a subscription beyond storing a change: rotate its secret, send it a test
-event, recover its failed deliveries. The one implementation behind the API and the dashboard; each
-takes the customer the request speaks for, so another customer's subscription is never touched."""
+"""What a customer does to a subscription: the rules its fields meet, changing them, rotating its
+secret, sending it a test event, recovering its failed deliveries. The one implementation behind the
+API and the dashboard; each takes the customer the request speaks for, so another customer's
+subscription is never touched."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
 
 from webhookd.crypto import new_webhook_secret, subscription_secret_context
-from webhookd.exceptions import Conflict
-from webhookd.models import NewEvent, PublishResult, Subscription
+from webhookd.exceptions import ApiError, Conflict, DestinationBlocked
+from webhookd.inputs import HTTP_URL, MAX_DESCRIPTION_LENGTH, MAX_RATE_LIMIT_PER_SECOND, MAX_URL_LENGTH
+from webhookd.models import EVENT_TYPES, NewEvent, PublishResult, Subscription
+from webhookd.store.base import SubscriptionUpdate
 from webhookd.web import Services
 
 MAX_RECOVER = 10_000
@@ -29,6 +34,109 @@ class Recovery:
     requeued: int
     more: bool
     """More failed deliveries matched than one recovery takes (``MAX_RECOVER``)."""
+
+
+def valid_url(value: Any, field: str = "url") -> str:
+    if not isinstance(value, str) or not value:
+        raise ApiError(f"{field} is required and must be a string", code="invalid_url")
+    if len(value) > MAX_URL_LENGTH:
+        raise ApiError(f"{field} is longer than {MAX_URL_LENGTH} characters", code="invalid_url")
+    try:
+        parts = urlsplit(value)
+        hostname, _ = parts.hostname, parts.port
+    except ValueError:
+        raise ApiError(f"{field} is not a valid URL", code="invalid_url") from None
+    if parts.scheme not in {"http", "https"} or not hostname:
+        raise ApiError(f"{field} must be an absolute http:// or https:// URL", code="invalid_url")
+    if parts.username or parts.password:
+        raise ApiError(f"{field} must not carry credentials", code="invalid_url")
+    if not HTTP_URL.fullmatch(value):  # whole: "$" would also match before a final newline
+        raise ApiError(
+            f"{field} must be a valid URI: percent-encode spaces, non-ASCII characters, '%' itself,"
+            " and '[', ']' or a second '#' after the host",
+            code="invalid_url",
+        )
+    return value
+
+
+def valid_events(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ApiError("events must be a non-empty list of event type strings", code="invalid_events")
+    unknown = sorted(set(value) - set(EVENT_TYPES))
+    if unknown:
+        raise ApiError(f"unknown event types {unknown}; known: {list(EVENT_TYPES)}", code="invalid_events")
+    return tuple(sorted(set(value)))
+
+
+def valid_description(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_DESCRIPTION_LENGTH:
+        raise ApiError(
+            f"description must be a string of at most {MAX_DESCRIPTION_LENGTH} characters",
+            code="invalid_description",
+        )
+    return value
+
+
+def valid_rate_limit(value: Any) -> int | None:
+    """Attempts per second, or ``None`` for no limit. ``bool`` is an ``int`` in Python, not here."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE_LIMIT_PER_SECOND:
+        raise ApiError(
+            f"rate_limit_per_second must be a whole number from 1 to {MAX_RATE_LIMIT_PER_SECOND},"
+            " or null for no limit",
+            code="invalid_rate_limit",
+        )
+    return value
+
+
+def valid_ordered(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ApiError(
+            "ordered must be true (a call's events arrive one at a time, in order) or false",
+            code="invalid_ordered",
+        )
+    return value
+
+
+async def check_destination(svc: Services, url: str, field: str = "url") -> None:
+    """The SSRF guard at create time; the sender checks again at connect time."""
+    try:
+        await svc.guard.check_url(url)
+    except DestinationBlocked as exc:
+        raise ApiError(f"{field} is not allowed: {exc}", code="destination_blocked") from None
+
+
+def subscription_update(body: dict[str, Any]) -> SubscriptionUpdate:
+    """A PATCH body as an update: absent fields stay; a null description or rate limit clears it."""
+    return SubscriptionUpdate(
+        url=valid_url(body["url"]) if "url" in body else None,
+        events=valid_events(body["events"]) if "events" in body else None,
+        description=(valid_description(body["description"]) or "") if "description" in body else None,
+        rate_limit_per_second=(
+            (valid_rate_limit(body["rate_limit_per_second"]) or 0)
+            if "rate_limit_per_second" in body
+            else None
+        ),
+        ordered=valid_ordered(body["ordered"]) if "ordered" in body else None,
+    )
+
+
+async def edit_subscription(
+    svc: Services, customer_id: str, subscription_id: str, changes: dict[str, Any]
+) -> Subscription | None:
+    """Apply ``changes`` (a PATCH body's fields) by the same rules as a create: a 400 ``ApiError``
+    for a bad or blocked value, 409 if another subscription has the same url and events. ``None``
+    if not found."""
+    update = subscription_update(changes)
+    if update.url is not None:
+        await check_destination(svc, update.url)
+    try:
+        return await svc.store.update_subscription(customer_id, subscription_id, update)
+    except Conflict as exc:
+        raise ApiError(str(exc), status=409, code="conflict") from None
 
 
 async def rotate_secret(svc: Services, customer_id: str, subscription_id: str) -> RotatedSecret | None:

@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import secrets
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -102,6 +102,49 @@ async def test_a_database_newer_than_the_code_is_refused(postgres_server: Postgr
 
     with pytest.raises(StoreError, match="newer than this webhookd"):
         await store.open()
+
+
+_V5_ROWS = """
+INSERT INTO customers (id, created_at) VALUES ('acme', now());
+INSERT INTO subscriptions (id, customer_id, url, events_key, secret, created_at, updated_at)
+    VALUES ('sub_old', 'acme', 'http://x.example/h', 'call.completed', '\\x00', now(), now());
+INSERT INTO events (id, customer_id, type, payload, created_at)
+    VALUES ('evt_old', 'acme', 'call.completed', '\\x7b7d', now());
+INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts, created_at, updated_at)
+    VALUES ('dlv_old', 'evt_old', 'sub_old', 'acme', 'failed', 1, now(), now());
+INSERT INTO attempts (delivery_id, attempt_no, started_at, duration_s, status_code, response_excerpt,
+    succeeded) VALUES ('dlv_old', 1, now(), 0.1, 500, '\\x', false);
+"""
+
+
+async def test_a_v5_database_upgrades_to_attempts_that_name_their_subscription(
+    postgres_server: PostgresServer,
+) -> None:
+    """Migration 6 gives the attempts stored before it their subscription, so the dashboard's
+    24-hour chart and last attempt still count them."""
+    schema = postgres_server.new_schema()
+    conn = await asyncpg.connect(postgres_server.dsn)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
+        await conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL)"
+        )
+        for version, name, sql in migration_files("postgres"):
+            if version <= 5:
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2, now())", version, name)
+        await conn.execute(_V5_ROWS)
+    finally:
+        await conn.close()
+    store = PostgresStore(postgres_server.dsn, schema=schema)
+    await store.open()
+    try:
+        activity = await store.subscription_activity("acme", utcnow() - timedelta(hours=1), 3600)
+    finally:
+        await store.close()
+    assert [(t.subscription_id, t.attempts, t.succeeded) for t in activity.tallies] == [("sub_old", 1, 0)]
+    assert activity.last_attempts["sub_old"].status_code == 500
 
 
 async def test_an_unreachable_server_is_a_store_error_naming_it() -> None:

@@ -10,6 +10,7 @@ import stat
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -225,6 +226,38 @@ async def test_a_v4_database_upgrades_to_an_idempotency_index_of_keyed_events_on
         cells = conn.execute("SELECT sum(ncell) FROM dbstat WHERE name = 'events_idempotency'").fetchone()[0]
     assert indexed == 3  # k1, k2, k3
     assert cells == 3  # and nothing for the three events without a key
+
+
+async def test_a_v9_database_upgrades_to_attempts_that_name_their_subscription(db_path: Path) -> None:
+    """Migration 10 gives the attempts stored before it their subscription, so the dashboard's
+    24-hour chart and last attempt still count them."""
+    now = utcnow().timestamp()
+    with closing(sqlite3.connect(db_path)) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at)")
+        for version, name, sql in migration_files("sqlite"):
+            if version <= 9:
+                conn.executescript(f"{sql}\nINSERT INTO schema_migrations VALUES ({version}, '{name}', 0);")
+        conn.executescript(
+            f"""INSERT INTO customers (id, created_at) VALUES ('{ACME}', 0);
+            INSERT INTO subscriptions (id, customer_id, url, events_key, secret, created_at, updated_at)
+                VALUES ('sub_old', '{ACME}', 'http://x.example/h', 'call.completed', x'00', 0, 0);
+            INSERT INTO events (id, customer_id, type, payload, created_at)
+                VALUES ('evt_old', '{ACME}', 'call.completed', x'7b7d', {now});
+            INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
+                created_at, updated_at) VALUES ('dlv_old', 'evt_old', 'sub_old', '{ACME}', 'failed', 1,
+                {now}, {now});
+            INSERT INTO attempts (delivery_id, attempt_no, started_at, duration_s, status_code,
+                response_excerpt, succeeded) VALUES ('dlv_old', 1, {now}, 0.1, 500, x'', 0);"""
+        )
+        conn.commit()
+    upgraded = SqliteStore(db_path)
+    await upgraded.open()
+    try:
+        activity = await upgraded.subscription_activity(ACME, utcnow() - timedelta(hours=1), 3600)
+    finally:
+        await upgraded.close()
+    assert [(t.subscription_id, t.attempts, t.succeeded) for t in activity.tallies] == [("sub_old", 1, 0)]
+    assert activity.last_attempts["sub_old"].status_code == 500
 
 
 async def test_one_failing_write_in_a_batch_fails_alone(store: SqliteStore) -> None:

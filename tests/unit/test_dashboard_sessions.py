@@ -1,5 +1,6 @@
 """Dashboard sessions and CSRF tokens: signed with a key derived from the master key, bound to one
-customer and one expiry; and the 24-hour chart's arithmetic."""
+customer and one expiry; the one-time flash a form leaves for its page; and the 24-hour chart's
+arithmetic."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ import orjson
 
 from webhookd.crypto import derive_key
 from webhookd.dashboard.charts import HEIGHT, hourly_chart
-from webhookd.dashboard.sessions import csrf_ok, csrf_token, read_session, session_key, sign_session
+from webhookd.dashboard.sessions import (
+    Flash,
+    Session,
+    csrf_ok,
+    csrf_token,
+    open_flash,
+    read_session,
+    seal_flash,
+    session_key,
+    sign_session,
+)
 from webhookd.models import utcnow
 from webhookd.store.base import AttemptTally
 
@@ -58,6 +69,34 @@ def test_a_csrf_token_passes_only_with_its_own_session() -> None:
     assert csrf_ok(KEY, mine, csrf_token(KEY, mine))
     assert not csrf_ok(KEY, mine, csrf_token(KEY, theirs))
     assert not csrf_ok(KEY, mine, "")
+
+
+def _session(customer_id: str) -> Session:
+    now = utcnow()
+    session = read_session(KEY, sign_session(KEY, customer_id, now + timedelta(hours=1)), now)
+    assert session is not None
+    return session
+
+
+def test_a_flash_opens_only_for_its_session_and_page_until_it_expires() -> None:
+    now, mine, theirs = utcnow(), _session("acme"), _session("globex")
+    flash, page = Flash("New secret made.", "whsec_c2VjcmV0"), "/dashboard/subscriptions/sub_1"
+    sealed = seal_flash(KEY, mine, page, flash, now + timedelta(seconds=60))
+
+    assert open_flash(KEY, mine, page, sealed, now) == flash
+    assert open_flash(KEY, theirs, page, sealed, now) is None
+    assert open_flash(KEY, mine, "/dashboard/subscriptions/sub_2", sealed, now) is None
+    assert open_flash(KEY, mine, page, sealed, now + timedelta(seconds=61)) is None
+    assert open_flash(session_key(b"n" * 32), mine, page, sealed, now) is None
+    assert open_flash(KEY, mine, page, sealed[:-4], now) is None
+
+
+def test_a_flash_does_not_show_its_secret() -> None:
+    flash = Flash("New secret made.", "whsec_c2VjcmV0")
+    sealed = seal_flash(KEY, _session("acme"), "/p", flash, utcnow() + timedelta(seconds=60))
+
+    raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+    assert b"whsec_" not in raw and b"c2VjcmV0" not in raw and "whsec_" not in sealed
 
 
 def test_the_chart_has_a_bar_an_hour_scaled_to_the_busiest_hour() -> None:

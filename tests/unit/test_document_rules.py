@@ -12,8 +12,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from webhookd import api
+from webhookd.actions import valid_url
 from webhookd.api.openapi import build_openapi
-from webhookd.api.subscriptions import valid_url
 from webhookd.exceptions import ApiError, InvalidInput
 from webhookd.inputs import (
     CUSTOMER_ID_PATTERN,

@@ -7,12 +7,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from webhookd.actions import check_destination, valid_url
 from webhookd.api.auth import authenticate
 from webhookd.api.callbacks import callback_secret
 from webhookd.api.openapi import operation, page_params
 from webhookd.api.pagination import page_request
 from webhookd.api.schemas import PUBLISHED_TYPE
-from webhookd.api.subscriptions import check_destination, valid_url
 from webhookd.api.views import event_body, event_json
 from webhookd.exceptions import ApiError
 from webhookd.inputs import (

@@ -5,27 +5,28 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from webhookd import actions
+from webhookd.actions import (
+    check_destination,
+    valid_description,
+    valid_events,
+    valid_ordered,
+    valid_rate_limit,
+    valid_url,
+)
 from webhookd.api.auth import authenticate
 from webhookd.api.openapi import operation, page_params
 from webhookd.api.pagination import page_request
 from webhookd.api.views import event_json, subscription_json
 from webhookd.crypto import new_webhook_secret, subscription_secret_context
-from webhookd.exceptions import ApiError, Conflict, DestinationBlocked
-from webhookd.inputs import (
-    HTTP_URL,
-    MAX_DESCRIPTION_LENGTH,
-    MAX_RATE_LIMIT_PER_SECOND,
-    MAX_URL_LENGTH,
-    utc_time,
-)
-from webhookd.models import EVENT_TYPES, Scope, Subscription, is_id, isoformat, new_id, utcnow
-from webhookd.store.base import SubscriptionUpdate, cursor_pattern
+from webhookd.exceptions import ApiError, Conflict
+from webhookd.inputs import utc_time
+from webhookd.models import Scope, Subscription, is_id, isoformat, new_id, utcnow
+from webhookd.store.base import cursor_pattern
 from webhookd.web import JSONResponse, Services, query_param, read_json_object, services
 
 SUBSCRIPTION_FIELDS = frozenset({"url", "events", "description", "rate_limit_per_second", "ordered"})
@@ -45,79 +46,6 @@ def subscription_id(request: Request) -> str:
     return found
 
 
-def valid_url(value: Any, field: str = "url") -> str:
-    if not isinstance(value, str) or not value:
-        raise ApiError(f"{field} is required and must be a string", code="invalid_url")
-    if len(value) > MAX_URL_LENGTH:
-        raise ApiError(f"{field} is longer than {MAX_URL_LENGTH} characters", code="invalid_url")
-    try:
-        parts = urlsplit(value)
-        hostname, _ = parts.hostname, parts.port
-    except ValueError:
-        raise ApiError(f"{field} is not a valid URL", code="invalid_url") from None
-    if parts.scheme not in {"http", "https"} or not hostname:
-        raise ApiError(f"{field} must be an absolute http:// or https:// URL", code="invalid_url")
-    if parts.username or parts.password:
-        raise ApiError(f"{field} must not carry credentials", code="invalid_url")
-    if not HTTP_URL.fullmatch(value):  # whole: "$" would also match before a final newline
-        raise ApiError(
-            f"{field} must be a valid URI: percent-encode spaces, non-ASCII characters, '%' itself,"
-            " and '[', ']' or a second '#' after the host",
-            code="invalid_url",
-        )
-    return value
-
-
-def _valid_events(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ApiError("events must be a non-empty list of event type strings", code="invalid_events")
-    unknown = sorted(set(value) - set(EVENT_TYPES))
-    if unknown:
-        raise ApiError(f"unknown event types {unknown}; known: {list(EVENT_TYPES)}", code="invalid_events")
-    return tuple(sorted(set(value)))
-
-
-def _valid_description(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > MAX_DESCRIPTION_LENGTH:
-        raise ApiError(
-            f"description must be a string of at most {MAX_DESCRIPTION_LENGTH} characters",
-            code="invalid_description",
-        )
-    return value
-
-
-def _valid_rate_limit(value: Any) -> int | None:
-    """Attempts per second, or ``None`` for no limit. ``bool`` is an ``int`` in Python, not here."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE_LIMIT_PER_SECOND:
-        raise ApiError(
-            f"rate_limit_per_second must be a whole number from 1 to {MAX_RATE_LIMIT_PER_SECOND},"
-            " or null for no limit",
-            code="invalid_rate_limit",
-        )
-    return value
-
-
-def _valid_ordered(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ApiError(
-            "ordered must be true (a call's events arrive one at a time, in order) or false",
-            code="invalid_ordered",
-        )
-    return value
-
-
-async def check_destination(svc: Services, url: str, field: str = "url") -> None:
-    """The SSRF guard at create time; the sender checks again at connect time."""
-    try:
-        await svc.guard.check_url(url)
-    except DestinationBlocked as exc:
-        raise ApiError(f"{field} is not allowed: {exc}", code="destination_blocked") from None
-
-
 @operation(
     # The probe is left out of the operation's parameters: it takes no key and no body, where the
     # operation requires both, and one OpenAPI operation cannot describe the two.
@@ -135,10 +63,10 @@ async def create_subscription(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
     svc = services(request)
     body = await read_json_object(request, svc.settings.max_body_bytes, SUBSCRIPTION_FIELDS)
-    url, events = valid_url(body.get("url")), _valid_events(body.get("events"))
-    description = _valid_description(body.get("description"))
-    rate_limit = _valid_rate_limit(body.get("rate_limit_per_second"))
-    ordered = _valid_ordered(body.get("ordered", False))
+    url, events = valid_url(body.get("url")), valid_events(body.get("events"))
+    description = valid_description(body.get("description"))
+    rate_limit = valid_rate_limit(body.get("rate_limit_per_second"))
+    ordered = valid_ordered(body.get("ordered", False))
     await check_destination(svc, url)
     secret, sub_id = new_webhook_secret(), new_id("sub")
     ciphertext = svc.box.encrypt(secret.encode(), subscription_secret_context(sub_id))
@@ -203,31 +131,10 @@ async def patch_subscription(request: Request) -> Response:
     body = await read_json_object(request, svc.settings.max_body_bytes, SUBSCRIPTION_FIELDS)
     if not body:
         raise ApiError(f"send at least one of {', '.join(sorted(SUBSCRIPTION_FIELDS))}", code="invalid_field")
-    update = _update(body)
-    if update.url is not None:
-        await check_destination(svc, update.url)
-    try:
-        updated = await svc.store.update_subscription(customer_id, sub.id, update)
-    except Conflict as exc:
-        raise ApiError(str(exc), status=409, code="conflict") from None
+    updated = await actions.edit_subscription(svc, customer_id, sub.id, body)
     if updated is None:
         raise not_found()
     return JSONResponse(subscription_json(updated))
-
-
-def _update(body: dict[str, Any]) -> SubscriptionUpdate:
-    """A PATCH body as an update: absent fields stay; a null description or rate limit clears it."""
-    return SubscriptionUpdate(
-        url=valid_url(body["url"]) if "url" in body else None,
-        events=_valid_events(body["events"]) if "events" in body else None,
-        description=(_valid_description(body["description"]) or "") if "description" in body else None,
-        rate_limit_per_second=(
-            (_valid_rate_limit(body["rate_limit_per_second"]) or 0)
-            if "rate_limit_per_second" in body
-            else None
-        ),
-        ordered=_valid_ordered(body["ordered"]) if "ordered" in body else None,
-    )
 
 
 @operation(

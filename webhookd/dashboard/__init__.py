@@ -37,4 +37,5 @@ def routes() -> list[Route]:
         Route(f"{SUBSCRIPTION}/recover", pages.recover, methods=post, include_in_schema=False),
         Route(DELIVERY, pages.delivery, methods=get, include_in_schema=False),
         Route(f"{DELIVERY}/retry", pages.retry, methods=post, include_in_schema=False),
+        Route(f"{SUBSCRIPTION}/edit", pages.edit, methods=post, include_in_schema=False),
     ]

@@ -26,14 +26,18 @@ from webhookd.dashboard import charts
 from webhookd.dashboard.sessions import (
     COOKIE,
     COOKIE_PATH,
+    FLASH_COOKIE,
+    Flash,
     Session,
     csrf_ok,
     csrf_token,
+    open_flash,
     read_session,
+    seal_flash,
     sign_session,
 )
 from webhookd.exceptions import ApiError, Conflict, RequestError
-from webhookd.models import DeliveryStatus, Subscription, isoformat
+from webhookd.models import EVENT_TYPES, DeliveryStatus, Subscription, isoformat
 from webhookd.store.base import PageRequest
 from webhookd.web import Services, read_body, services
 
@@ -44,6 +48,8 @@ TEMPLATES = Jinja2Templates(
     )
 )
 SUBSCRIPTIONS_PER_PAGE = 50
+FLASH_S = 60
+"""How long a form's notice waits for the redirected page to show it."""
 DELIVERIES_PER_PAGE = 25
 EXCERPT_CHARS = 300
 # Pages hold a customer's data and a form's CSRF token: no cache keeps them, no frame shows them,
@@ -128,6 +134,47 @@ def _cursor_checked() -> Iterator[None]:
         ) from None
 
 
+def _secure(svc: Services) -> bool:
+    return svc.settings.effective_public_base_url.startswith("https://")
+
+
+# -- after a form: redirect, and a one-time notice ----------------------------------------------
+
+
+def done(visit: Visit, path: str, notice: str, secret: str = "") -> Response:
+    """303 to ``path``'s page, so that reloading it does not send the form again; the notice (and
+    a new secret) go along in a short-lived cookie for that page alone, never in the URL."""
+    response = RedirectResponse(path, status_code=303, headers=HEADERS)
+    expires_at = visit.svc.clock() + timedelta(seconds=FLASH_S)
+    sealed = seal_flash(visit.svc.session_key, visit.session, path, Flash(notice, secret), expires_at)
+    response.set_cookie(
+        FLASH_COOKIE,
+        sealed,
+        max_age=FLASH_S,
+        path=path,
+        secure=_secure(visit.svc),
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+def _flash(request: Request, visit: Visit, path: str) -> Flash:
+    """What the last form left for this page; only a GET shows it (a POST below ``path`` is sent
+    the cookie too)."""
+    sealed = request.cookies.get(FLASH_COOKIE)
+    if request.method != "GET" or not sealed:
+        return Flash()
+    return open_flash(visit.svc.session_key, visit.session, path, sealed, visit.svc.clock()) or Flash()
+
+
+def _shown(request: Request, response: Response, path: str) -> Response:
+    """``response`` for ``path``'s GET, which forgets the flash it showed: a reload shows none."""
+    if request.method == "GET" and FLASH_COOKIE in request.cookies:
+        response.delete_cookie(FLASH_COOKIE, path=path, secure=_secure(services(request)), httponly=True)
+    return response
+
+
 # -- signing in --------------------------------------------------------------------------------
 
 
@@ -148,7 +195,7 @@ async def login(request: Request) -> Response:
         sign_session(svc.session_key, customer_id, expires_at),
         max_age=int(svc.settings.dashboard_session_s),
         path=COOKIE_PATH,
-        secure=svc.settings.effective_public_base_url.startswith("https://"),
+        secure=_secure(svc),
         httponly=True,
         samesite="lax",
     )
@@ -195,8 +242,25 @@ async def _owned(visit: Visit, request: Request) -> Subscription:
     return sub
 
 
+def subscription_path(subscription_id: str) -> str:
+    return f"/dashboard/subscriptions/{subscription_id}"
+
+
+def _edit_values(sub: Subscription) -> dict[str, Any]:
+    """The edit form's fields as ``sub`` has them."""
+    rate = sub.rate_limit_per_second
+    rate_text = "" if rate is None else str(rate)
+    return {"url": sub.url, "events": list(sub.events), "rate": rate_text, "ordered": sub.ordered}
+
+
 async def _subscription_page(
-    request: Request, visit: Visit, sub: Subscription, notice: str = "", secret: str = ""
+    request: Request,
+    visit: Visit,
+    sub: Subscription,
+    *,
+    status_code: int = 200,
+    edit: dict[str, Any] | None = None,
+    edit_error: str = "",
 ) -> Response:
     # The page's filter form sends an empty status for "any".
     store, status = visit.svc.store, parse_status(request.query_params.get("status") or None)
@@ -205,20 +269,27 @@ async def _subscription_page(
             visit.customer_id, sub.id, _page(request, DELIVERIES_PER_PAGE), status
         )
     attempts = await store.list_attempts(visit.customer_id, [d.id for d in listed.items])
-    return render(
+    path = subscription_path(sub.id)
+    flash = _flash(request, visit, path)
+    response = render(
         request,
         "subscription.html",
+        status_code=status_code,
         sub=sub,
         state=state_of(sub),
         deliveries=[(d, attempts.get(d.id, [])) for d in listed.items],
         statuses=[s.value for s in DeliveryStatus],
         status=status.value if status else "",
         next_cursor=listed.next_cursor,
-        notice=notice,
-        secret=secret,
+        notice=flash.notice,
+        secret=flash.secret,
+        edit=edit or _edit_values(sub),
+        edit_error=edit_error,
+        event_types=EVENT_TYPES,
         csrf=visit.csrf,
         now=visit.svc.clock().strftime("%Y-%m-%dT%H:%M"),
     )
+    return _shown(request, response, path)
 
 
 @page
@@ -226,12 +297,49 @@ async def subscription(request: Request, visit: Visit) -> Response:
     return await _subscription_page(request, visit, await _owned(visit, request))
 
 
+def _changes(form: dict[str, str]) -> dict[str, Any]:
+    """The edit form as the API's PATCH body, for the same rules to judge."""
+    return {
+        "url": form.get("url", ""),
+        "events": [t for t in EVENT_TYPES if f"event:{t}" in form],
+        "rate_limit_per_second": _rate(form.get("rate_limit_per_second", "").strip()),
+        "ordered": "ordered" in form,
+    }
+
+
+def _rate(text: str) -> int | str | None:
+    """An empty rate limit is none; text that is not a whole number goes on for the rule to refuse."""
+    if not (text.isascii() and text.isdigit()):
+        return text or None
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python turns into an int
+        return text
+
+
+@page
+async def edit(request: Request, visit: Visit) -> Response:
+    sub = await _owned(visit, request)
+    changes = _changes(visit.form)
+    try:
+        updated = await actions.edit_subscription(visit.svc, visit.customer_id, sub.id, changes)
+    except ApiError as exc:
+        given = {**changes, "rate": visit.form.get("rate_limit_per_second", "")}
+        error = f"Not saved: {exc.message}."
+        return await _subscription_page(
+            request, visit, sub, status_code=exc.status, edit=given, edit_error=error
+        )
+    if updated is None:
+        raise not_found()
+    return done(visit, subscription_path(sub.id), "Saved.")
+
+
 @page
 async def enable(request: Request, visit: Visit) -> Response:
     sub = await visit.svc.store.enable_subscription(visit.customer_id, subscription_id(request))
     if sub is None:
         raise not_found()
-    return await _subscription_page(request, visit, sub, "Re-enabled: its parked deliveries go out now.")
+    return done(visit, subscription_path(sub.id), "Re-enabled: its parked deliveries go out now.")
 
 
 @page
@@ -241,7 +349,7 @@ async def rotate(request: Request, visit: Visit) -> Response:
     if rotated is None:
         raise not_found()
     notice = f"New secret made. The old one keeps signing until {isoformat(rotated.previous_until)}."
-    return await _subscription_page(request, visit, sub, notice, rotated.secret)
+    return done(visit, subscription_path(sub.id), notice, rotated.secret)
 
 
 @page
@@ -250,8 +358,8 @@ async def send_test(request: Request, visit: Visit) -> Response:
     try:
         result = await actions.send_test_event(visit.svc, sub)
     except Conflict as exc:
-        return await _subscription_page(request, visit, sub, f"Not sent: {exc}.")
-    return await _subscription_page(request, visit, sub, f"Test event {result.event.id} is on its way.")
+        return done(visit, subscription_path(sub.id), f"Not sent: {exc}.")
+    return done(visit, subscription_path(sub.id), f"Test event {result.event.id} is on its way.")
 
 
 @page
@@ -260,48 +368,51 @@ async def recover(request: Request, visit: Visit) -> Response:
     try:
         since = datetime.fromisoformat(visit.form.get("since", "")).replace(tzinfo=UTC)
     except ValueError:
-        return await _subscription_page(request, visit, sub, "Pick the time to recover from (UTC).")
+        raise ApiError("Pick the time to recover from (UTC), then press Recover failed again.") from None
     recovery = await actions.recover_failed(visit.svc, sub, since, visit.svc.clock())
     more = " More remain: recover again when these are done." if recovery.more else ""
     notice = f"Re-queued {recovery.requeued} failed deliveries since {isoformat(since)}.{more}"
-    return await _subscription_page(request, visit, sub, notice)
+    return done(visit, subscription_path(sub.id), notice)
 
 
 # -- deliveries --------------------------------------------------------------------------------
 
 
-async def _delivery_page(request: Request, visit: Visit, notice: str = "") -> Response:
+def delivery_path(delivery_id: str) -> str:
+    return f"/dashboard/deliveries/{delivery_id}"
+
+
+@page
+async def delivery(request: Request, visit: Visit) -> Response:
     store = visit.svc.store
     detail = await store.get_delivery(visit.customer_id, delivery_id(request))
     if detail is None:
         raise delivery_not_found()
     event = await store.get_event(visit.customer_id, detail.delivery.event_id)
     sub = await store.get_subscription(visit.customer_id, detail.delivery.subscription_id)
-    return render(
+    path = delivery_path(detail.delivery.id)
+    response = render(
         request,
         "delivery.html",
         detail=detail,
         url="" if sub is None else sub.url,
         payload="" if event is None else _indented(event.payload),
-        notice=notice,
+        notice=_flash(request, visit, path).notice,
         csrf=visit.csrf,
     )
-
-
-@page
-async def delivery(request: Request, visit: Visit) -> Response:
-    return await _delivery_page(request, visit)
+    return _shown(request, response, path)
 
 
 @page
 async def retry(request: Request, visit: Visit) -> Response:
+    path = delivery_path(delivery_id(request))
     try:
         retried = await visit.svc.store.retry_delivery(visit.customer_id, delivery_id(request))
     except Conflict as exc:
-        return await _delivery_page(request, visit, f"Not retried: {exc}.")
+        return done(visit, path, f"Not retried: {exc}.")
     if retried is None:
         raise delivery_not_found()
-    return await _delivery_page(request, visit, "Retrying now.")
+    return done(visit, path, "Retrying now.")
 
 
 def _indented(payload: bytes) -> str:

@@ -1,4 +1,5 @@
-"""Dashboard sessions: a signed cookie, and the CSRF token each form carries.
+"""Dashboard sessions: a signed cookie, the CSRF token each form carries, and the one-time flash a
+form's POST leaves for the page it redirects to.
 
 A session is a cookie holding the customer and an expiry, signed with HMAC-SHA256 under a key derived
 from the master key, rather than a row in the database: a page then costs no session read and a login
@@ -18,11 +19,14 @@ from datetime import datetime
 
 import orjson
 
-from webhookd.crypto import derive_key
+from webhookd.crypto import SecretBox, derive_key
+from webhookd.exceptions import CryptoError
 
 COOKIE = "webhookd_dashboard"
 COOKIE_PATH = "/dashboard"
+FLASH_COOKIE = "webhookd_flash"
 _PURPOSE = "webhookd dashboard sessions v1"
+_FLASH_PURPOSE = "webhookd dashboard flash v1"
 
 
 def session_key(master_key: bytes) -> bytes:
@@ -79,3 +83,41 @@ def csrf_token(key: bytes, session: Session) -> str:
 
 def csrf_ok(key: bytes, session: Session, given: str) -> bool:
     return hmac.compare_digest(given.encode(), csrf_token(key, session).encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Flash:
+    """What a form's POST tells the page it redirects to, once."""
+
+    notice: str = ""
+    secret: str = ""
+    """A new signing secret, which the page shows this once."""
+
+
+def _flash_box(key: bytes) -> SecretBox:
+    return SecretBox(derive_key(key, _FLASH_PURPOSE))
+
+
+def _flash_context(session: Session, path: str) -> str:
+    # Bound to the session and the page: a flash copied to another session or page opens nowhere.
+    return f"dashboard-flash:{path}:{session.cookie}"
+
+
+def seal_flash(key: bytes, session: Session, path: str, flash: Flash, expires_at: datetime) -> str:
+    """The cookie value carrying ``flash`` to ``path``'s page. Encrypted, not only signed: it may
+    hold a signing secret, which must not sit readable in the browser's cookie store."""
+    plain = orjson.dumps([flash.notice, flash.secret, int(expires_at.timestamp())])
+    return _b64(_flash_box(key).encrypt(plain, _flash_context(session, path)))
+
+
+def open_flash(key: bytes, session: Session, path: str, sealed: str, now: datetime) -> Flash | None:
+    """The flash ``sealed`` carries to ``path`` for ``session``, unless it is not ours or has expired."""
+    try:
+        notice, secret, expires_at = orjson.loads(
+            _flash_box(key).decrypt(_unb64(sealed), _flash_context(session, path))
+        )
+    except (CryptoError, binascii.Error, ValueError, TypeError):
+        return None
+    if not isinstance(notice, str) or not isinstance(secret, str) or not isinstance(expires_at, int):
+        return None
+    return Flash(notice, secret) if expires_at > now.timestamp() else None

@@ -61,17 +61,17 @@ def _live_subscriptions(condition: str, order: str = "") -> str:
 
 
 _ATTEMPTS_OF = ", ".join(f"a.{column}" for column in ATTEMPT_COLUMNS.split(", "))
+_LIVE_OF_CUSTOMER = "s.customer_id = ? AND s.kind = 'webhook' AND s.deleted_at IS NULL"
 _WINDOW = (
-    " FROM subscriptions AS s JOIN deliveries AS d ON d.subscription_id = s.id"
-    " JOIN attempts AS a ON a.delivery_id = d.id"
-    " WHERE s.customer_id = ? AND s.kind = 'webhook' AND s.deleted_at IS NULL AND a.started_at >= ?"
+    " FROM subscriptions AS s JOIN attempts AS a ON a.subscription_id = s.id"
+    f" WHERE {_LIVE_OF_CUSTOMER} AND a.started_at >= ?"
 )
-"""The attempts of a customer's live subscriptions since a moment: reached through the subscriptions'
-deliveries by index, so a page costs the customer's rows, not every customer's."""
+"""The attempts of a customer's live subscriptions since a moment: an index range of each
+subscription's attempts by time, so a page costs the window's rows, not the subscriptions' history."""
 _LAST_ATTEMPTS = (
-    f"SELECT {ATTEMPT_COLUMNS}, subscription_id FROM (SELECT {_ATTEMPTS_OF}, d.subscription_id,"
-    " row_number() OVER (PARTITION BY d.subscription_id ORDER BY a.started_at DESC, a.id DESC) AS latest"
-    f"{_WINDOW}) AS w WHERE latest = 1"
+    f"SELECT {_ATTEMPTS_OF}, s.id FROM subscriptions AS s JOIN attempts AS a ON a.id = (SELECT l.id"
+    " FROM attempts AS l WHERE l.subscription_id = s.id AND l.started_at >= ?"
+    f" ORDER BY l.started_at DESC, l.id DESC LIMIT 1) WHERE {_LIVE_OF_CUSTOMER}"
 )
 
 
@@ -204,11 +204,11 @@ class SharedReads:
         start = self._rows.stored(since)
         tallies = await self._scan(
             customer_id,
-            f"SELECT d.subscription_id, {self._BUCKET}, count(*),"
+            f"SELECT a.subscription_id, {self._BUCKET}, count(*),"
             f" sum(CASE WHEN a.succeeded THEN 1 ELSE 0 END){_WINDOW} GROUP BY 1, 2",
             (start, bucket_s, customer_id, start),
         )
-        last = await self._scan(customer_id, _LAST_ATTEMPTS, (customer_id, start))
+        last = await self._scan(customer_id, _LAST_ATTEMPTS, (start, customer_id))
         return Activity(
             [AttemptTally(row[0], int(row[1]), row[2], int(row[3])) for row in tallies],
             {row[7]: self._rows.attempt(row) for row in last},

@@ -164,9 +164,9 @@ WHERE d.id = ANY($1::text[])
 
 _INSERT_ATTEMPTS = """
 INSERT INTO attempts (delivery_id, attempt_no, started_at, duration_s, status_code, error,
-                      response_excerpt, succeeded)
+                      response_excerpt, succeeded, subscription_id)
 SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::float8[], $5::int[], $6::text[],
-                     $7::bytea[], $8::bool[])
+                     $7::bytea[], $8::bool[], $9::text[])
 """
 
 _END_PROBES = """
@@ -347,6 +347,7 @@ async def record(
         [r.error for r in results],
         [r.response_excerpt for r in results],
         [r.succeeded for r in results],
+        [r.subscription_id for r in results],
     )
     await conn.execute(_END_PROBES, [r.subscription_id for r in results], delivery_ids)
     finishing = first_result_per_claim(results)

@@ -29,7 +29,9 @@ ROWS = Rows(_as_is, _as_is, lambda epoch: datetime.fromtimestamp(epoch, UTC), li
 class PostgresReads(SharedReads):
     """The read half of ``PostgresStore``: each method is one or two queries on a pooled connection."""
 
-    _BUCKET = "floor(extract(epoch FROM a.started_at - ?) / ?::integer)::integer"
+    # date_part, not extract: its double precision divides faster than extract's numeric, and the
+    # chart's query does it once for every attempt of the last 24 hours.
+    _BUCKET = "floor(date_part('epoch', a.started_at - ?) / ?::integer)::integer"
 
     def __init__(self) -> None:
         self._pool: Any = None

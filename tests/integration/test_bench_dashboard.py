@@ -1,0 +1,56 @@
+"""``python -m bench --only dashboard`` at a tiny size, on each backend: it builds its store, signs in
+through a link to a real ``webhookd serve``, and times every page this webhookd has, each answering
+200."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from bench import dashboard, postgres
+from bench.config import BenchConfig
+from bench.report import table
+from tests.contract.conftest import PostgresServer, postgres_server  # noqa: F401 (a fixture)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+DELIVERIES = 400
+FAILED = DELIVERIES // dashboard.FAILED_EVERY
+TIMED = {"subscriptions", "subscription", "subscription, failed only", "delivery"}
+
+
+def _built(db: Path) -> tuple[dict[str, int], tuple[int, int]]:
+    """Deliveries by status, and the attempts with how many name their subscription."""
+    with closing(sqlite3.connect(db)) as conn:
+        statuses = dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY 1").fetchall())
+        return statuses, conn.execute("SELECT count(*), count(subscription_id) FROM attempts").fetchone()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+async def test_the_dashboard_bench_times_each_page_over_the_store_it_built(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if store == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        monkeypatch.setattr(postgres, "DSN", server.dsn)
+    quick = BenchConfig.standard(True, tmp_path)
+    cfg = dataclasses.replace(
+        quick, dashboard_deliveries=DELIVERIES, dashboard_requests=3, dashboard_stores=(store,)
+    )
+
+    result = await dashboard.run(cfg, tmp_path)
+
+    pages = result["stores"][store]["pages"]
+    assert TIMED <= set(pages)
+    assert all(page["requests"] == 3 and page["p50_ms"] > 0 for page in pages.values())
+    if store == "sqlite":
+        assert _built(tmp_path / "sqlite" / "bench.db") == (
+            {"delivered": DELIVERIES - FAILED, "failed": FAILED},
+            (DELIVERIES - FAILED + FAILED * dashboard.FAILED_ATTEMPTS,) * 2,
+        )
+    lines = table({"dashboard": result})
+    assert any(line.startswith("dashboard") and f"{store} subscriptions p50 / p99" in line for line in lines)
