@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 
 from bench import load, payloads, postgres, procs
@@ -107,12 +106,7 @@ def _build_sqlite(path: Path, size: int) -> None:
 async def _build_postgres(schema: str, size: int) -> None:
     p = _build_params(size)
     arguments = [(p["customer"], p["payload"], p["t0"], p["step"], p["events"]), (p["customer"],), ()]
-    conn = await asyncpg.connect(postgres.DSN, server_settings={"search_path": schema})
-    try:
-        for sql, args in zip(_POSTGRES_BUILD, arguments, strict=True):
-            await conn.execute(sql, *args)
-    finally:
-        await conn.close()
+    await postgres.execute_in(schema, _POSTGRES_BUILD, arguments)
 
 
 async def _timed_claims(store: Store, rounds: int) -> list[float]:

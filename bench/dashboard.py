@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import orjson
 
 from bench import load, payloads, postgres, procs, provision
@@ -146,12 +145,7 @@ async def _build_postgres(schema: str, deliveries: int) -> None:
         (p["failed_attempts"],),
         (),
     ]
-    conn = await asyncpg.connect(postgres.DSN, server_settings={"search_path": schema})
-    try:
-        for sql, args in zip(_POSTGRES_BUILD, arguments, strict=True):
-            await conn.execute(sql, *args)
-    finally:
-        await conn.close()
+    await postgres.execute_in(schema, _POSTGRES_BUILD, arguments)
 
 
 @contextlib.asynccontextmanager

@@ -7,9 +7,11 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from bench import procs, provision, receiving
 from bench.config import BenchConfig
@@ -17,6 +19,16 @@ from bench.delivery import drain_timeout_s, publish_backlog, timing
 
 DSN = os.environ.get("WEBHOOKD_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 WORKER_COUNTS = (1, 2)
+
+
+async def execute_in(schema: str, statements: Sequence[str], arguments: Sequence[tuple[Any, ...]]) -> None:
+    """Run ``statements``, each with its ``arguments``, in ``schema`` on one connection."""
+    conn = await asyncpg.connect(DSN, server_settings={"search_path": schema})
+    try:
+        for sql, args in zip(statements, arguments, strict=True):
+            await conn.execute(sql, *args)
+    finally:
+        await conn.close()
 
 
 def _psql(sql: str) -> None:
