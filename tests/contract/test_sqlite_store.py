@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.contract.test_store_contract import ACME, COMPLETED, OTHER, claim, make_event, subscribe
+from tests.contract.conftest import LIVE_WORKER
+from tests.contract.test_store_contract import ACME, COMPLETED, OTHER, claim, make_event, outcome, subscribe
 from webhookd.exceptions import Conflict
 from webhookd.models import ApiKey, PublishResult, Scope, new_id, utcnow
 from webhookd.store.base import SubscriptionUpdate
@@ -427,3 +428,47 @@ async def test_an_existing_world_readable_database_is_made_private(db_path: Path
         assert _modes(db_path) == dict.fromkeys(_modes(db_path), 0o600)
     finally:
         await store.close()
+
+
+async def claim_steps(store: SqliteStore) -> int:
+    """SQLite VM steps the writer spends claiming what is due now (private, read only here)."""
+    assert store._writer is not None
+    steps = 0
+
+    def tick() -> int:
+        nonlocal steps
+        steps += 1
+        return 0  # zero lets the statement go on
+
+    await store._writer.call(lambda conn: conn.set_progress_handler(tick, 1))
+    try:
+        assert len(await claim(store)) == 1
+    finally:
+        await store._writer.call(lambda conn: conn.set_progress_handler(None, 1))
+    return steps
+
+
+async def one_due_after_history(path: Path, delivered: int) -> SqliteStore:
+    """A store whose one subscription has ``delivered`` delivered deliveries and one more due."""
+    store = SqliteStore(path)
+    await store.open()
+    await store.register_worker(LIVE_WORKER, utcnow())
+    await subscribe(store)
+    await asyncio.gather(*(store.publish(make_event()) for _ in range(delivered)))
+    while jobs := await claim(store):
+        await store.record_attempts([outcome(job, succeeded=True) for job in jobs])
+    await store.publish(make_event())
+    return store
+
+
+async def test_a_claims_cost_does_not_grow_with_the_delivered_history(tmp_path: Path) -> None:
+    # The ring walk that finds subscriptions with pending work must step through the pending
+    # deliveries' index: through the full one it steps over every delivered row kept.
+    fresh = await one_due_after_history(tmp_path / "fresh.db", 0)
+    worn = await one_due_after_history(tmp_path / "worn.db", 2000)
+    try:
+        fresh_steps, worn_steps = await claim_steps(fresh), await claim_steps(worn)
+    finally:
+        await fresh.close()
+        await worn.close()
+    assert worn_steps < 2 * fresh_steps, (fresh_steps, worn_steps)

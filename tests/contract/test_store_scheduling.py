@@ -261,3 +261,26 @@ async def test_attempts_that_ended_but_are_not_recorded_leave_room_under_the_cap
 
     await store.record_attempts([outcome(job, succeeded=True) for job in first[:2]])
     assert await claim_after(ended(*first[:2])) == []  # recorded: counted once, not twice
+
+
+# -- what the gauges show --------------------------------------------------------------------------
+
+
+async def test_paced_and_ordered_waiting_deliveries_count_as_waiting_in_the_gauges(store: Store) -> None:
+    """Work a pace or an ordering key holds back is due and waiting: the scrape counts it pending and
+    ages it from its due time, not from whenever its turn comes."""
+    await _with(store, await subscribe(store), SubscriptionUpdate(rate_limit_per_second=1))
+    await _publish(store, 3)
+    ordered = await subscribe(store, url="https://ordered.example.com/hook")
+    await _with(store, ordered, SubscriptionUpdate(ordered=True))
+    for n in range(2):
+        await store.publish(NewEvent(ACME, "call.completed", {"n": n}, ordering_key="call-a"))
+    at = utcnow() + timedelta(seconds=1)
+
+    claimed = collections.Counter(job.subscription_id for job in await claim(store, at, cap=100))
+    stats = await store.outbox_stats(at + timedelta(seconds=30))
+
+    assert claimed[ordered.id] == 1 and sum(claimed.values()) == 2  # one paced slot, one key head
+    # The paced subscription got all five events and four wait for its pace; one waits behind its key.
+    assert stats.deliveries_by_status.get("pending") == 5
+    assert 30 < stats.oldest_due_age_s < 60
