@@ -1,4 +1,5 @@
-"""The ``webhookd`` command: serve | worker | migrate | keys create | sources create | dashboard-link."""
+"""The ``webhookd`` command: serve | worker | migrate | keys create | sources create | dashboard-link |
+backup."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -16,12 +19,13 @@ import orjson
 
 from webhookd import __version__, provisioning
 from webhookd.config import Settings, setting_fields
-from webhookd.crypto import SecretBox, master_key_from_settings
+from webhookd.crypto import SecretBox, key_file_path, master_key_from_settings
 from webhookd.exceptions import InvalidInput, WebhookdError
 from webhookd.inputs import check_customer_id
 from webhookd.logs import configure_logging
 from webhookd.models import CREDENTIAL_NAMES, Carrier, Scope, isoformat, utcnow
 from webhookd.store import Store, store_from_settings
+from webhookd.store.sqlite.backup import backup as sqlite_backup
 
 Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -65,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keys(commands, parent)
     _add_sources(commands, parent)
     _add_dashboard_link(commands)
+    _add_backup(commands)
     return parser
 
 
@@ -107,6 +112,14 @@ def _add_sources(commands: Any, parent: argparse.ArgumentParser) -> None:
     create.set_defaults(run=_create_source)
 
 
+POSTGRES_BACKUP = """webhookd backup copies a SQLite database; this one is PostgreSQL.
+pg_dump takes a consistent copy while webhookd runs:
+  pg_dump --format=custom --file {path} '{url}'
+Restore it into an empty database with pg_restore --dbname URL {path}, and keep
+WEBHOOKD_MASTER_KEY with the copy: the secrets in it are encrypted under that key."""
+RESTORE_STEPS = """to restore: stop webhookd, delete {database} and its -wal and -shm files, copy {path}
+to {database}, put the key file beside it, and start webhookd."""
+
 LINK_SETTINGS = frozenset({"database_url", "public_base_url", "host", "port", "dashboard_link_ttl_s"})
 """What a dashboard link depends on: the database it is stored in, the URL it starts with, its life."""
 
@@ -128,6 +141,23 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         key.removeprefix("setting_"): value for key, value in vars(args).items() if key.startswith("setting_")
     }
     return Settings.from_env(os.environ, overrides)
+
+
+BACKUP_SETTINGS = frozenset({"database_url", "master_key"})
+
+
+def _add_backup(commands: Any) -> None:
+    backup = commands.add_parser(
+        "backup",
+        parents=[_settings_parent(BACKUP_SETTINGS)],
+        help="copy the SQLite database while webhookd runs",
+        description="Write a consistent copy of the SQLite database to a new file, while webhookd"
+        " serves. Keep the key file (or WEBHOOKD_MASTER_KEY) with it: the copy's secrets are"
+        " encrypted under that key. On PostgreSQL it explains pg_dump instead.",
+    )
+    backup.add_argument("path", type=Path, help="the new file to write (never overwritten)")
+    backup.add_argument("--json", action="store_true", help="print {path, bytes, seconds, key_file} as JSON")
+    backup.set_defaults(run=_backup)
 
 
 async def _with_store(settings: Settings, action: Callable[[Store], Awaitable[int]]) -> int:
@@ -221,6 +251,40 @@ async def _dashboard_link(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return await _with_store(settings, create)
+
+
+async def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    database = settings.sqlite_path
+    if database is None:
+        print(
+            POSTGRES_BACKUP.format(path=args.path, url=_without_password(settings.database_url)),
+            file=sys.stderr,
+        )
+        return 2
+    key_file = None if settings.master_key else key_file_path(database)
+    if key_file is not None and not key_file.exists():
+        key_file = None  # made with the first secret: until then the database holds none
+    if not args.json:
+        print(f"copying {database} to {args.path} ...", file=sys.stderr)
+    began = time.perf_counter()
+    size = await asyncio.to_thread(sqlite_backup, database, args.path)
+    seconds = round(time.perf_counter() - began, 3)
+    if args.json:
+        _print_json(
+            {
+                "path": str(args.path),
+                "bytes": size,
+                "seconds": seconds,
+                "key_file": key_file and str(key_file),
+            }
+        )
+        return 0
+    print(f"wrote {args.path}: {size:,} bytes in {seconds:.1f} s")
+    if key_file or settings.master_key:
+        keep = f"the key file {key_file}" if key_file else "WEBHOOKD_MASTER_KEY"
+        print(f"keep {keep} with this backup: the secrets in it are encrypted under that key.")
+    print(RESTORE_STEPS.format(path=args.path, database=database))
+    return 0
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -132,4 +132,9 @@ def master_key_from_settings(master_key: str | None, sqlite_path: Path | None) -
         return decode_master_key(master_key)
     if sqlite_path is None:
         raise ConfigError("WEBHOOKD_MASTER_KEY is required when the database is not SQLite")
-    return load_or_create_key_file(sqlite_path.with_name("webhookd.key"))
+    return load_or_create_key_file(key_file_path(sqlite_path))
+
+
+def key_file_path(sqlite_path: Path) -> Path:
+    """Where the master key is kept when WEBHOOKD_MASTER_KEY is not set: beside the database."""
+    return sqlite_path.with_name("webhookd.key")
