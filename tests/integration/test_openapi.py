@@ -40,7 +40,7 @@ from tests.integration.harness import (
     webhookd_command,
     webhookd_process,
 )
-from webhookd import api
+from webhookd import api, ingest
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -67,6 +67,8 @@ class Seeded:
     """Only DELETE gets this one, so the other operations keep a live subscription to work on."""
     event_id: str
     delivery_id: str
+    source_id: str
+    """A Twilio source, so fuzzed callbacks reach its signature check, not only the 404."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,19 @@ class Live:
     env: dict[str, str] = field(repr=False)
     log: Path
     seeded: Seeded
+
+
+def _create_source(env: dict[str, str]) -> str:
+    done = subprocess.run(
+        webhookd_command(
+            "sources", "create", "--customer", "acme", "--carrier", "twilio", "--credential", "auth_token=t"
+        ),
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    source_id: str = json.loads(done.stdout)["id"]
+    return source_id
 
 
 def _create_key(env: dict[str, str]) -> str:
@@ -91,7 +106,7 @@ def _create_key(env: dict[str, str]) -> str:
     return key
 
 
-async def _seed(base: str, key: str, receiver: Receiver) -> Seeded:
+async def _seed(base: str, key: str, receiver: Receiver, source_id: str) -> Seeded:
     """A subscription with a delivered event (so a delivery with an attempt log exists), and a second
     subscription for DELETE to spend."""
     async with aiohttp.ClientSession(base, headers=auth(key)) as http:
@@ -117,7 +132,7 @@ async def _seed(base: str, key: str, receiver: Receiver) -> Seeded:
             await anyio.sleep(0.05)
         else:
             raise AssertionError(f"the seeded delivery was not recorded as delivered: {listed}")
-    return Seeded(sub["id"], doomed["id"], event["id"], listed[0]["id"])
+    return Seeded(sub["id"], doomed["id"], event["id"], listed[0]["id"], source_id)
 
 
 async def _database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -142,10 +157,10 @@ async def live(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
             "WEBHOOKD_SHUTDOWN_GRACE_S": "1",
         }
     )
-    key = _create_key(env)
+    key, source_id = _create_key(env), _create_source(env)
     log = tmp_path / "webhookd.log"
     async with running_receiver() as receiver, webhookd_process(env, base, log):
-        yield Live(base, key, env, log, await _seed(base, key, receiver))
+        yield Live(base, key, env, log, await _seed(base, key, receiver, source_id))
 
 
 async def _openapi(base: str) -> dict[str, Any]:
@@ -181,8 +196,8 @@ def _resolve(document: dict[str, Any], ref: str) -> Any:
 def _documented_routes() -> set[tuple[str, str]]:
     """(path, method) of every API route the application serves, HEAD aside (Starlette adds it)."""
     wanted = set()
-    for route in api.routes():
-        if route.path.startswith("/api/v1/") or route.path in DOCUMENTED_OUTSIDE_API:
+    for route in [*api.routes(), *ingest.routes()]:
+        if route.path.startswith(("/api/v1/", "/ingest/")) or route.path in DOCUMENTED_OUTSIDE_API:
             wanted |= {(route.path, m.lower()) for m in (route.methods or set()) - {"HEAD"}}
     return wanted
 
@@ -229,6 +244,8 @@ def _config(seeded: Seeded) -> str:
         "doomed_subscription_ids": seeded.doomed_subscription_id,
         "event_ids": seeded.event_id,
         "delivery_ids": seeded.delivery_id,
+        "source_ids": seeded.source_id,
+        "carriers": "twilio",
     }
     lines = ["[auth.openapi.bearer]", f"bearer = {_toml_string('${' + KEY_ENV + '}')}", ""]
     for name, value in dictionaries.items():
@@ -238,6 +255,8 @@ def _config(seeded: Seeded) -> str:
         '"path.subscription_id" = { dictionary = "subscription_ids", probability = 0.5 }',
         '"path.event_id" = { dictionary = "event_ids", probability = 0.5 }',
         '"path.delivery_id" = { dictionary = "delivery_ids", probability = 0.5 }',
+        '"path.source_id" = { dictionary = "source_ids", probability = 0.75 }',
+        '"path.carrier" = { dictionary = "carriers", probability = 0.75 }',
         "",
         "[[operations]]",
         'include-method = "DELETE"',

@@ -12,12 +12,14 @@ from starlette.routing import BaseRoute, Route
 from webhookd import __version__
 from webhookd.api.pagination import DEFAULT_PAGE_SIZE, MAX_OFFSET, MAX_PAGE, MAX_PAGE_SIZE
 from webhookd.api.schemas import SCHEMAS, Schema
-from webhookd.models import Scope, id_pattern
+from webhookd.models import Carrier, Scope, id_pattern
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PATH_PARAM = re.compile(r"{(\w+)}")
-ID_PREFIXES = {"subscription_id": "sub", "event_id": "evt", "delivery_id": "dlv"}
+ID_PREFIXES = {"subscription_id": "sub", "event_id": "evt", "delivery_id": "dlv", "source_id": "src"}
 """The kind of id each path parameter holds: any other string answers 404 without a lookup."""
+PATH_SCHEMAS: dict[str, Schema] = {"carrier": {"type": "string", "enum": [c.value for c in Carrier]}}
+"""Path parameters that are not ids."""
 
 QueryParam = tuple[str, Schema, str]
 
@@ -47,6 +49,7 @@ _ERRORS = {
     409: "conflicts with the current state",
     413: "body too large",
     429: "rate limited; see Retry-After",
+    503: "the database is unavailable or overloaded for now; retry later",
 }
 
 
@@ -62,6 +65,11 @@ class Operation:
     body: str | None = None
     query: Sequence[QueryParam] = field(default_factory=tuple)
     tag: str = "webhooks"
+    description: str | None = None
+    probe: QueryParam | None = None
+    """A query parameter with which the operation needs neither a key nor a body (``x-probe``)."""
+    media_types: Sequence[str] = ("application/json",)
+    """What the body may be sent as."""
 
 
 def operation(**kwargs: Any) -> Callable[[F], F]:
@@ -83,14 +91,13 @@ def _response(status: int, schema: str | None) -> Schema:
     return described
 
 
+def _path_schema(name: str) -> Schema:
+    return PATH_SCHEMAS.get(name) or {"type": "string", "pattern": id_pattern(ID_PREFIXES[name])}
+
+
 def _operation(path: str, method: str, op: Operation) -> Schema:
     params = [
-        {
-            "name": n,
-            "in": "path",
-            "required": True,
-            "schema": {"type": "string", "pattern": id_pattern(ID_PREFIXES[n])},
-        }
+        {"name": n, "in": "path", "required": True, "schema": _path_schema(n)}
         for n in _PATH_PARAM.findall(path)
     ]
     params += [
@@ -110,14 +117,21 @@ def _operation(path: str, method: str, op: Operation) -> Schema:
         "parameters": params,
         "responses": {str(s): _response(s, n) for s, n in sorted(statuses.items())},
     }
-    if op.scope is not None:
-        body["description"] = f"Scope: `{op.scope.value}`."
+    described = [f"Scope: `{op.scope.value}`." if op.scope else None, op.description]
+    if any(described):
+        body["description"] = " ".join(d for d in described if d)
     body["security"] = [{"bearer": []}] if op.authenticated else []
     if op.body is not None:
+        schema = {"$ref": f"#/components/schemas/{op.body}"}
         body["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.body}"}}},
+            "content": {media: {"schema": schema} for media in op.media_types},
         }
+    if op.probe is not None:
+        # OpenAPI cannot make a key and a body required unless a query parameter is given: listed as
+        # a parameter, the probe would make both look optional to every client generated from this.
+        name, schema, about = op.probe
+        body["x-probe"] = {"parameter": name, "schema": schema, "description": about, "security": []}
     return body
 
 

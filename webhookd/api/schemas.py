@@ -191,6 +191,18 @@ SCHEMAS: dict[str, Schema] = {
         {"error": _object(["code", "message"], {"code": {"type": "string"}, "message": {"type": "string"}})},
     ),
     "Challenge": _object(["challenge"], {"challenge": {"type": "string"}}),
+    "CarrierCallback": {
+        "type": "object",
+        "description": "The carrier's own status callback, form-encoded or JSON as the carrier sends it.",
+    },
+    "CallbackReceived": _object(
+        ["received", "events", "duplicates"],
+        {
+            "received": {"type": "boolean"},
+            "events": {"type": "array", "items": {"type": "string"}},
+            "duplicates": {"type": "integer", "minimum": 0},
+        },
+    ),
     "Health": _object(["status"], {"status": {"type": "string"}}),
     "WhoAmI": _object(
         ["customer_id", "customer_name", "mode", "permissions"],

@@ -47,12 +47,18 @@ def subscription_id(request: Request) -> str:
 
 
 @operation(
-    # The probe is left out of the operation's parameters: it takes no key and no body, where the
-    # operation requires both, and one OpenAPI operation cannot describe the two.
-    summary="Create a subscription (idempotent). Make.com's probe, ?challenge=<token> with no key and"
-    " no body, is echoed with 202",
+    summary="Create a subscription (idempotent), or answer Make.com's ?challenge= probe",
+    description="The same url and set of events answers 200 with the original subscription and no new"
+    " secret. Make.com's connection check is `POST /api/v1/webhook-subscriptions?challenge=<token>`"
+    ' with no key and no body: the token is echoed as `{"challenge": "<token>"}` with 202, and'
+    " nothing is stored. An empty `challenge` is a 400. (See `x-probe`.)",
     body="SubscriptionCreate",
     scope=Scope.MANAGE_WEBHOOKS,
+    probe=(
+        "challenge",
+        {"type": "string", "minLength": 1},
+        "Make.com's probe token: echoed with 202, no key or body needed",
+    ),
     responses={201: "Subscription", 200: "Subscription", 202: "Challenge"},
 )
 async def create_subscription(request: Request) -> Response:

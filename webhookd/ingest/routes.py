@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from webhookd.api.openapi import operation
 from webhookd.crypto import source_credentials_context
 from webhookd.exceptions import (
     CryptoError,
@@ -137,6 +138,20 @@ def _credentials(svc: Services, source: Source) -> dict[str, str]:
     return loaded
 
 
+@operation(
+    summary="Receive a carrier's or voice-AI engine's status callback",
+    description="Point the carrier's status callback at this URL, with the source id that"
+    " `webhookd sources create` printed. The callback is verified by the carrier's own signature"
+    " (Twilio's X-Twilio-Signature, Telnyx's Ed25519 headers, Vonage's and Plivo's signatures, the"
+    " engines' HMAC headers), not by an API key. It is answered only after its `call.*` events are"
+    " stored. `events` lists the ids of the events it produced; a repeated or late callback produces"
+    " none and is counted in `duplicates` or recorded only.",
+    authenticated=False,
+    body="CarrierCallback",
+    media_types=("application/x-www-form-urlencoded", "application/json"),
+    responses={200: "CallbackReceived", 401: None, 404: None, 503: None},
+    tag="ingest",
+)
 async def ingest(request: Request) -> Response:
     """Count every callback by carrier and outcome, including the refused ones."""
     svc = services(request)
