@@ -12,12 +12,14 @@ from starlette.routing import BaseRoute, Route
 from webhookd import __version__
 from webhookd.api.pagination import DEFAULT_PAGE_SIZE, MAX_OFFSET, MAX_PAGE, MAX_PAGE_SIZE
 from webhookd.api.schemas import SCHEMAS, Schema
-from webhookd.models import Scope, id_pattern
+from webhookd.models import CALL_REF_PATTERN, Scope, id_pattern
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PATH_PARAM = re.compile(r"{(\w+)}")
 ID_PREFIXES = {"subscription_id": "sub", "event_id": "evt", "delivery_id": "dlv"}
 """The kind of id each path parameter holds: any other string answers 404 without a lookup."""
+PATH_PATTERNS = {"call_ref": CALL_REF_PATTERN}
+"""Path parameters that are not ids, by the pattern they must match (others answer 400)."""
 
 QueryParam = tuple[str, Schema, str]
 
@@ -89,7 +91,7 @@ def _operation(path: str, method: str, op: Operation) -> Schema:
             "name": n,
             "in": "path",
             "required": True,
-            "schema": {"type": "string", "pattern": id_pattern(ID_PREFIXES[n])},
+            "schema": {"type": "string", "pattern": PATH_PATTERNS.get(n) or id_pattern(ID_PREFIXES[n])},
         }
         for n in _PATH_PARAM.findall(path)
     ]
