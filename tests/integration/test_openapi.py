@@ -30,6 +30,7 @@ from schemathesis.errors import FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from tests.contract.conftest import PostgresServer, postgres_server  # noqa: F401 (a fixture)
+from tests.integration.carrier_signing import credentials, fixture_dir, signed_headers
 from tests.integration.harness import (
     Receiver,
     auth,
@@ -41,6 +42,7 @@ from tests.integration.harness import (
     webhookd_process,
 )
 from webhookd import api
+from webhookd.models import Carrier
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -67,6 +69,7 @@ class Seeded:
     """Only DELETE gets this one, so the other operations keep a live subscription to work on."""
     event_id: str
     delivery_id: str
+    call_ref: str
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,24 @@ async def _seed(base: str, key: str, receiver: Receiver) -> Seeded:
             await anyio.sleep(0.05)
         else:
             raise AssertionError(f"the seeded delivery was not recorded as delivered: {listed}")
-    return Seeded(sub["id"], doomed["id"], event["id"], listed[0]["id"])
+        call_ref = await _seed_call(http, base)
+    return Seeded(sub["id"], doomed["id"], event["id"], listed[0]["id"], call_ref)
+
+
+async def _seed_call(http: aiohttp.ClientSession, base: str) -> str:
+    """A call, from a real signed Twilio callback to a source made through the API; its reference."""
+    body = {"customer_id": "acme", "carrier": "twilio", "credentials": credentials(Carrier.TWILIO)}
+    async with http.post("/api/v1/sources", json=body) as response:
+        assert response.status == 201, await response.text()
+        ingest_url = (await response.json())["ingest_url"]
+    callback = (fixture_dir(Carrier.TWILIO) / "04_completed.form").read_bytes()
+    path = "/" + ingest_url.split("/", 3)[3]
+    headers = signed_headers(Carrier.TWILIO, ingest_url, callback)
+    async with http.post(base + path, data=callback, headers=headers) as response:
+        assert response.status == 200, await response.text()
+    async with http.get("/api/v1/calls") as response:
+        (call,) = (await response.json())["data"]
+    return str(call["id"])
 
 
 async def _database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -229,6 +249,7 @@ def _config(seeded: Seeded) -> str:
         "doomed_subscription_ids": seeded.doomed_subscription_id,
         "event_ids": seeded.event_id,
         "delivery_ids": seeded.delivery_id,
+        "call_refs": seeded.call_ref,
     }
     lines = ["[auth.openapi.bearer]", f"bearer = {_toml_string('${' + KEY_ENV + '}')}", ""]
     for name, value in dictionaries.items():
@@ -238,6 +259,7 @@ def _config(seeded: Seeded) -> str:
         '"path.subscription_id" = { dictionary = "subscription_ids", probability = 0.5 }',
         '"path.event_id" = { dictionary = "event_ids", probability = 0.5 }',
         '"path.delivery_id" = { dictionary = "delivery_ids", probability = 0.5 }',
+        '"path.call_ref" = { dictionary = "call_refs", probability = 0.5 }',
         "",
         "[[operations]]",
         'include-method = "DELETE"',
