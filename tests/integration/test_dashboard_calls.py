@@ -121,5 +121,8 @@ async def test_another_customers_session_and_no_session_see_none_of_a_call(
                 )
         malformed = await owner.context.request.get(f"{platform.base}/dashboard/calls/{SID}")
         assert malformed.status == 400 and "carrier:call_id" in await malformed.text()
+        for path in ("/dashboard/calls?cursor=evt_1", "/dashboard/events?cursor=twilio:CA1"):
+            foreign = await owner.context.request.get(platform.base + path)
+            assert foreign.status == 400 and "start from the first page" in await foreign.text(), path
         for context in (owner.context, other.context, nobody):
             await context.close()
