@@ -95,17 +95,22 @@ async def test_each_customer_sees_only_its_calls(store: Store) -> None:
     await store.ensure_customer(ACME)
     await store.ensure_customer(OTHER)
     await callback(store, "CA1", "k1")
-    await callback(store, "CA1", "k1", customer_id=OTHER)  # the same carrier call id, another customer
+    # The same carrier call id and callback key, another customer's: two callbacks, one event.
+    await callback(store, "CA1", "k1", customer_id=OTHER)
+    await callback(store, "CA1", "k2", customer_id=OTHER, event_type=None)
+    await callback(store, "CA2", "k3", customer_id=OTHER)
 
     mine = await store.list_calls(ACME, PageRequest(limit=10))
+    ours = await store.get_call(ACME, Carrier.TWILIO, "CA1")
     theirs = await store.get_call(OTHER, Carrier.TWILIO, "CA1")
 
-    assert [(c.ref, c.callback_count) for c in mine.items] == [("twilio:CA1", 1)]
-    assert theirs is not None
-    ours = await store.get_call(ACME, Carrier.TWILIO, "CA1")
-    assert ours is not None and {e.id for e in theirs.events}.isdisjoint(e.id for e in ours.events)
-    assert all(e.customer_id == OTHER for e in theirs.events)
-    assert await store.get_call(ACME, Carrier.TWILIO, "CA9") is None
+    assert [(c.ref, c.callback_count, c.event_count) for c in mine.items] == [("twilio:CA1", 1, 1)]
+    assert ours is not None and theirs is not None
+    assert (len(ours.callbacks), len(ours.events), ours.call.state) == (1, 1, {"seen": 1})
+    assert (len(theirs.callbacks), len(theirs.events), theirs.call.state) == (2, 1, {"seen": 2})
+    assert {e.customer_id for e in ours.events} == {ACME}
+    assert {e.customer_id for e in theirs.events} == {OTHER}
+    assert await store.get_call(ACME, Carrier.TWILIO, "CA2") is None
     assert await store.get_call(ACME, Carrier.TELNYX, "CA1") is None
     assert (await store.list_calls("cus_nobody", PageRequest(limit=10))).items == []
 
