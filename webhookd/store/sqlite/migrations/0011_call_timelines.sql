@@ -1,5 +1,5 @@
 -- webhookd schema v11 (SQLite): calls by customer, and callbacks by call, for the calls list and a
--- call's timeline. Without them a customer's newest calls were a sort of every call, and one call's
+-- call's timeline. Without them a customer's newest calls were a sort of all its calls, and one call's
 -- callbacks a walk through all of its customer's (call_callbacks is keyed by idempotency key).
 -- calls is WITHOUT ROWID: its index ends with the primary key (carrier, call_id), so the list's
 -- order (updated_at, carrier, call_id) is the index's own.
