@@ -138,10 +138,10 @@ class SharedReads:
 
     _rows: Rows
     _BUCKET: str
-    _BY_CALL: str
-    """SQL after ``FROM call_callbacks`` that makes the planner use call_callbacks_by_call, if needed."""
     """SQL for an attempt's bucket: the whole ``bucket_s`` (second ``?``) since ``since`` (first ``?``)
     in ``a.started_at``, as the backend does arithmetic on its stored times."""
+    _BY_CALL: str
+    """SQL after ``FROM call_callbacks`` that makes the planner use call_callbacks_by_call, if needed."""
 
     async def _read_one(self, sql: str, params: Sequence[Any]) -> Any | None:
         raise NotImplementedError
