@@ -8,7 +8,9 @@ delivery in ``FAILED_EVERY`` failed after three attempts answered 500, the other
 the first. Then a real ``webhookd serve`` (no workers), a sign-in through a ``webhookd
 dashboard-link``, and each page fetched back to back, one at a time: the subscriptions list, one
 subscription's first page and its failed-only page, one delivery, and the Events and Calls pages
-where this webhookd has them. The subscription and the delivery are the first each page links to.
+where this webhookd has them, and one call's timeline. The subscription, the delivery and the call are
+the first each page links to. Every ``CALL_EVENTS`` events are one call's, each from a callback, and
+each call has one late callback more.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ WARMUP = 5
 OPTIONAL_PAGES = {"events": "/dashboard/events", "calls": "/dashboard/calls"}
 """Pages timed only where this webhookd serves them."""
 
+CALL_EVENTS = 4
+"""Events per call, each from a callback of its own; and each call has one late callback, which
+produced none."""
+CALL_STATE = '{"rank": 3, "terminal": "call.completed"}'
+_LATE_CALLBACKS = """INSERT INTO call_callbacks (customer_id, idempotency_key, carrier, call_id, status_raw,
+    received_at)
+SELECT customer_id, 'late_' || call_id, carrier, call_id, 'ringing', updated_at FROM calls"""
+
 # Ids are a prefix and 26 Crockford base32 characters: zero-padded decimal numbers are such ids.
 _SQLITE_BUILD = [
     """WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :events)
@@ -66,6 +76,15 @@ _SQLITE_BUILD = [
         CASE WHEN d.status = 'failed' THEN CAST('upstream error' AS BLOB) ELSE CAST('ok' AS BLOB) END,
         d.status = 'delivered'
     FROM deliveries AS d JOIN n ON n.no <= d.attempts ORDER BY d.seq, n.no""",
+    """INSERT INTO calls (customer_id, carrier, call_id, state, updated_at)
+    SELECT :customer, 'twilio', printf('CA%032d', (seq - 1) / :call_events), :state, max(created_at)
+    FROM events GROUP BY 3""",
+    """INSERT INTO call_callbacks (customer_id, idempotency_key, carrier, call_id, status_raw, received_at,
+        event_id)
+    SELECT :customer, 'cb_' || id, 'twilio', printf('CA%032d', (seq - 1) / :call_events), 'completed',
+        created_at, id
+    FROM events""",
+    _LATE_CALLBACKS,
     "ANALYZE",
 ]
 
@@ -94,6 +113,16 @@ _POSTGRES_BUILD = [
         d.status = 'delivered'
     FROM deliveries AS d JOIN generate_series(1, $1::integer) AS n(no) ON n.no <= d.attempts
     ORDER BY d.id, n.no""",
+    """INSERT INTO calls (customer_id, carrier, call_id, state, updated_at)
+    SELECT $1, 'twilio', 'CA' || lpad(((substr(id, 5)::bigint - 1) / $2)::text, 32, '0'), $3::jsonb,
+        max(created_at)
+    FROM events GROUP BY 3""",
+    """INSERT INTO call_callbacks (customer_id, idempotency_key, carrier, call_id, status_raw, received_at,
+        event_id)
+    SELECT $1, 'cb_' || id, 'twilio', 'CA' || lpad(((substr(id, 5)::bigint - 1) / $2)::text, 32, '0'),
+        'completed', created_at, id
+    FROM events""",
+    _LATE_CALLBACKS,
     "VACUUM ANALYZE",
 ]
 
@@ -127,6 +156,8 @@ def _build_params(deliveries: int) -> dict[str, Any]:
         "step": SPAN_S / events,
         "failed_every": FAILED_EVERY,
         "failed_attempts": FAILED_ATTEMPTS,
+        "call_events": CALL_EVENTS,
+        "state": CALL_STATE,
     }
 
 
@@ -143,6 +174,9 @@ async def _build_postgres(schema: str, deliveries: int) -> None:
         (p["customer"], p["payload"], p["t0"], p["step"], p["events"]),
         (p["customer"], p["failed_every"], p["failed_attempts"]),
         (p["failed_attempts"],),
+        (p["customer"], p["call_events"], p["state"]),
+        (p["customer"], p["call_events"]),
+        (),
         (),
     ]
     await postgres.execute_in(schema, _POSTGRES_BUILD, arguments)
@@ -201,11 +235,14 @@ async def _time(session: aiohttp.ClientSession, url: str, requests: int) -> dict
     return {"requests": len(took), "bytes": len(body), **load.latency_summary_ms(took)}
 
 
-async def _first_link(session: aiohttp.ClientSession, url: str, kind: str) -> str:
-    """The first link to a ``kind`` page (``subscriptions``, ``deliveries``) on the page at ``url``."""
+async def _first_link(
+    session: aiohttp.ClientSession, url: str, kind: str, ref: str = "[a-z]+_[0-9A-Z]+"
+) -> str:
+    """The first link to a ``kind`` page (``subscriptions``, ``deliveries``) on the page at ``url``,
+    whose reference matches ``ref`` (an id unless told)."""
     async with session.get(url) as response:
         page = await response.text()
-    found = re.search(rf'href="(/dashboard/{kind}/[a-z]+_[0-9A-Z]+)"', page)
+    found = re.search(rf'href="(/dashboard/{kind}/{ref})"', page)
     if found is None:
         raise RuntimeError(f"no link to {kind} on {url}")
     return found.group(1)
@@ -221,6 +258,7 @@ async def _targets(session: aiohttp.ClientSession, base_url: str) -> dict[str, s
         "subscription, failed only": failed,
         "delivery": await _first_link(session, base_url + failed, "deliveries"),
         **OPTIONAL_PAGES,
+        "call": await _first_link(session, base_url + OPTIONAL_PAGES["calls"], "calls", "twilio:CA[0-9]+"),
     }
 
 

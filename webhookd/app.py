@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webhookd import api, dashboard, ingest
+from webhookd import api, dashboard
 from webhookd.config import Settings
 from webhookd.crypto import SecretBox, master_key_from_settings
 from webhookd.delivery.retention import prune_forever
@@ -24,6 +24,7 @@ from webhookd.delivery.sender import AiohttpSender, Sender
 from webhookd.delivery.ssrf import AddressGuard
 from webhookd.delivery.worker import Worker
 from webhookd.exceptions import ApiError, Overloaded, RequestError, StorageUnavailable
+from webhookd.ingest.routes import routes as ingest_routes
 from webhookd.metrics import Metrics
 from webhookd.models import utcnow
 from webhookd.ratelimit import RateLimiter
@@ -205,7 +206,7 @@ def create_app(
     (tests) is the delivery worker's and the secret rotations' idea of now."""
     return Starlette(
         # The hot paths first: the router tries routes in order.
-        routes=[*ingest.routes(), *api.routes(), *dashboard.routes()],
+        routes=[*ingest_routes(), *api.routes(), *dashboard.routes()],
         middleware=[
             Middleware(RequestContextMiddleware),
             Middleware(HotRoute, method="POST", path=api.PUBLISH_PATH, endpoint=api.events.publish_event),

@@ -102,6 +102,32 @@ class Carrier(StrEnum):
     VAPI = "vapi"
 
 
+MAX_CALL_ID_LENGTH = 255
+"""The longest carrier call id a call's reference may hold (carriers' ids are under 100 characters)."""
+_CARRIERS = "|".join(c.value for c in Carrier)
+CALL_REF_PATTERN = rf"^(?:{_CARRIERS}):[^\x00/]{{1,{MAX_CALL_ID_LENGTH}}}$"
+"""A call's public reference, ``carrier:call_id``: the carrier's call id is as the carrier sent it,
+colons and all (a path segment: no ``/``; stored text: no NUL)."""
+_CALL_REF = re.compile(CALL_REF_PATTERN)
+CALL_REF_RULE = (
+    f"carrier:call_id, such as twilio:CA0123, where carrier is one of {', '.join(Carrier)} and call_id"
+    f" is 1 to {MAX_CALL_ID_LENGTH} characters without / or NUL"
+)
+
+
+def call_ref(carrier: str, call_id: str) -> str:
+    """A call's public reference (also its events' ``ordering_key``)."""
+    return f"{carrier}:{call_id}"
+
+
+def parse_call_ref(ref: str) -> tuple[Carrier, str]:
+    """The carrier and call id of a reference; ``ValueError`` saying the expected form otherwise."""
+    if _CALL_REF.fullmatch(ref) is None:
+        raise ValueError(f"a call id must be {CALL_REF_RULE}")
+    carrier, _, call_id = ref.partition(":")  # carrier names hold no colon; call ids may
+    return Carrier(carrier), call_id
+
+
 CREDENTIAL_NAMES: dict[Carrier, tuple[str, ...]] = {
     Carrier.TWILIO: ("auth_token",),
     Carrier.TELNYX: ("public_key",),
@@ -318,3 +344,50 @@ class AttemptResult:
     retry_after_s: float | None = None
     """How long the endpoint asked to be left alone (``Retry-After`` of a 429 or 503): a failing
     subscription's next probe waits at least that long, up to the schedule's longest step."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A call as its carrier callbacks told it: the state machine's stored state and how much it saw."""
+
+    carrier: Carrier
+    call_id: str
+    state: dict[str, Any]
+    """The call state machine's JSON state (see ``webhookd.ingest.callstate``)."""
+    updated_at: datetime
+    callback_count: int
+    event_count: int
+    """The distinct events its callbacks produced."""
+
+    @property
+    def ref(self) -> str:
+        return call_ref(self.carrier, self.call_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CallCallback:
+    """One verified carrier callback of a call, and the event it produced (``None``: late or repeated)."""
+
+    carrier: Carrier
+    status_raw: str | None
+    received_at: datetime
+    event_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventDelivery:
+    """A delivery of an event, with the URL it goes to: where the event went."""
+
+    delivery: Delivery
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallTimeline:
+    """A call's story: its callbacks as received, the events they produced, and where those went."""
+
+    call: Call
+    callbacks: tuple[CallCallback, ...]
+    events: tuple[Event, ...]
+    deliveries: dict[str, list[EventDelivery]]
+    """By event id; an event with no delivery is absent."""

@@ -20,14 +20,21 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 DELIVERIES = 400
 FAILED = DELIVERIES // dashboard.FAILED_EVERY
-TIMED = {"subscriptions", "subscription", "subscription, failed only", "delivery"}
+TIMED = {"subscriptions", "subscription", "subscription, failed only", "delivery", "events", "calls", "call"}
+CALLS = DELIVERIES // 4 // dashboard.CALL_EVENTS
+"""Each of the 4 subscriptions gets every event; every ``CALL_EVENTS`` events are one call's."""
 
 
-def _built(db: Path) -> tuple[dict[str, int], tuple[int, int]]:
-    """Deliveries by status, and the attempts with how many name their subscription."""
+def _built(db: Path) -> tuple[dict[str, int], tuple[int, int], tuple[int, int, int]]:
+    """Deliveries by status, the attempts with how many name their subscription, and the calls with
+    their callbacks and how many produced an event."""
     with closing(sqlite3.connect(db)) as conn:
         statuses = dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY 1").fetchall())
-        return statuses, conn.execute("SELECT count(*), count(subscription_id) FROM attempts").fetchone()
+        attempts = conn.execute("SELECT count(*), count(subscription_id) FROM attempts").fetchone()
+        calls = conn.execute(
+            "SELECT (SELECT count(*) FROM calls), count(*), count(event_id) FROM call_callbacks"
+        ).fetchone()
+        return statuses, attempts, calls
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
@@ -51,6 +58,7 @@ async def test_the_dashboard_bench_times_each_page_over_the_store_it_built(
         assert _built(tmp_path / "sqlite" / "bench.db") == (
             {"delivered": DELIVERIES - FAILED, "failed": FAILED},
             (DELIVERIES - FAILED + FAILED * dashboard.FAILED_ATTEMPTS,) * 2,
+            (CALLS, CALLS * (dashboard.CALL_EVENTS + 1), CALLS * dashboard.CALL_EVENTS),
         )
     lines = table({"dashboard": result})
     assert any(line.startswith("dashboard") and f"{store} subscriptions p50 / p99" in line for line in lines)

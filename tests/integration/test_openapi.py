@@ -30,6 +30,7 @@ from schemathesis.errors import FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from tests.contract.conftest import PostgresServer, postgres_server  # noqa: F401 (a fixture)
+from tests.integration.carrier_signing import credentials, fixture_dir, signed_headers
 from tests.integration.harness import (
     Receiver,
     auth,
@@ -40,7 +41,9 @@ from tests.integration.harness import (
     webhookd_command,
     webhookd_process,
 )
-from webhookd import api, ingest
+from webhookd import api
+from webhookd.ingest.routes import routes as ingest_routes
+from webhookd.models import Carrier
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -67,8 +70,9 @@ class Seeded:
     """Only DELETE gets this one, so the other operations keep a live subscription to work on."""
     event_id: str
     delivery_id: str
+    call_ref: str
     source_id: str
-    """A Twilio source, so fuzzed callbacks reach its signature check, not only the 404."""
+    """The Twilio source the call came through, so fuzzed callbacks reach its signature check."""
 
 
 @dataclass(frozen=True)
@@ -78,19 +82,6 @@ class Live:
     env: dict[str, str] = field(repr=False)
     log: Path
     seeded: Seeded
-
-
-def _create_source(env: dict[str, str]) -> str:
-    done = subprocess.run(
-        webhookd_command(
-            "sources", "create", "--customer", "acme", "--carrier", "twilio", "--credential", "auth_token=t"
-        ),
-        env=env,
-        capture_output=True,
-        check=True,
-    )
-    source_id: str = json.loads(done.stdout)["id"]
-    return source_id
 
 
 def _create_key(env: dict[str, str]) -> str:
@@ -106,7 +97,7 @@ def _create_key(env: dict[str, str]) -> str:
     return key
 
 
-async def _seed(base: str, key: str, receiver: Receiver, source_id: str) -> Seeded:
+async def _seed(base: str, key: str, receiver: Receiver) -> Seeded:
     """A subscription with a delivered event (so a delivery with an attempt log exists), and a second
     subscription for DELETE to spend."""
     async with aiohttp.ClientSession(base, headers=auth(key)) as http:
@@ -132,7 +123,25 @@ async def _seed(base: str, key: str, receiver: Receiver, source_id: str) -> Seed
             await anyio.sleep(0.05)
         else:
             raise AssertionError(f"the seeded delivery was not recorded as delivered: {listed}")
-    return Seeded(sub["id"], doomed["id"], event["id"], listed[0]["id"], source_id)
+        source_id, call_ref = await _seed_call(http, base)
+    return Seeded(sub["id"], doomed["id"], event["id"], listed[0]["id"], call_ref, source_id)
+
+
+async def _seed_call(http: aiohttp.ClientSession, base: str) -> tuple[str, str]:
+    """A call, from a real signed Twilio callback to a source made through the API: the source's id
+    and the call's reference."""
+    body = {"customer_id": "acme", "carrier": "twilio", "credentials": credentials(Carrier.TWILIO)}
+    async with http.post("/api/v1/sources", json=body) as response:
+        assert response.status == 201, await response.text()
+        source = await response.json()
+    callback = (fixture_dir(Carrier.TWILIO) / "04_completed.form").read_bytes()
+    path = "/" + source["ingest_url"].split("/", 3)[3]
+    headers = signed_headers(Carrier.TWILIO, source["ingest_url"], callback)
+    async with http.post(base + path, data=callback, headers=headers) as response:
+        assert response.status == 200, await response.text()
+    async with http.get("/api/v1/calls") as response:
+        (call,) = (await response.json())["data"]
+    return str(source["id"]), str(call["id"])
 
 
 async def _database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -157,10 +166,10 @@ async def live(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
             "WEBHOOKD_SHUTDOWN_GRACE_S": "1",
         }
     )
-    key, source_id = _create_key(env), _create_source(env)
+    key = _create_key(env)
     log = tmp_path / "webhookd.log"
     async with running_receiver() as receiver, webhookd_process(env, base, log):
-        yield Live(base, key, env, log, await _seed(base, key, receiver, source_id))
+        yield Live(base, key, env, log, await _seed(base, key, receiver))
 
 
 async def _openapi(base: str) -> dict[str, Any]:
@@ -196,7 +205,7 @@ def _resolve(document: dict[str, Any], ref: str) -> Any:
 def _documented_routes() -> set[tuple[str, str]]:
     """(path, method) of every API route the application serves, HEAD aside (Starlette adds it)."""
     wanted = set()
-    for route in [*api.routes(), *ingest.routes()]:
+    for route in [*api.routes(), *ingest_routes()]:
         if route.path.startswith(("/api/v1/", "/ingest/")) or route.path in DOCUMENTED_OUTSIDE_API:
             wanted |= {(route.path, m.lower()) for m in (route.methods or set()) - {"HEAD"}}
     return wanted
@@ -244,6 +253,7 @@ def _config(seeded: Seeded) -> str:
         "doomed_subscription_ids": seeded.doomed_subscription_id,
         "event_ids": seeded.event_id,
         "delivery_ids": seeded.delivery_id,
+        "call_refs": seeded.call_ref,
         "source_ids": seeded.source_id,
         "carriers": "twilio",
     }
@@ -255,6 +265,7 @@ def _config(seeded: Seeded) -> str:
         '"path.subscription_id" = { dictionary = "subscription_ids", probability = 0.5 }',
         '"path.event_id" = { dictionary = "event_ids", probability = 0.5 }',
         '"path.delivery_id" = { dictionary = "delivery_ids", probability = 0.5 }',
+        '"path.call_ref" = { dictionary = "call_refs", probability = 0.5 }',
         '"path.source_id" = { dictionary = "source_ids", probability = 0.75 }',
         '"path.carrier" = { dictionary = "carriers", probability = 0.75 }',
         "",

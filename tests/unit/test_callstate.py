@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webhookd.ingest.callstate import RANKS, CallState, advance
+from webhookd.ingest.callstate import CALL_STATUSES, RANKS, CallState, advance
 from webhookd.ingest.normalize import NormalizedCall
 
 T0 = datetime(2026, 3, 4, 15, 20, tzinfo=UTC)
@@ -149,3 +149,14 @@ def test_a_cancel_without_a_direction_is_decided_by_the_calls_direction() -> Non
     inbound = update("call.initiating", "call.initiated", 0, direction="inbound")
     ours = update("call.failed", "call.hangup", 20, reason="canceled", carrier_cause="originator_cancel")
     assert [(e.type, e.reason) for e in run([inbound, ours])][-1] == ("call.no_answer", "caller_abandoned")
+
+
+def test_the_status_names_the_last_step_emitted_or_the_end() -> None:
+    state, statuses = CallState(), [CallState().status]
+    for one in [*LIFECYCLE, update("call.ringing", "ringing", 60, sequence=1)]:
+        state, _ = advance(CallState.from_json(state.to_json()), one)
+        statuses.append(state.status)
+    assert statuses == ["new", "initiating", "ringing", "in_progress", "completed", "completed"]
+    assert set(statuses) <= set(CALL_STATUSES)
+    failed, _ = advance(CallState(), update("call.failed", "failed", 1, direction="outbound"))
+    assert failed.status == "failed"

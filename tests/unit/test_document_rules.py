@@ -24,7 +24,8 @@ from webhookd.inputs import (
     check_customer_id,
     is_event_type,
 )
-from webhookd.models import is_id
+from webhookd.models import CALL_REF_PATTERN, call_ref, is_id, parse_call_ref
+from webhookd.store.base import call_cursor_pattern, decode_call_cursor
 
 DOCUMENT = build_openapi(api.routes())
 SCHEMAS: dict[str, Any] = DOCUMENT["components"]["schemas"]
@@ -102,3 +103,37 @@ def test_a_path_id_is_documented_as_the_ids_the_api_looks_up(path: str, name: st
         assert is_id(value, prefix) == _documented(parameter["schema"], value)
 
     agree()
+
+
+def _call_ref_taken(value: str) -> bool:
+    try:
+        carrier, call_id = parse_call_ref(value)
+    except ValueError:
+        return False
+    return call_ref(carrier, call_id) == value
+
+
+@CALM
+@given(
+    st.from_regex(CALL_REF_PATTERN, fullmatch=True)
+    | st.text("twilio:telnyx_x/\n\x00", max_size=24)
+    | st.integers(250, 260).map(lambda n: "vapi:" + "v" * n)
+)
+@example("twilio:CA1\n")  # a regex's "$" also matches before a final newline
+def test_a_call_reference_is_taken_exactly_when_the_document_allows_it(value: str) -> None:
+    (parameter,) = DOCUMENT["paths"]["/api/v1/calls/{call_ref}"]["get"]["parameters"]
+    assert _call_ref_taken(value) == _documented(parameter["schema"], value)
+
+
+@CALM
+@given(st.from_regex(call_cursor_pattern(), fullmatch=True) | st.text("0123.-twilio:CA\n\x00", max_size=24))
+def test_a_calls_cursor_is_taken_exactly_when_the_document_allows_it(value: str) -> None:
+    (parameter,) = [
+        p for p in DOCUMENT["paths"]["/api/v1/calls"]["get"]["parameters"] if p["name"] == "cursor"
+    ]
+    try:
+        decode_call_cursor(value)
+        taken = True
+    except ValueError:
+        taken = False
+    assert taken == _documented(parameter["schema"], value)

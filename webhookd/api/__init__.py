@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from webhookd.api import account, admin, callbacks, dashboard, deliveries, events, health, subscriptions
+from webhookd.api import (
+    account,
+    admin,
+    callbacks,
+    calls,
+    dashboard,
+    deliveries,
+    events,
+    health,
+    subscriptions,
+)
 
 SUBSCRIPTION = "/api/v1/webhook-subscriptions/{subscription_id}"
 PUBLISH_PATH = "/api/v1/events"  # also served ahead of the router: see webhookd.web.HotRoute
@@ -39,4 +49,6 @@ def routes() -> list[Route]:
         Route("/api/v1/keys", admin.create_key, methods=["POST"]),
         Route("/api/v1/sources", admin.create_source, methods=["POST"]),
         Route("/api/v1/backlog", admin.backlog, methods=["GET"]),
+        Route("/api/v1/calls", calls.list_calls, methods=["GET"]),
+        Route("/api/v1/calls/{call_ref}", calls.get_call, methods=["GET"]),
     ]

@@ -12,14 +12,17 @@ from starlette.routing import BaseRoute, Route
 from webhookd import __version__
 from webhookd.api.pagination import DEFAULT_PAGE_SIZE, MAX_OFFSET, MAX_PAGE, MAX_PAGE_SIZE
 from webhookd.api.schemas import SCHEMAS, Schema
-from webhookd.models import Carrier, Scope, id_pattern
+from webhookd.models import CALL_REF_PATTERN, Carrier, Scope, id_pattern
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PATH_PARAM = re.compile(r"{(\w+)}")
 ID_PREFIXES = {"subscription_id": "sub", "event_id": "evt", "delivery_id": "dlv", "source_id": "src"}
 """The kind of id each path parameter holds: any other string answers 404 without a lookup."""
-PATH_SCHEMAS: dict[str, Schema] = {"carrier": {"type": "string", "enum": [c.value for c in Carrier]}}
-"""Path parameters that are not ids."""
+PATH_SCHEMAS: dict[str, Schema] = {
+    "carrier": {"type": "string", "enum": [c.value for c in Carrier]},
+    "call_ref": {"type": "string", "pattern": CALL_REF_PATTERN},
+}
+"""Path parameters that are not ids (a call reference that does not match answers 400)."""
 
 QueryParam = tuple[str, Schema, str]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from webhookd.ingest.callstate import CALL_STATUSES
 from webhookd.inputs import (
     CUSTOMER_ID_PATTERN,
     EVENT_TYPE_PATTERN,
@@ -184,6 +185,52 @@ BACKLOG = _object(
     },
 )
 
+CALL = _object(
+    ["id", "carrier", "call_id", "state", "updated_at", "callback_count", "event_count"],
+    {
+        "id": {"type": "string", "description": "carrier:call_id, the call's reference in /calls/{call_ref}"},
+        "carrier": {"type": "string", "enum": [c.value for c in Carrier]},
+        "call_id": {"type": "string", "description": "the carrier's own id of the call"},
+        "state": {"type": "string", "enum": list(CALL_STATUSES)},
+        "updated_at": TIMESTAMP,
+        "callback_count": {"type": "integer", "minimum": 0},
+        "event_count": {"type": "integer", "minimum": 0},
+    },
+)
+
+CALL_CALLBACK = _object(
+    ["carrier", "status_raw", "received_at", "event_id"],
+    {
+        "carrier": {"type": "string", "enum": [c.value for c in Carrier]},
+        "status_raw": {"type": ["string", "null"]},
+        "received_at": TIMESTAMP,
+        "event_id": {"type": ["string", "null"], "description": "null: a late or repeated callback"},
+    },
+)
+
+EVENT_DELIVERY = _object(
+    ["id", "subscription_id", "url", "status", "attempts", "last_status"],
+    {
+        "id": {"type": "string"},
+        "subscription_id": {"type": "string"},
+        "url": {"type": "string"},
+        "status": {"type": "string", "enum": [s.value for s in DeliveryStatus]},
+        "attempts": {"type": "integer", "minimum": 0},
+        "last_status": {"type": ["integer", "null"]},
+    },
+)
+
+CALL_EVENT = _object(
+    ["id", "type", "created_at", "payload", "deliveries"],
+    {
+        "id": {"type": "string"},
+        "type": {"type": "string"},
+        "created_at": TIMESTAMP,
+        "payload": {"type": "object", "description": "the JSON body receivers get"},
+        "deliveries": {"type": "array", "items": EVENT_DELIVERY},
+    },
+)
+
 SCHEMAS: dict[str, Schema] = {
     "JsonValue": JSON_VALUE,
     "Error": _object(
@@ -280,6 +327,17 @@ SCHEMAS: dict[str, Schema] = {
         "properties": {
             **DELIVERY["properties"],
             "attempts_log": {"type": "array", "items": {"$ref": "#/components/schemas/Attempt"}},
+        },
+    },
+    "Call": CALL,
+    "CallList": list_of("Call"),
+    "CallTimeline": CALL
+    | {
+        "required": [*CALL["required"], "callbacks", "events"],
+        "properties": {
+            **CALL["properties"],
+            "callbacks": {"type": "array", "items": CALL_CALLBACK},
+            "events": {"type": "array", "items": CALL_EVENT},
         },
     },
     "Recover": _object(["since"], {"since": TIMESTAMP, "until": NULLABLE_TIMESTAMP}, extra=False),

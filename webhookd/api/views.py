@@ -7,7 +7,17 @@ from typing import Any
 
 import orjson
 
-from webhookd.models import Attempt, Delivery, Event, Subscription, isoformat
+from webhookd.ingest.callstate import CallState
+from webhookd.models import (
+    Attempt,
+    Call,
+    CallTimeline,
+    Delivery,
+    Event,
+    EventDelivery,
+    Subscription,
+    isoformat,
+)
 from webhookd.store.base import Backlog, DeliveryDetail
 
 
@@ -110,3 +120,51 @@ def backlog_json(backlog: Backlog) -> dict[str, Any]:
         "parked": backlog.parked,
         "oldest_due_at": _time(backlog.oldest_due_at),
     }
+
+
+def call_json(call: Call) -> dict[str, Any]:
+    return {
+        "id": call.ref,
+        "carrier": call.carrier.value,
+        "call_id": call.call_id,
+        "state": CallState.from_json(call.state).status,
+        "updated_at": isoformat(call.updated_at),
+        "callback_count": call.callback_count,
+        "event_count": call.event_count,
+    }
+
+
+def _went_to(sent: EventDelivery) -> dict[str, Any]:
+    d = sent.delivery
+    return {
+        "id": d.id,
+        "subscription_id": d.subscription_id,
+        "url": sent.url,
+        "status": d.status.value,
+        "attempts": d.attempts,
+        "last_status": d.last_status,
+    }
+
+
+def call_timeline_json(timeline: CallTimeline) -> dict[str, Any]:
+    """The call, its callbacks as received, and each event they produced with where it went."""
+    callbacks = [
+        {
+            "carrier": c.carrier.value,
+            "status_raw": c.status_raw,
+            "received_at": isoformat(c.received_at),
+            "event_id": c.event_id,
+        }
+        for c in timeline.callbacks
+    ]
+    events = [
+        {
+            "id": e.id,
+            "type": e.type,
+            "created_at": isoformat(e.created_at),
+            "payload": orjson.loads(e.payload),
+            "deliveries": [_went_to(d) for d in timeline.deliveries.get(e.id, [])],
+        }
+        for e in timeline.events
+    ]
+    return {**call_json(timeline.call), "callbacks": callbacks, "events": events}

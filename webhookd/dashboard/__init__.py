@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webhookd.dashboard import pages
+from webhookd.dashboard import calls, pages
 from webhookd.dashboard.sessions import session_key
 
 __all__ = ["routes", "session_key"]
@@ -38,4 +38,7 @@ def routes() -> list[Route]:
         Route(DELIVERY, pages.delivery, methods=get, include_in_schema=False),
         Route(f"{DELIVERY}/retry", pages.retry, methods=post, include_in_schema=False),
         Route(f"{SUBSCRIPTION}/edit", pages.edit, methods=post, include_in_schema=False),
+        Route("/dashboard/calls", calls.calls, methods=get, include_in_schema=False),
+        Route("/dashboard/calls/{call_ref}", calls.call, methods=get, include_in_schema=False),
+        Route("/dashboard/events", calls.events, methods=get, include_in_schema=False),
     ]

@@ -119,12 +119,12 @@ async def _form(request: Request, svc: Services) -> dict[str, str]:
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
-def _page(request: Request, limit: int) -> PageRequest:
+def cursor_page(request: Request, limit: int) -> PageRequest:
     return PageRequest(limit, request.query_params.get("cursor") or None)
 
 
 @contextlib.contextmanager
-def _cursor_checked() -> Iterator[None]:
+def cursor_checked() -> Iterator[None]:
     """A cursor the store refuses is a link the dashboard did not make: a 400 page, not a 500."""
     try:
         yield
@@ -219,8 +219,10 @@ def state_of(sub: Subscription) -> tuple[str, str]:
 @page
 async def subscriptions(request: Request, visit: Visit) -> Response:
     store = visit.svc.store
-    with _cursor_checked():
-        listed = await store.list_subscriptions(visit.customer_id, _page(request, SUBSCRIPTIONS_PER_PAGE))
+    with cursor_checked():
+        listed = await store.list_subscriptions(
+            visit.customer_id, cursor_page(request, SUBSCRIPTIONS_PER_PAGE)
+        )
     since = visit.svc.clock() - timedelta(hours=charts.HOURS)
     activity = await store.subscription_activity(visit.customer_id, since, charts.BUCKET_S)
     rows = [
@@ -264,9 +266,9 @@ async def _subscription_page(
 ) -> Response:
     # The page's filter form sends an empty status for "any".
     store, status = visit.svc.store, parse_status(request.query_params.get("status") or None)
-    with _cursor_checked():
+    with cursor_checked():
         listed = await store.list_deliveries(
-            visit.customer_id, sub.id, _page(request, DELIVERIES_PER_PAGE), status
+            visit.customer_id, sub.id, cursor_page(request, DELIVERIES_PER_PAGE), status
         )
     attempts = await store.list_attempts(visit.customer_id, [d.id for d in listed.items])
     path = subscription_path(sub.id)
@@ -396,7 +398,7 @@ async def delivery(request: Request, visit: Visit) -> Response:
         "delivery.html",
         detail=detail,
         url="" if sub is None else sub.url,
-        payload="" if event is None else _indented(event.payload),
+        payload="" if event is None else indented(event.payload),
         notice=_flash(request, visit, path).notice,
         csrf=visit.csrf,
     )
@@ -415,7 +417,7 @@ async def retry(request: Request, visit: Visit) -> Response:
     return done(visit, path, "Retrying now.")
 
 
-def _indented(payload: bytes) -> str:
+def indented(payload: bytes) -> str:
     """An event's JSON body, indented to read (every stored payload is JSON webhookd encoded)."""
     return orjson.dumps(orjson.loads(payload), option=orjson.OPT_INDENT_2).decode()
 

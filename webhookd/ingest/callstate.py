@@ -25,6 +25,10 @@ RANKS = {
 }
 TERMINAL_RANK = 3
 TRANSCRIPT = "call.transcript.ready"
+_PROGRESS = ("initiating", "ringing", "in_progress")
+CALL_STATUSES = ("new", *_PROGRESS, "completed", "failed", "no_answer")
+"""A call's status as the API and the dashboard name it: ``new`` until a callback moves it, then the
+last ``call.*`` progress it emitted, or its end."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,13 @@ class CallState:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def status(self) -> str:
+        """One of :data:`CALL_STATUSES`."""
+        if self.terminal is not None:
+            return self.terminal.removeprefix("call.")
+        return _PROGRESS[self.rank] if 0 <= self.rank < TERMINAL_RANK else "new"
 
     @classmethod
     def from_json(cls, raw: dict[str, Any] | None) -> CallState:

@@ -37,7 +37,7 @@ from webhookd.ingest.twilio import TwilioAdapter
 from webhookd.ingest.vapi import VapiAdapter
 from webhookd.ingest.vonage import VonageAdapter
 from webhookd.inputs import HOLDS_NUL, NUL, holds_nul
-from webhookd.models import Carrier, NewEvent, Source, is_id, utcnow
+from webhookd.models import Carrier, NewEvent, Source, call_ref, is_id, utcnow
 from webhookd.store.base import CallbackReceipt, Decide
 from webhookd.web import JSONResponse, Services, read_body, services
 
@@ -100,7 +100,7 @@ def decider(update: NormalizedCall, customer_id: str, callback_url: str | None) 
             emitted.idempotency_key,
             callback_url=callback_url,
             # A call's events reach an ordered subscription one at a time, in order.
-            ordering_key=f"{emitted.carrier}:{emitted.carrier_call_id}",
+            ordering_key=call_ref(emitted.carrier, emitted.carrier_call_id),
         )
         return state.to_json(), event
 

@@ -13,13 +13,17 @@ from webhookd.models import (
     ApiKey,
     Attempt,
     AttemptResult,
+    Call,
     CallbackSecret,
+    CallTimeline,
+    Carrier,
     Customer,
     Delivery,
     DeliveryJob,
     DeliveryStatus,
     Disabled,
     Event,
+    EventDelivery,
     NewEvent,
     PublishResult,
     Source,
@@ -303,6 +307,20 @@ class Management(Protocol):
         """The attempts of the customer's live subscriptions started at or after ``since``, counted
         in buckets of ``bucket_s`` seconds, with each subscription's latest attempt among them."""
 
+    async def list_calls(self, customer_id: str, page: PageRequest) -> Page[Call]:
+        """The customer's calls, latest callback first, with their callbacks and events counted.
+        ``ValueError`` for a bad cursor."""
+
+    async def get_call(self, customer_id: str, carrier: Carrier, call_id: str) -> CallTimeline | None:
+        """The call's callbacks (as received), the events they produced (oldest first) and those
+        events' deliveries; ``None`` if ``customer_id`` has no such call."""
+
+    async def event_deliveries(
+        self, customer_id: str, event_ids: Sequence[str]
+    ) -> dict[str, list[EventDelivery]]:
+        """The deliveries of those of ``event_ids`` that are ``customer_id``'s, oldest first, by event
+        id (one read for a page of events)."""
+
     async def create_dashboard_link(
         self, token_hash: str, customer_id: str, created_at: datetime, expires_at: datetime
     ) -> None:
@@ -401,6 +419,27 @@ def decode_log_cursor(cursor: str, prefix: str) -> tuple[float, str]:
         raise ValueError(NOT_OUR_CURSOR)
     moment, _, item_id = cursor.partition("-")
     return float(moment), item_id
+
+
+def call_cursor_pattern() -> str:
+    """The calls list's cursor: the page before's last call as ``updated_at-carrier:call_id`` (the
+    call id as stored, whatever it holds but NUL)."""
+    carriers = "|".join(c.value for c in Carrier)
+    return rf"^[0-9]{{1,11}}(?:\.[0-9]{{1,17}})?-(?:{carriers}):[^\x00]+$"
+
+
+def encode_call_cursor(call: Call) -> str:
+    """A cursor that resumes the calls list after ``call``."""
+    return f"{call.updated_at.timestamp()!r}-{call.ref}"
+
+
+def decode_call_cursor(cursor: str) -> tuple[float, str, str]:
+    """The ``(updated_at, carrier, call_id)`` a calls cursor resumes after; ``ValueError`` otherwise."""
+    if _not_ours(cursor, call_cursor_pattern()):
+        raise ValueError(NOT_OUR_CURSOR)
+    moment, _, ref = cursor.partition("-")
+    carrier, _, call_id = ref.partition(":")
+    return float(moment), carrier, call_id
 
 
 LogItem = TypeVar("LogItem", Delivery, Event)

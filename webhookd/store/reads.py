@@ -17,11 +17,15 @@ from typing import Any
 from webhookd.models import (
     ApiKey,
     Attempt,
+    Call,
     CallbackSecret,
+    CallTimeline,
+    Carrier,
     Customer,
     Delivery,
     DeliveryStatus,
     Event,
+    EventDelivery,
     Source,
     Subscription,
 )
@@ -32,8 +36,10 @@ from webhookd.store.base import (
     DeliveryDetail,
     Page,
     PageRequest,
+    decode_call_cursor,
     decode_cursor,
     decode_log_cursor,
+    encode_call_cursor,
     encode_cursor,
     events_key,
     log_page,
@@ -41,6 +47,8 @@ from webhookd.store.base import (
 from webhookd.store.shared import (
     API_KEY_COLUMNS,
     ATTEMPT_COLUMNS,
+    CALL_COLUMNS,
+    CALLBACK_COLUMNS,
     CALLBACK_SECRET_COLUMNS,
     CUSTOMER_COLUMNS,
     DELIVERY_COLUMNS,
@@ -75,6 +83,32 @@ _LAST_ATTEMPTS = (
 )
 
 
+_NEWEST_CALLS = " ORDER BY updated_at DESC, carrier DESC, call_id DESC LIMIT ? OFFSET ?"
+"""A customer's calls, latest callback first: one walk down the calls_by_customer index."""
+_OF_CALL = "customer_id = ? AND carrier = ? AND call_id = ?"
+# {by_call} sends the planner to call_callbacks_by_call where it needs telling: SQLite, without
+# statistics, would rather walk all of the customer's callbacks along the primary key.
+CALLBACK_COUNT = (
+    "SELECT carrier, call_id, count(*), count(DISTINCT event_id) FROM call_callbacks {by_call}"
+    f" WHERE {_OF_CALL} GROUP BY carrier, call_id"
+)
+"""One call's callbacks and the distinct events they produced; a page's calls are one UNION ALL of
+these, an index range each."""
+CALLBACKS = (
+    f"SELECT {CALLBACK_COLUMNS} FROM call_callbacks {{by_call}} WHERE {_OF_CALL}"
+    " ORDER BY received_at, idempotency_key"
+)
+# Sorted after the read: an ORDER BY here sends SQLite down the customer's event log index (which
+# yields that order), through every event the customer has, instead of a probe per id.
+EVENTS_BY_ID = f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN ({{marks}}) AND customer_id = ?"
+EVENT_DELIVERIES = (
+    f"SELECT {', '.join(f'd.{column}' for column in DELIVERY_COLUMNS.split(', '))}, s.url"
+    " FROM deliveries AS d JOIN subscriptions AS s ON s.id = d.subscription_id"
+    " WHERE d.event_id IN ({marks}) AND d.customer_id = ? ORDER BY d.created_at, d.id"
+)
+"""The deliveries of a few events, with the URL each goes to: the deliveries_by_event index."""
+
+
 @functools.lru_cache(maxsize=256)
 def numbered(sql: str) -> str:
     """``sql`` with its ``?`` placeholders numbered as PostgreSQL wants them: ``$1``, ``$2``..."""
@@ -106,6 +140,8 @@ class SharedReads:
     _BUCKET: str
     """SQL for an attempt's bucket: the whole ``bucket_s`` (second ``?``) since ``since`` (first ``?``)
     in ``a.started_at``, as the backend does arithmetic on its stored times."""
+    _BY_CALL: str
+    """SQL after ``FROM call_callbacks`` that makes the planner use call_callbacks_by_call, if needed."""
 
     async def _read_one(self, sql: str, params: Sequence[Any]) -> Any | None:
         raise NotImplementedError
@@ -237,6 +273,69 @@ class SharedReads:
             f"SELECT {CALLBACK_SECRET_COLUMNS} FROM customers WHERE id = ?", (customer_id,)
         )
         return self._rows.callback_secret(row)
+
+    async def list_calls(self, customer_id: str, page: PageRequest) -> Page[Call]:
+        where, params = "customer_id = ?", list[Any]([customer_id])
+        if page.cursor:
+            moment, carrier, call_id = decode_call_cursor(page.cursor)
+            where += " AND (updated_at, carrier, call_id) < (?, ?, ?)"
+            params += [self._rows.cursor_moment(moment), carrier, call_id]
+        offset = 0 if page.cursor else page.offset
+        rows = await self._scan(
+            customer_id,
+            f"SELECT {CALL_COLUMNS} FROM calls WHERE {where}{_NEWEST_CALLS}",
+            [*params, page.limit + 1, offset],
+        )
+        shown = rows[: page.limit]
+        counts = await self._callback_counts(customer_id, [(row[0], row[1]) for row in shown])
+        calls = [self._rows.call((*row, *counts.get((row[0], row[1]), (0, 0)))) for row in shown]
+        next_cursor = encode_call_cursor(calls[-1]) if len(rows) > page.limit else None
+        return Page(calls, next_cursor)
+
+    async def _callback_counts(
+        self, customer_id: str, calls: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        """Each of ``calls``' callbacks and the distinct events they produced, by (carrier, call id)."""
+        if not calls:
+            return {}
+        sql = " UNION ALL ".join([CALLBACK_COUNT.format(by_call=self._BY_CALL)] * len(calls))
+        params = [value for carrier, call_id in calls for value in (customer_id, carrier, call_id)]
+        rows = await self._read_all(sql, params)
+        return {(row[0], row[1]): (row[2], row[3]) for row in rows}
+
+    async def get_call(self, customer_id: str, carrier: Carrier, call_id: str) -> CallTimeline | None:
+        key = (customer_id, carrier.value, call_id)
+        row = await self._read_one(f"SELECT {CALL_COLUMNS} FROM calls WHERE {_OF_CALL}", key)
+        if row is None:
+            return None
+        found = await self._read_all(CALLBACKS.format(by_call=self._BY_CALL), key)
+        callbacks = tuple(self._rows.call_callback(callback) for callback in found)
+        event_ids = list(dict.fromkeys(c.event_id for c in callbacks if c.event_id is not None))
+        events = tuple(await self._events(customer_id, event_ids))
+        deliveries = await self.event_deliveries(customer_id, [e.id for e in events])
+        call = self._rows.call((*row, len(callbacks), len(event_ids)))
+        return CallTimeline(call, callbacks, events, deliveries)
+
+    async def _events(self, customer_id: str, event_ids: Sequence[str]) -> list[Event]:
+        """Those of ``event_ids`` that are ``customer_id``'s and still stored, oldest first."""
+        if not event_ids:
+            return []
+        marks = ", ".join("?" for _ in event_ids)
+        rows = await self._read_all(EVENTS_BY_ID.format(marks=marks), (*event_ids, customer_id))
+        return sorted((self._rows.event(row) for row in rows), key=lambda e: (e.created_at, e.id))
+
+    async def event_deliveries(
+        self, customer_id: str, event_ids: Sequence[str]
+    ) -> dict[str, list[EventDelivery]]:
+        if not event_ids:
+            return {}
+        marks = ", ".join("?" for _ in event_ids)
+        rows = await self._read_all(EVENT_DELIVERIES.format(marks=marks), (*event_ids, customer_id))
+        found: dict[str, list[EventDelivery]] = {}
+        for row in rows:
+            delivery = self._rows.event_delivery(row)
+            found.setdefault(delivery.delivery.event_id, []).append(delivery)
+        return found
 
     async def _read_log(
         self, customer_id: str, table: str, columns: str, where: str, params: list[Any], page: PageRequest

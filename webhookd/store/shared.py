@@ -7,16 +7,21 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from webhookd.models import (
     ApiKey,
     Attempt,
+    Call,
     CallbackSecret,
+    CallCallback,
     Carrier,
     Customer,
     Delivery,
     DeliveryStatus,
     DisabledReason,
     Event,
+    EventDelivery,
     Scope,
     Source,
     Subscription,
@@ -38,6 +43,8 @@ ATTEMPT_COLUMNS = "attempt_no, started_at, duration_s, status_code, error, respo
 API_KEY_COLUMNS = "id, customer_id, key_hash, scopes, name, created_at"
 CUSTOMER_COLUMNS = "id, name, created_at"
 SOURCE_COLUMNS = "id, customer_id, carrier, credentials, created_at"
+CALL_COLUMNS = "carrier, call_id, state, updated_at"
+CALLBACK_COLUMNS = "carrier, status_raw, received_at, event_id"
 CALLBACK_SECRET_COLUMNS = "callback_secret, previous_callback_secret, previous_callback_secret_until"
 
 INSERT_SUBSCRIPTION = """
@@ -186,3 +193,15 @@ class Rows:
 
     def callback_secret(self, row: Any) -> CallbackSecret | None:
         return None if row is None or row[0] is None else CallbackSecret(row[0], row[1], self.maybe(row[2]))
+
+    def event_delivery(self, row: Any) -> EventDelivery:
+        """A row of :data:`DELIVERY_COLUMNS` followed by its subscription's url."""
+        return EventDelivery(self.delivery(row), row[12])
+
+    def call(self, row: Any) -> Call:
+        """A row of :data:`CALL_COLUMNS` followed by its callback and event counts."""
+        state = {} if row[2] is None else orjson.loads(row[2])  # SQLite: JSON bytes; PostgreSQL: jsonb text
+        return Call(Carrier(row[0]), row[1], state, self.moment(row[3]), row[4], row[5])
+
+    def call_callback(self, row: Any) -> CallCallback:
+        return CallCallback(Carrier(row[0]), row[1], self.moment(row[2]), row[3])

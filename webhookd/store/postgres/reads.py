@@ -32,6 +32,7 @@ class PostgresReads(SharedReads):
     # date_part, not extract: its double precision divides faster than extract's numeric, and the
     # chart's query does it once for every attempt of the last 24 hours.
     _BUCKET = "floor(date_part('epoch', a.started_at - ?) / ?::integer)::integer"
+    _BY_CALL = ""
 
     def __init__(self) -> None:
         self._pool: Any = None

@@ -89,6 +89,7 @@ class SqliteStore(SharedReads):
     """The embedded default store. One file, no setup, durable on return."""
 
     _BUCKET = "CAST((a.started_at - ?) / ? AS INTEGER)"
+    _BY_CALL = "INDEXED BY call_callbacks_by_call"
 
     def __init__(
         self,

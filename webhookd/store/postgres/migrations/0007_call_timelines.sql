@@ -1,0 +1,5 @@
+-- webhookd schema v7 (PostgreSQL): calls by customer, and callbacks by call, for the calls list and a
+-- call's timeline. Without them a customer's newest calls were a sort of all its calls, and one call's
+-- callbacks a walk through all of its customer's (call_callbacks is keyed by idempotency key).
+CREATE INDEX calls_by_customer ON calls (customer_id, updated_at, carrier, call_id);
+CREATE INDEX call_callbacks_by_call ON call_callbacks (customer_id, carrier, call_id, received_at);
