@@ -25,7 +25,7 @@ async def authenticate(request: Request, scope: Scope | None, *, rate_limited: b
     if scheme.lower() != "bearer" or not token.startswith(API_KEY_PREFIX):
         raise ApiError("send an API key as 'Authorization: Bearer whd_...'", status=401, code="unauthorized")
     key = await svc.keys.get(hash_api_key(token))
-    if key is None:
+    if key is None or key.revoked_at is not None:
         raise ApiError("the API key is not valid", status=401, code="unauthorized")
     decision = svc.limiter.take(key.id) if rate_limited else svc.limiter.peek(key.id)
     state["rate_limit"] = decision
