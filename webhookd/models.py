@@ -146,6 +146,8 @@ class ApiKey:
     created_at: datetime
     revoked_at: datetime | None = None
     """Set once the key is revoked: it authenticates no more."""
+    last_used_at: datetime | None = None
+    """When it last authenticated a request, to within ``KEY_USE_MARK_S`` (recorded once a minute)."""
 
 
 @dataclass(frozen=True, slots=True)

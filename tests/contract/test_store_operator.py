@@ -4,6 +4,7 @@ revoked keys, and the pruning of expired links and sessions."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import timedelta
 
@@ -168,3 +169,19 @@ async def test_a_revoked_key_comes_back_marked_revoked_at_its_first_revocation(s
     listed = await store.list_api_keys(ACME)
     assert [(k.id, k.revoked_at) for k in listed] == sorted([(key.id, at), (kept.id, None)])
     assert await store.list_api_keys(OTHER) == []
+
+
+async def test_a_keys_last_use_only_moves_forward(store: Store) -> None:
+    key, other = await _key(store, ACME), await _key(store, ACME)
+    at = utcnow().replace(microsecond=0)
+
+    await store.mark_api_key_used(key.id, at)
+    await store.mark_api_key_used(key.id, at - timedelta(minutes=1))  # a late write of an older use
+    first = await store.get_api_key(key.key_hash)
+    await store.mark_api_key_used(key.id, at + timedelta(minutes=1))
+
+    assert first is not None and first.last_used_at == at
+    assert (await store.get_api_key(key.key_hash)) == dataclasses.replace(
+        key, last_used_at=at + timedelta(minutes=1)
+    )
+    assert (await store.get_api_key(other.key_hash)) == other and other.last_used_at is None

@@ -21,6 +21,7 @@ from tests.integration.dashboard_harness import (
     verified,
 )
 from tests.integration.harness import eventually, provision_key, query, running_receiver
+from webhookd.crypto import hash_api_key
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -75,12 +76,18 @@ async def test_a_revoked_key_is_refused_by_the_api_at_once(tmp_path: Path, brows
     kept = await provision_key(tmp_path / "w.db", "acme", SCOPES)
     async with running_platform(tmp_path) as platform:
         assert (await platform.call(key, "GET", "/api/v1/webhook-subscriptions"))[0] == 200  # now cached
-        key_id = query(platform.db, "SELECT id FROM api_keys ORDER BY id")[0][0]
+        key_id = query(platform.db, "SELECT id FROM api_keys WHERE key_hash = ?", hash_api_key(key))[0][0]
+        used = "SELECT id FROM api_keys WHERE last_used_at IS NOT NULL"
+        await eventually(lambda: query(platform.db, used) == [(key_id,)])  # recorded in the background
         operator = await signed_in_with(browser, platform, await platform.operator_link(), home=OPERATOR)
         page = operator.page
         await page.click("a[href='/dashboard/operator/customers/acme']")
         assert await page.locator("table.keys tbody tr").count() == 2
         assert key not in await page.content() and kept not in await page.content()  # secrets never shown
+        row = page.locator("table.keys tbody tr", has_text=key_id)
+        other = page.locator("table.keys tbody tr", has_not_text=key_id)
+        assert await row.locator(".last-used").inner_text() != ""
+        assert await other.locator(".last-used").inner_text() == ""  # kept has not been used yet
 
         await page.click(f"form[action$='/keys/{key_id}/revoke'] button:text-is('Revoke')")
 

@@ -329,6 +329,9 @@ class Management(Protocol):
     async def troubled_subscriptions(self, page: PageRequest) -> Page[Subscription]:
         """Every customer's live disabled or failing webhook subscriptions, by id."""
 
+    async def mark_api_key_used(self, key_id: str, at: datetime) -> None:
+        """Record that the key authenticated a request ``at`` (unless a later use is recorded)."""
+
     async def list_api_keys(self, customer_id: str) -> list[ApiKey]:
         """The customer's keys, revoked ones too, oldest first."""
 

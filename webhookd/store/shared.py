@@ -38,7 +38,7 @@ DELIVERY_COLUMNS = (
 )
 EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url, ordering_key"
 ATTEMPT_COLUMNS = "attempt_no, started_at, duration_s, status_code, error, response_excerpt, succeeded"
-API_KEY_COLUMNS = "id, customer_id, key_hash, scopes, name, created_at, revoked_at"
+API_KEY_COLUMNS = "id, customer_id, key_hash, scopes, name, created_at, revoked_at, last_used_at"
 CUSTOMER_COLUMNS = "id, name, created_at"
 SOURCE_COLUMNS = "id, customer_id, carrier, credentials, created_at"
 CALLBACK_SECRET_COLUMNS = "callback_secret, previous_callback_secret, previous_callback_secret_until"
@@ -90,6 +90,11 @@ RETURNING {API_KEY_COLUMNS}
 """Revoke a key (of the given customer, or of anyone's with ``NULL``); a second revoke keeps the
 first time."""
 
+MARK_API_KEY_USED = (
+    "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)"
+)
+"""Record a use; a late write from another node never moves the time back."""
+
 EXPIRED_TABLES = (
     ("dashboard_links", "token_hash", "expires_at"),
     ("dashboard_session_ends", "session_id", "expires_at"),
@@ -138,7 +143,8 @@ class Rows:
 
     def api_key(self, row: Any) -> ApiKey:
         scopes = frozenset(Scope(name) for name in self.scopes(row[3]) if name)
-        return ApiKey(row[0], row[1], row[2], scopes, row[4], self.moment(row[5]), self.maybe(row[6]))
+        created_at, revoked_at, last_used_at = self.moment(row[5]), self.maybe(row[6]), self.maybe(row[7])
+        return ApiKey(row[0], row[1], row[2], scopes, row[4], created_at, revoked_at, last_used_at)
 
     def maybe(self, value: Any) -> datetime | None:
         return None if value is None else self.moment(value)

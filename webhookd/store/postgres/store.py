@@ -59,6 +59,7 @@ from webhookd.store.scheduling import ClaimRequest, RingPosition
 from webhookd.store.shared import (
     END_DASHBOARD_SESSION,
     INSERT_DASHBOARD_LINK,
+    MARK_API_KEY_USED,
     REDEEM_DASHBOARD_LINK,
     REVOKE_API_KEY,
     ROTATE_SUBSCRIPTION_SECRET,
@@ -204,6 +205,10 @@ class PostgresStore(PostgresReads):
     async def end_dashboard_session(self, session_id: str, expires_at: datetime) -> None:
         end = numbered(END_DASHBOARD_SESSION)
         await self._run(lambda conn: conn.execute(end, session_id, expires_at))
+
+    async def mark_api_key_used(self, key_id: str, at: datetime) -> None:
+        mark = numbered(MARK_API_KEY_USED)
+        await self._run(lambda conn: conn.execute(mark, at, key_id, at))
 
     async def revoke_api_key(self, customer_id: str | None, key_id: str, now: datetime) -> ApiKey | None:
         revoke = numbered(REVOKE_API_KEY)

@@ -50,6 +50,7 @@ from webhookd.store.shared import (
     END_DASHBOARD_SESSION,
     INSERT_DASHBOARD_LINK,
     INSERT_SUBSCRIPTION,
+    MARK_API_KEY_USED,
     REDEEM_DASHBOARD_LINK,
     REVOKE_API_KEY,
     ROTATE_SUBSCRIPTION_SECRET,
@@ -312,6 +313,9 @@ class SqliteStore(SharedReads):
 
     async def end_dashboard_session(self, session_id: str, expires_at: datetime) -> None:
         await self._execute(END_DASHBOARD_SESSION, (session_id, to_epoch(expires_at)))
+
+    async def mark_api_key_used(self, key_id: str, at: datetime) -> None:
+        await self._execute(MARK_API_KEY_USED, (to_epoch(at), key_id, to_epoch(at)))
 
     async def revoke_api_key(self, customer_id: str | None, key_id: str, now: datetime) -> ApiKey | None:
         params = (to_epoch(now), key_id, customer_id)

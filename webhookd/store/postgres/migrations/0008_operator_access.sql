@@ -1,7 +1,7 @@
 -- webhookd schema v8 (PostgreSQL): the operator's dashboard. A link opens a customer's dashboard or
--- the operator's view (which has no customer), API keys can be revoked, and a signed-out session is
+-- the operator's view (which has no customer), API keys can be revoked and say when they were last used, and a signed-out session is
 -- remembered until it would have ended.
-ALTER TABLE api_keys ADD COLUMN revoked_at timestamptz;
+ALTER TABLE api_keys ADD COLUMN revoked_at timestamptz, ADD COLUMN last_used_at timestamptz;
 
 ALTER TABLE dashboard_links
     ADD COLUMN kind text NOT NULL DEFAULT 'customer' CHECK (kind IN ('customer', 'operator')),
