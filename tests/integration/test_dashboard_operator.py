@@ -31,7 +31,9 @@ OPERATOR = "/dashboard/operator"
 async def test_the_operator_sees_every_customer_and_re_enables_another_customers_subscription(
     tmp_path: Path, browser: Browser, screenshots: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    # Every line webhookd and uvicorn log (aiosqlite's debug lines, from its own threads, are left out).
+    for logger in ("webhookd", "uvicorn"):
+        caplog.set_level(logging.DEBUG, logger=logger)
     acme = await provision_key(tmp_path / "w.db", "acme", SCOPES, "Acme Dental")
     globex = await provision_key(tmp_path / "w.db", "globex", SCOPES, "Globex Voice")
     up = False
@@ -56,6 +58,15 @@ async def test_the_operator_sees_every_customer_and_re_enables_another_customers
         assert "consecutive failures" in await card.inner_text() and "globex" in await card.inner_text()
         assert sub["url"] in await card.inner_text()
         await page.screenshot(path=screenshots / "operator.png", full_page=True)
+
+        csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
+        wrong = f"{platform.base}{OPERATOR}/customers/acme/subscriptions/{sub['id']}/enable"  # not acme's
+        refused = await operator.context.request.post(wrong, form={"csrf": csrf or ""})
+        assert refused.status == 404 and platform.state(sub["id"]) == 0
+        customer_page = await operator.context.request.get(
+            f"{platform.base}/dashboard/subscriptions/{sub['id']}"
+        )
+        assert customer_page.status == 404 and sub["url"] not in await customer_page.text()
 
         up = True
         await page.click(".troubled button:text-is('Re-enable')")

@@ -1,9 +1,11 @@
 -- webhookd schema v12 (SQLite): the operator's dashboard. A link opens a customer's dashboard or the
--- operator's view (which has no customer), API keys can be revoked and say when they were last used, and a signed-out session is
--- remembered until it would have ended. SQLite cannot drop NOT NULL in place: the links table is
--- rebuilt (it holds only short-lived links).
+-- operator's view (which has no customer), API keys can be revoked and say when they were last used,
+-- and a signed-out session is remembered until it would have ended. SQLite cannot drop NOT NULL in
+-- place: the links table is rebuilt (it holds only short-lived links).
 ALTER TABLE api_keys ADD COLUMN revoked_at REAL;
 ALTER TABLE api_keys ADD COLUMN last_used_at REAL;
+-- A customer's keys, listed and counted for the operator.
+CREATE INDEX api_keys_by_customer ON api_keys (customer_id);
 
 CREATE TABLE dashboard_links_v12 (
     token_hash  TEXT PRIMARY KEY,
