@@ -327,7 +327,8 @@ class Management(Protocol):
         """Every customer by id, with its subscription and key counts. ``ValueError`` for a bad cursor."""
 
     async def troubled_subscriptions(self, page: PageRequest) -> Page[Subscription]:
-        """Every customer's live disabled or failing webhook subscriptions, by id."""
+        """Every customer's live disabled or failing webhook subscriptions, by id. ``ValueError`` for a
+        bad cursor."""
 
     async def mark_api_key_used(self, key_id: str, at: datetime) -> None:
         """Record that the key authenticated a request ``at`` (unless a later use is recorded)."""
