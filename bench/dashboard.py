@@ -20,6 +20,7 @@ import contextlib
 import re
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -211,7 +212,9 @@ async def _signed_in(wh: provision.Webhookd) -> aiohttp.ClientSession:
     link = procs.run_cli(cmd, wh.env).strip()
     # unsafe: the jar keeps cookies of a host given as an IP address (127.0.0.1).
     session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-    async with session.get(link) as response:
+    # The link's page redeems nothing on GET; its Open dashboard button POSTs the token.
+    login, _, query = link.partition("?")
+    async with session.post(login, data=dict(urllib.parse.parse_qsl(query))) as response:
         if response.status != 200 or response.url.path != "/dashboard":
             await session.close()
             raise RuntimeError(f"signing in answered {response.status} at {response.url}")

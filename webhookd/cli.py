@@ -23,7 +23,7 @@ from webhookd.crypto import SecretBox, key_file_path, master_key_from_settings
 from webhookd.exceptions import InvalidInput, WebhookdError
 from webhookd.inputs import check_customer_id
 from webhookd.logs import configure_logging
-from webhookd.models import CREDENTIAL_NAMES, Carrier, Scope, isoformat, utcnow
+from webhookd.models import CREDENTIAL_NAMES, Carrier, DashboardAccess, Scope, isoformat, utcnow
 from webhookd.store import Store, store_from_settings
 from webhookd.store.sqlite.backup import backup as sqlite_backup
 
@@ -128,11 +128,16 @@ def _add_dashboard_link(commands: Any) -> None:
     link = commands.add_parser(
         "dashboard-link",
         parents=[_settings_parent(LINK_SETTINGS)],
-        help="print a single-use link to a customer's dashboard",
-        description="Print a link that opens the customer's dashboard once, before it expires.",
+        help="print a single-use link to a customer's dashboard, or to the operator's view",
+        description="Print a link that opens a customer's dashboard (or with --admin the operator's view"
+        " across customers) once, before it expires.",
     )
-    link.add_argument("--customer", required=True, type=_customer_id, help="the customer's id")
-    link.add_argument("--json", action="store_true", help="print {url, expires_at, customer_id} as JSON")
+    whose = link.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--customer", type=_customer_id, help="the customer's id")
+    whose.add_argument("--admin", action="store_true", help="the operator's view across customers")
+    link.add_argument(
+        "--json", action="store_true", help="print {url, expires_at, kind, customer_id} as JSON"
+    )
     link.set_defaults(run=_dashboard_link)
 
 
@@ -237,14 +242,16 @@ async def _create_source(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _dashboard_link(settings: Settings, args: argparse.Namespace) -> int:
+    access = DashboardAccess.operator() if args.admin else DashboardAccess.of_customer(args.customer)
+
     async def create(store: Store) -> int:
         link = await provisioning.create_dashboard_link(
-            store, args.customer, settings.effective_public_base_url, settings.dashboard_link_ttl_s, utcnow()
+            store, access, settings.effective_public_base_url, settings.dashboard_link_ttl_s, utcnow()
         )
         if args.json:
-            _print_json(
-                {"url": link.url, "expires_at": isoformat(link.expires_at), "customer_id": args.customer}
-            )
+            expires_at = isoformat(link.expires_at)
+            kind, customer_id = access.kind.value, access.customer_id
+            _print_json({"url": link.url, "expires_at": expires_at, "kind": kind, "customer_id": customer_id})
         else:
             print(link.url)
             print(f"opens once, until {isoformat(link.expires_at)}", file=sys.stderr)

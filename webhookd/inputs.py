@@ -126,6 +126,10 @@ def _nests_too_deep(value: object) -> bool:
     return any(isinstance(item, dict | list) for item in level)
 
 
+def is_customer_id(value: str) -> bool:
+    return _CUSTOMER_ID.fullmatch(value) is not None
+
+
 def check_customer_id(value: object, name: str = "customer_id") -> str:
     """``value`` if it is a valid customer id; else :class:`InvalidInput` saying what one is."""
     if not isinstance(value, str) or not _CUSTOMER_ID.fullmatch(value):

@@ -170,6 +170,52 @@ class ApiKey:
     scopes: frozenset[Scope]
     name: str | None
     created_at: datetime
+    revoked_at: datetime | None = None
+    """Set once the key is revoked: it authenticates no more."""
+    last_used_at: datetime | None = None
+    """When it last authenticated a request, to within ``KEY_USE_MARK_S`` (recorded once a minute)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerSummary:
+    """A customer as the operator sees it: its live webhook subscriptions by state, and its keys."""
+
+    customer: Customer
+    subscriptions: int
+    failing: int
+    disabled: int
+    keys: int
+    """Keys not revoked."""
+
+
+class AccessKind(StrEnum):
+    """Whose dashboard a link or session opens."""
+
+    CUSTOMER = "customer"
+    """One customer's subscriptions and deliveries."""
+    OPERATOR = "operator"
+    """The platform operator's view across customers."""
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardAccess:
+    """What a dashboard link opens and its session allows: one customer's dashboard, or the
+    operator's view (``customer_id`` is then ``None``)."""
+
+    kind: AccessKind
+    customer_id: str | None = None
+
+    @classmethod
+    def of_customer(cls, customer_id: str) -> DashboardAccess:
+        return cls(AccessKind.CUSTOMER, customer_id)
+
+    @classmethod
+    def operator(cls) -> DashboardAccess:
+        return cls(AccessKind.OPERATOR)
+
+    @property
+    def is_operator(self) -> bool:
+        return self.kind is AccessKind.OPERATOR
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from webhookd.crypto import (
 )
 from webhookd.exceptions import InvalidInput
 from webhookd.inputs import check_customer_id
-from webhookd.models import ApiKey, Carrier, Scope, Source, new_id, utcnow
+from webhookd.models import ApiKey, Carrier, DashboardAccess, Scope, Source, new_id, utcnow
 from webhookd.store.base import Store
 
 MAX_NAME_LENGTH = 200
@@ -99,17 +99,25 @@ class DashboardLink:
 
 
 async def create_dashboard_link(
-    store: Store, customer_id: str, public_base_url: str, ttl_s: float, now: datetime
+    store: Store, access: DashboardAccess, public_base_url: str, ttl_s: float, now: datetime
 ) -> DashboardLink:
-    """A link that opens ``customer_id``'s dashboard once, until ``ttl_s`` from ``now``. Only the
-    token's SHA-256 is stored."""
-    if await store.get_customer(customer_id) is None:
+    """A link that opens ``access`` (a customer's dashboard, or the operator's view) once, until
+    ``ttl_s`` from ``now``. Only the token's SHA-256 is stored."""
+    customer_id = access.customer_id
+    if customer_id is not None and await store.get_customer(customer_id) is None:
         raise InvalidInput(
             f"no customer {customer_id} yet: make its first API key with"
             f" `webhookd keys create --customer {customer_id} --scopes manage_webhooks`",
             code="unknown_customer",
         )
     token, expires_at = new_link_token(), now + timedelta(seconds=ttl_s)
-    await store.create_dashboard_link(hash_token(token), customer_id, now, expires_at)
+    await store.create_dashboard_link(hash_token(token), access, now, expires_at)
     url = f"{public_base_url}{DASHBOARD_LOGIN_PATH}?{urlencode({'token': token})}"
     return DashboardLink(url, expires_at)
+
+
+async def revoke_key(store: Store, customer_id: str | None, key_id: str, now: datetime) -> ApiKey | None:
+    """Revoke the key ``key_id`` (of ``customer_id``, or anyone's with ``None``): it authenticates no
+    more on the node that revoked it if that node also evicts it from its ``KeyCache``, and on every
+    other node once their cache forgets it (``KEY_CACHE_TTL_S``). ``None`` if not found."""
+    return await store.revoke_api_key(customer_id, key_id, now)

@@ -153,14 +153,24 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
     return f"{_ids.getrandbits(128):032x}"
 
 
+KEY_USE_MARK_S = 60.0
+"""How often a node records that a key was used: ``last_used_at`` costs one write a minute per busy
+key, never one per request."""
+KEY_CACHE_TTL_S = 5.0
+"""How long a node trusts an API key it looked up. A key revoked on one node stops there at once (the
+revoking node evicts it); every other API node may still accept it for at most this long."""
+
+
 class KeyCache:
     """API keys by hash, remembered for a few seconds so a busy key costs no database read per
-    request. A key is only ever added in this version; when keys can be revoked, a revocation
-    takes effect within ``ttl_s``."""
+    request. A revocation takes effect on this node when :meth:`evict` is called, and on the others
+    within ``ttl_s``."""
 
-    def __init__(self, store: Store, ttl_s: float = 5.0, max_entries: int = 10_000) -> None:
+    def __init__(self, store: Store, ttl_s: float = KEY_CACHE_TTL_S, max_entries: int = 10_000) -> None:
         self._store, self._ttl_s, self._max_entries = store, ttl_s, max_entries
         self._entries: dict[str, tuple[float, ApiKey | None]] = {}
+        self._use_marked: dict[str, float] = {}
+        """When this node last recorded each key's use (monotonic seconds)."""
 
     async def get(self, key_hash: str) -> ApiKey | None:
         now = time.monotonic()
@@ -173,6 +183,22 @@ class KeyCache:
         if key is not None:  # unknown keys are not cached, so guessing cannot fill the cache
             self._entries[key_hash] = (now + self._ttl_s, key)
         return key
+
+    def use_is_due(self, key_id: str) -> bool:
+        """Whether to record the key's use now: the first use on this node, and then once every
+        ``KEY_USE_MARK_S``."""
+        now = time.monotonic()
+        marked = self._use_marked.get(key_id)
+        if marked is not None and now - marked < KEY_USE_MARK_S:
+            return False
+        if len(self._use_marked) >= self._max_entries:
+            self._use_marked.clear()
+        self._use_marked[key_id] = now
+        return True
+
+    def evict(self, key_hash: str) -> None:
+        """Forget the key (just revoked): its next request reads the store again."""
+        self._entries.pop(key_hash, None)
 
 
 @dataclass(frozen=True, slots=True)

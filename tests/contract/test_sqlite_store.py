@@ -18,7 +18,7 @@ import pytest
 from tests.contract.conftest import LIVE_WORKER
 from tests.contract.test_store_contract import ACME, COMPLETED, OTHER, claim, make_event, outcome, subscribe
 from webhookd.exceptions import Conflict
-from webhookd.models import ApiKey, PublishResult, Scope, new_id, utcnow
+from webhookd.models import ApiKey, DashboardAccess, PublishResult, Scope, new_id, utcnow
 from webhookd.store.base import SubscriptionUpdate
 from webhookd.store.migrate import migration_files
 from webhookd.store.sqlite import SqliteStore
@@ -259,6 +259,37 @@ async def test_a_v9_database_upgrades_to_attempts_that_name_their_subscription(d
         await upgraded.close()
     assert [(t.subscription_id, t.attempts, t.succeeded) for t in activity.tallies] == [("sub_old", 1, 0)]
     assert activity.last_attempts["sub_old"].status_code == 500
+
+
+async def test_a_v10_database_upgrades_to_links_that_say_what_they_open(db_path: Path) -> None:
+    """Migration 12 rebuilds the dashboard links table (an operator's link has no customer): a
+    customer's link made before it still opens that customer's dashboard, once; keys stay in force."""
+    now = utcnow().timestamp()
+    token_hash = hashlib.sha256(b"old link").hexdigest()
+    with closing(sqlite3.connect(db_path)) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at)")
+        for version, name, sql in migration_files("sqlite"):
+            if version <= 10:
+                conn.executescript(f"{sql}\nINSERT INTO schema_migrations VALUES ({version}, '{name}', 0);")
+        conn.executescript(
+            f"""INSERT INTO customers (id, created_at) VALUES ('{ACME}', 0);
+            INSERT INTO api_keys (id, customer_id, key_hash, scopes, created_at)
+                VALUES ('key_old', '{ACME}', 'old-key-hash', 'admin', 0);
+            INSERT INTO dashboard_links (token_hash, customer_id, created_at, expires_at)
+                VALUES ('{token_hash}', '{ACME}', {now}, {now + 900});"""
+        )
+        conn.commit()
+    upgraded = SqliteStore(db_path)
+    await upgraded.open()
+    try:
+        opened = await upgraded.redeem_dashboard_link(token_hash, utcnow())
+        again = await upgraded.redeem_dashboard_link(token_hash, utcnow())
+        key = await upgraded.get_api_key("old-key-hash")
+    finally:
+        await upgraded.close()
+    assert (opened, again) == (DashboardAccess.of_customer(ACME), None)
+    assert key is not None and (key.id, key.revoked_at, key.last_used_at) == ("key_old", None, None)
+    assert (12, "0012_operator_access.sql") in [m[:2] for m in applied_migrations(db_path)]
 
 
 async def test_one_failing_write_in_a_batch_fails_alone(store: SqliteStore) -> None:

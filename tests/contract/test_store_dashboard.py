@@ -19,12 +19,13 @@ from tests.contract.test_store_contract import (
     outcome,
     subscribe,
 )
-from webhookd.models import utcnow
+from webhookd.models import DashboardAccess, utcnow
 from webhookd.store.base import Store
 
 pytestmark = pytest.mark.anyio
 
 HASH = "a" * 64
+AS_ACME = DashboardAccess.of_customer(ACME)
 
 
 # -- links -------------------------------------------------------------------------------------
@@ -33,19 +34,19 @@ HASH = "a" * 64
 async def test_a_link_is_redeemed_once_for_its_customer(store: Store) -> None:
     await store.ensure_customer(ACME)
     now = utcnow()
-    await store.create_dashboard_link(HASH, ACME, now, now + timedelta(minutes=15))
+    await store.create_dashboard_link(HASH, AS_ACME, now, now + timedelta(minutes=15))
 
-    assert await store.redeem_dashboard_link(HASH, now) == ACME
+    assert await store.redeem_dashboard_link(HASH, now) == AS_ACME
     assert await store.redeem_dashboard_link(HASH, now) is None
 
 
 async def test_an_expired_link_is_refused_and_stays_unused(store: Store) -> None:
     await store.ensure_customer(ACME)
     now = utcnow()
-    await store.create_dashboard_link(HASH, ACME, now, now + timedelta(minutes=15))
+    await store.create_dashboard_link(HASH, AS_ACME, now, now + timedelta(minutes=15))
 
     assert await store.redeem_dashboard_link(HASH, now + timedelta(minutes=15)) is None
-    assert await store.redeem_dashboard_link(HASH, now + timedelta(minutes=14)) == ACME
+    assert await store.redeem_dashboard_link(HASH, now + timedelta(minutes=14)) == AS_ACME
 
 
 async def test_an_unknown_token_hash_is_refused(store: Store) -> None:
@@ -55,11 +56,11 @@ async def test_an_unknown_token_hash_is_refused(store: Store) -> None:
 async def test_a_link_opened_twice_at_once_gives_one_session(store: Store) -> None:
     await store.ensure_customer(ACME)
     now = utcnow()
-    await store.create_dashboard_link(HASH, ACME, now, now + timedelta(minutes=15))
+    await store.create_dashboard_link(HASH, AS_ACME, now, now + timedelta(minutes=15))
 
     results = await asyncio.gather(*(store.redeem_dashboard_link(HASH, now) for _ in range(8)))
 
-    assert (results.count(ACME), results.count(None)) == (1, 7)
+    assert (results.count(AS_ACME), results.count(None)) == (1, 7)
 
 
 # -- attempts ----------------------------------------------------------------------------------

@@ -5,13 +5,17 @@ browser tests skip, unless ``WEBHOOKD_REQUIRE_BROWSER=1`` (CI), where they fail.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 from playwright.async_api import Browser, BrowserContext, Page
 from standardwebhooks.webhooks import Webhook
 
@@ -22,6 +26,8 @@ from tests.integration.harness import (
     query,
     running_server,
     server_settings,
+    subprocess_env,
+    webhookd_command,
 )
 from webhookd.models import Scope
 
@@ -63,6 +69,17 @@ class Platform:
         assert status == 201, link
         return str(link["url"])
 
+    async def operator_link(self) -> str:
+        """A link to the operator's view, made by ``webhookd dashboard-link --admin --json``."""
+        port = urlsplit(self.base).port
+        env = subprocess_env({"WEBHOOKD_DATABASE_URL": f"sqlite:///{self.db}", "WEBHOOKD_PORT": str(port)})
+        command = webhookd_command("dashboard-link", "--admin", "--json")
+        done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        url = str(orjson.loads(done.stdout)["url"])
+        assert url.startswith(self.base + "/dashboard/login?token=")
+        return url
+
     def state(self, sub_id: str) -> int:
         return int(query(self.db, "SELECT is_active FROM subscriptions WHERE id = ?", sub_id)[0][0])
 
@@ -83,13 +100,27 @@ async def signed_in(browser: Browser, platform: Platform, key: str) -> Customer:
     return await signed_in_with(browser, platform, await platform.link(key))
 
 
-async def signed_in_with(browser: Browser, platform: Platform, link: str) -> Customer:
+async def signed_in_with(
+    browser: Browser, platform: Platform, link: str, home: str = "/dashboard"
+) -> Customer:
+    """A new browser that opens ``link`` and presses Open dashboard, landing on ``home``."""
     context = await browser.new_context(viewport={"width": 1000, "height": 800})
     page = await context.new_page()
-    response = await page.goto(link)
-    assert response is not None and response.status == 200
-    assert page.url == platform.base + "/dashboard"  # the token is gone from the address bar
+    await open_link(page, link)
+    assert page.url == platform.base + home  # the token is gone from the address bar
     return Customer(context, page)
+
+
+async def open_link(page: Page, link: str) -> int:
+    """Open ``link`` (a page that redeems nothing) and press its Open dashboard button; returns the
+    status of the page the button leads to."""
+    shown = await page.goto(link)
+    assert shown is not None and shown.status == 200
+    async with page.expect_navigation() as navigation:
+        await page.click("button:text-is('Open dashboard')")
+    response = await navigation.value
+    assert response is not None
+    return response.status
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ from tests.integration.dashboard_harness import (
     SCOPES,
     Platform,
     eventually_text,
+    open_link,
     running_platform,
     signed_in,
     signed_in_with,
@@ -183,8 +184,7 @@ async def _refused(browser: Browser, link: str, hidden: str) -> None:
     """Opening ``link`` in a fresh browser gives the how-to page, no cookie and nothing of ``hidden``."""
     context = await browser.new_context()
     page = await context.new_page()
-    response = await page.goto(link)
-    assert response is not None and response.status == 401
+    assert await open_link(page, link) == 401
     text = await page.content()
     assert "expired or has been used" in text and "webhookd dashboard-link --customer" in text
     assert hidden not in text and await context.cookies() == []

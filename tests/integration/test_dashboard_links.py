@@ -74,7 +74,11 @@ async def test_opening_a_link_sets_a_session_cookie_and_leaves_the_token_behind(
                 url = (await response.json())["url"]
             assert url.startswith(f"{https}/dashboard/login?token=")
             login = f"{base}/dashboard/login?token={_token(url)}"
-            async with http.get(login, allow_redirects=False) as response:
+            async with http.get(login, allow_redirects=False) as response:  # shows the button, no more
+                assert (response.status, "Set-Cookie" in response.headers) == (200, False)
+                assert 'name="token"' in await response.text()
+            form = {"token": _token(url)}
+            async with http.post(f"{base}/dashboard/login", data=form, allow_redirects=False) as response:
                 assert (response.status, response.headers["Location"]) == (303, "/dashboard")
                 assert response.headers["Referrer-Policy"] == "no-referrer"
                 cookie = response.headers["Set-Cookie"]
@@ -101,7 +105,11 @@ async def test_the_cli_prints_a_link_plain_and_as_json(tmp_path: Path) -> None:
     assert plain.returncode == 0 and plain.stdout.startswith("http://127.0.0.1:8181/dashboard/login?token=")
     assert "opens once, until" in plain.stderr
     link = orjson.loads(as_json.stdout)
-    assert (set(link), link["customer_id"]) == ({"url", "expires_at", "customer_id"}, "acme")
+    assert (set(link), link["customer_id"], link["kind"]) == (
+        {"url", "expires_at", "kind", "customer_id"},
+        "acme",
+        "customer",
+    )
     hashes = {
         row[0] for row in query(db, "SELECT token_hash FROM dashboard_links WHERE customer_id = 'acme'")
     }
@@ -121,5 +129,29 @@ async def test_the_cli_refuses_an_unknown_customer_and_lists_only_its_own_flags(
     assert (unknown.returncode, unknown.stdout) == (2, "")
     assert "no customer globex yet" in unknown.stderr and "webhookd keys create" in unknown.stderr
     flags = {word for word in helped.stdout.split() if word.startswith("--")}
-    assert {"--customer", "--json", "--database-url", "--public-base-url", "--dashboard-link-ttl-s"} <= flags
+    assert {"--customer", "--admin", "--json", "--database-url", "--public-base-url"} <= flags
+    assert "--dashboard-link-ttl-s" in flags
     assert not flags & {"--worker-concurrency", "--master-key", "--retry-schedule", "--no-workers"}
+
+
+@pytest.mark.slow
+async def test_the_cli_prints_an_operator_link_with_admin(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    await provision_key(db, "acme", {Scope.MANAGE_WEBHOOKS})
+
+    as_json = _cli(db, "--admin", "--json")
+    both = _cli(db, "--admin", "--customer", "acme")
+    neither = _cli(db, "--json")
+
+    link = orjson.loads(as_json.stdout)
+    assert (set(link), link["kind"], link["customer_id"]) == (
+        {"url", "expires_at", "kind", "customer_id"},
+        "operator",
+        None,
+    )
+    assert link["url"].startswith("http://127.0.0.1:8181/dashboard/login?token=")
+    rows = query(db, "SELECT token_hash, kind, customer_id, expires_at - created_at FROM dashboard_links")
+    assert rows == [(hash_token(_token(link["url"])), "operator", None, 900.0)]
+    assert (both.returncode, neither.returncode) == (2, 2)
+    assert "not allowed with argument" in both.stderr
+    assert "one of the arguments --customer --admin is required" in neither.stderr

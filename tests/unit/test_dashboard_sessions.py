@@ -22,7 +22,7 @@ from webhookd.dashboard.sessions import (
     session_key,
     sign_session,
 )
-from webhookd.models import utcnow
+from webhookd.models import DashboardAccess, utcnow
 from webhookd.store.base import AttemptTally
 
 KEY = session_key(b"m" * 32)
@@ -30,18 +30,41 @@ KEY = session_key(b"m" * 32)
 
 def test_a_signed_session_reads_back_until_it_expires() -> None:
     now = utcnow()
-    cookie = sign_session(KEY, "acme", now + timedelta(hours=1))
+    cookie = sign_session(KEY, DashboardAccess.of_customer("acme"), now + timedelta(hours=1))
 
     session = read_session(KEY, cookie, now)
 
-    assert session is not None and session.customer_id == "acme"
+    assert session is not None and session.access == DashboardAccess.of_customer("acme")
     assert read_session(KEY, cookie, now + timedelta(hours=1, seconds=1)) is None
+
+
+def test_an_operator_session_reads_back_as_one_with_its_own_id() -> None:
+    now = utcnow()
+    first = read_session(KEY, sign_session(KEY, DashboardAccess.operator(), now + timedelta(hours=1)), now)
+    second = read_session(KEY, sign_session(KEY, DashboardAccess.operator(), now + timedelta(hours=1)), now)
+
+    assert first is not None and second is not None
+    assert (first.access.is_operator, first.customer_id) == (True, None)
+    assert first.session_id != second.session_id and len(first.session_id) >= 20
+
+
+def test_a_customer_session_rewritten_as_an_operators_is_refused() -> None:
+    now = utcnow()
+    payload, mac = sign_session(KEY, DashboardAccess.of_customer("acme"), now + timedelta(hours=1)).split(".")
+    kind, customer_id, session_id, expires_at = orjson.loads(base64.urlsafe_b64decode(payload + "=="))
+    assert (kind, customer_id) == ("customer", "acme")
+    forged = base64.urlsafe_b64encode(orjson.dumps(["operator", None, session_id, expires_at])).decode()
+
+    assert read_session(KEY, f"{forged.rstrip('=')}.{mac}", now) is None
 
 
 def test_a_session_with_another_customer_written_in_is_refused() -> None:
     now = utcnow()
-    payload, mac = sign_session(KEY, "acme", now + timedelta(hours=1)).split(".")
-    forged = base64.urlsafe_b64encode(orjson.dumps(["globex", int(now.timestamp()) + 3600])).decode()
+    payload, mac = sign_session(KEY, DashboardAccess.of_customer("acme"), now + timedelta(hours=1)).split(".")
+    session = read_session(KEY, f"{payload}.{mac}", now)
+    assert session is not None
+    fields = ["customer", "globex", session.session_id, int(now.timestamp()) + 3600]
+    forged = base64.urlsafe_b64encode(orjson.dumps(fields)).decode()
 
     assert read_session(KEY, f"{forged.rstrip('=')}.{mac}", now) is None
     assert read_session(KEY, payload, now) is None
@@ -50,7 +73,9 @@ def test_a_session_with_another_customer_written_in_is_refused() -> None:
 
 def test_a_session_signed_under_another_master_key_is_refused() -> None:
     now = utcnow()
-    cookie = sign_session(session_key(b"n" * 32), "acme", now + timedelta(hours=1))
+    cookie = sign_session(
+        session_key(b"n" * 32), DashboardAccess.of_customer("acme"), now + timedelta(hours=1)
+    )
 
     assert read_session(KEY, cookie, now) is None
 
@@ -62,8 +87,12 @@ def test_the_session_key_is_derived_for_its_purpose() -> None:
 
 def test_a_csrf_token_passes_only_with_its_own_session() -> None:
     now = utcnow()
-    mine = read_session(KEY, sign_session(KEY, "acme", now + timedelta(hours=1)), now)
-    theirs = read_session(KEY, sign_session(KEY, "globex", now + timedelta(hours=1)), now)
+    mine = read_session(
+        KEY, sign_session(KEY, DashboardAccess.of_customer("acme"), now + timedelta(hours=1)), now
+    )
+    theirs = read_session(
+        KEY, sign_session(KEY, DashboardAccess.of_customer("globex"), now + timedelta(hours=1)), now
+    )
     assert mine is not None and theirs is not None
 
     assert csrf_ok(KEY, mine, csrf_token(KEY, mine))
@@ -73,7 +102,9 @@ def test_a_csrf_token_passes_only_with_its_own_session() -> None:
 
 def _session(customer_id: str) -> Session:
     now = utcnow()
-    session = read_session(KEY, sign_session(KEY, customer_id, now + timedelta(hours=1)), now)
+    session = read_session(
+        KEY, sign_session(KEY, DashboardAccess.of_customer(customer_id), now + timedelta(hours=1)), now
+    )
     assert session is not None
     return session
 

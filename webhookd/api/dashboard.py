@@ -8,7 +8,7 @@ from starlette.responses import Response
 from webhookd import provisioning
 from webhookd.api.auth import authenticate
 from webhookd.api.openapi import operation
-from webhookd.models import Scope, isoformat
+from webhookd.models import DashboardAccess, Scope, isoformat
 from webhookd.web import JSONResponse, services
 
 
@@ -23,7 +23,7 @@ async def create_dashboard_link(request: Request) -> Response:
     svc = services(request)
     link = await provisioning.create_dashboard_link(
         svc.store,
-        key.customer_id,
+        DashboardAccess.of_customer(key.customer_id),
         svc.settings.effective_public_base_url,
         svc.settings.dashboard_link_ttl_s,
         svc.clock(),

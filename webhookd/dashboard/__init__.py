@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webhookd.dashboard import calls, pages
+from webhookd.dashboard import calls, operator, pages
 from webhookd.dashboard.sessions import session_key
 
 __all__ = ["routes", "session_key"]
@@ -29,6 +29,8 @@ def routes() -> list[Route]:
     return [
         Route("/dashboard", pages.subscriptions, methods=get, include_in_schema=False),
         Route("/dashboard/login", pages.login, methods=get, include_in_schema=False),
+        Route("/dashboard/login", pages.open_session, methods=post, include_in_schema=False),
+        Route("/dashboard/sign-out", pages.sign_out, methods=post, include_in_schema=False),
         Route("/dashboard/static/dashboard.css", stylesheet, methods=get, include_in_schema=False),
         Route(SUBSCRIPTION, pages.subscription, methods=get, include_in_schema=False),
         Route(f"{SUBSCRIPTION}/enable", pages.enable, methods=post, include_in_schema=False),
@@ -41,4 +43,25 @@ def routes() -> list[Route]:
         Route("/dashboard/calls", calls.calls, methods=get, include_in_schema=False),
         Route("/dashboard/calls/{call_ref}", calls.call, methods=get, include_in_schema=False),
         Route("/dashboard/events", calls.events, methods=get, include_in_schema=False),
+        *_operator_routes(),
+    ]
+
+
+def _operator_routes() -> list[Route]:
+    customer = "/dashboard/operator/customers/{customer_id}"
+    return [
+        Route("/dashboard/operator", operator.home, methods=["GET"], include_in_schema=False),
+        Route(customer, operator.customer, methods=["GET"], include_in_schema=False),
+        Route(
+            f"{customer}/subscriptions/{{subscription_id}}/enable",
+            operator.enable,
+            methods=["POST"],
+            include_in_schema=False,
+        ),
+        Route(
+            f"{customer}/keys/{{key_id}}/revoke",
+            operator.revoke_key,
+            methods=["POST"],
+            include_in_schema=False,
+        ),
     ]

@@ -37,10 +37,11 @@ from webhookd.dashboard.sessions import (
     sign_session,
 )
 from webhookd.exceptions import ApiError, Conflict, RequestError
-from webhookd.models import EVENT_TYPES, DeliveryStatus, Subscription, isoformat
+from webhookd.models import EVENT_TYPES, AccessKind, DeliveryStatus, Subscription, isoformat
 from webhookd.store.base import PageRequest
 from webhookd.web import Services, read_body, services
 
+OPERATOR_HOME = "/dashboard/operator"
 HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(
     env=jinja2.Environment(
@@ -75,7 +76,11 @@ class Visit:
 
     @property
     def customer_id(self) -> str:
-        return self.session.customer_id
+        """The customer a customer's page speaks for (only a customer's session gets that far)."""
+        customer_id = self.session.customer_id
+        if customer_id is None:
+            raise RuntimeError("an operator session reached a customer's page")
+        return customer_id
 
 
 Handler = Callable[[Request, Visit], Awaitable[Response]]
@@ -92,15 +97,28 @@ def how_to(request: Request, reason: str) -> Response:
 
 
 def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """``handler`` behind the session check, and on POST behind the CSRF check; a refusal it raises
-    (such as a 404 for another customer's record) becomes an HTML page."""
+    """A customer's page or form: ``handler`` behind the session check (a customer's session), and
+    on POST behind the CSRF check; a refusal it raises (such as a 404 for another customer's record)
+    becomes an HTML page."""
+    return guarded(handler, frozenset({AccessKind.CUSTOMER}))
+
+
+def guarded(handler: Handler, kinds: frozenset[AccessKind]) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` for a live session of one of ``kinds``; another kind's session gets the 404 of a
+    missing page (an operator opening ``/dashboard`` goes to the operator's view)."""
 
     async def endpoint(request: Request) -> Response:
         svc = services(request)
         session = read_session(svc.session_key, request.cookies.get(COOKIE), svc.clock())
         if session is None:
             return how_to(request, "You are not signed in, or your session has ended.")
+        if await svc.store.dashboard_session_ended(session.session_id):
+            return how_to(request, "You have signed out of this session.")
         visit = Visit(svc, session, csrf_token(svc.session_key, session))
+        if session.access.kind not in kinds:
+            if session.access.is_operator and request.url.path == "/dashboard":
+                return RedirectResponse(OPERATOR_HOME, status_code=303, headers=HEADERS)
+            return render(request, "error.html", status_code=404, message="no such page", csrf=visit.csrf)
         try:
             if request.method == "POST":
                 visit = dataclasses.replace(visit, form=await _form(request, svc))
@@ -159,7 +177,7 @@ def done(visit: Visit, path: str, notice: str, secret: str = "") -> Response:
     return response
 
 
-def _flash(request: Request, visit: Visit, path: str) -> Flash:
+def pending_flash(request: Request, visit: Visit, path: str) -> Flash:
     """What the last form left for this page; only a GET shows it (a POST below ``path`` is sent
     the cookie too)."""
     sealed = request.cookies.get(FLASH_COOKIE)
@@ -168,7 +186,7 @@ def _flash(request: Request, visit: Visit, path: str) -> Flash:
     return open_flash(visit.svc.session_key, visit.session, path, sealed, visit.svc.clock()) or Flash()
 
 
-def _shown(request: Request, response: Response, path: str) -> Response:
+def flash_shown(request: Request, response: Response, path: str) -> Response:
     """``response`` for ``path``'s GET, which forgets the flash it showed: a reload shows none."""
     if request.method == "GET" and FLASH_COOKIE in request.cookies:
         response.delete_cookie(FLASH_COOKIE, path=path, secure=_secure(services(request)), httponly=True)
@@ -179,20 +197,30 @@ def _shown(request: Request, response: Response, path: str) -> Response:
 
 
 async def login(request: Request) -> Response:
-    """Exchange a link's token for a session cookie, and leave the URL that held the token."""
-    svc = services(request)
+    """The link's page: a button that opens the dashboard. A GET redeems nothing, so a link
+    previewer or unfurler that fetches the link does not use it up."""
     token = request.query_params.get("token", "")
-    now = svc.clock()
-    customer_id = await svc.store.redeem_dashboard_link(hash_token(token), now) if token else None
-    if customer_id is None:
+    if not token:
+        return how_to(request, "This address needs the token of a dashboard link.")
+    return render(request, "login.html", token=token)
+
+
+async def open_session(request: Request) -> Response:
+    """Exchange the link's token (the form's proof; no session, so no CSRF token, exists yet) for a
+    session cookie, and go to the dashboard it opens."""
+    svc = services(request)
+    token, now = (await _form(request, svc)).get("token", ""), svc.clock()
+    access = await svc.store.redeem_dashboard_link(hash_token(token), now) if token else None
+    if access is None:
         return how_to(request, "This link has expired or has been used already: each link opens once.")
     expires_at = now + timedelta(seconds=svc.settings.dashboard_session_s)
-    response = RedirectResponse("/dashboard", status_code=303, headers=HEADERS)
+    home = OPERATOR_HOME if access.is_operator else "/dashboard"
+    response = RedirectResponse(home, status_code=303, headers=HEADERS)
     # Lax, not Strict: the link is opened from mail or chat, and a Strict cookie set on that
     # cross-site visit would not go with the redirect that follows it.
     response.set_cookie(
         COOKIE,
-        sign_session(svc.session_key, customer_id, expires_at),
+        sign_session(svc.session_key, access, expires_at),
         max_age=int(svc.settings.dashboard_session_s),
         path=COOKIE_PATH,
         secure=_secure(svc),
@@ -200,6 +228,19 @@ async def login(request: Request) -> Response:
         samesite="lax",
     )
     return response
+
+
+async def _sign_out(request: Request, visit: Visit) -> Response:
+    """End the session here and everywhere: the cookie goes, and its id is remembered as signed out
+    until it would have ended, so a copy of the cookie opens nothing either."""
+    ends = datetime.fromtimestamp(visit.session.expires_at, UTC)
+    await visit.svc.store.end_dashboard_session(visit.session.session_id, ends)
+    response = render(request, "how_to.html", reason="You have signed out.")
+    response.delete_cookie(COOKIE, path=COOKIE_PATH, secure=_secure(visit.svc), httponly=True, samesite="lax")
+    return response
+
+
+sign_out = guarded(_sign_out, frozenset(AccessKind))
 
 
 # -- subscriptions -----------------------------------------------------------------------------
@@ -272,7 +313,7 @@ async def _subscription_page(
         )
     attempts = await store.list_attempts(visit.customer_id, [d.id for d in listed.items])
     path = subscription_path(sub.id)
-    flash = _flash(request, visit, path)
+    flash = pending_flash(request, visit, path)
     response = render(
         request,
         "subscription.html",
@@ -291,7 +332,7 @@ async def _subscription_page(
         csrf=visit.csrf,
         now=visit.svc.clock().strftime("%Y-%m-%dT%H:%M"),
     )
-    return _shown(request, response, path)
+    return flash_shown(request, response, path)
 
 
 @page
@@ -399,10 +440,10 @@ async def delivery(request: Request, visit: Visit) -> Response:
         detail=detail,
         url="" if sub is None else sub.url,
         payload="" if event is None else indented(event.payload),
-        notice=_flash(request, visit, path).notice,
+        notice=pending_flash(request, visit, path).notice,
         csrf=visit.csrf,
     )
-    return _shown(request, response, path)
+    return flash_shown(request, response, path)
 
 
 @page

@@ -1,11 +1,13 @@
 """Dashboard sessions: a signed cookie, the CSRF token each form carries, and the one-time flash a
 form's POST leaves for the page it redirects to.
 
-A session is a cookie holding the customer and an expiry, signed with HMAC-SHA256 under a key derived
-from the master key, rather than a row in the database: a page then costs no session read and a login
-no session write to prune later, and every webhookd process that shares the master key (several behind
-a load balancer) accepts it. What that gives up is revoking one session before it ends, so sessions
-are short (``WEBHOOKD_DASHBOARD_SESSION_S``, hours) and a link that opens one is single-use.
+A session is a cookie holding what it opens (a customer's dashboard or the operator's view), a random
+session id and an expiry, signed with HMAC-SHA256 under a key derived from the master key, rather than
+a row in the database: a login costs no session write, and every webhookd process that shares the
+master key (several behind a load balancer) accepts it. Signing out is the one thing a signed cookie
+cannot do alone, so a signed-out session's id is stored until the session would have ended, and each
+page checks it (one primary-key read). Sessions stay short (``WEBHOOKD_DASHBOARD_SESSION_S``, hours)
+and a link that opens one is single-use.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +24,7 @@ import orjson
 
 from webhookd.crypto import SecretBox, derive_key
 from webhookd.exceptions import CryptoError
+from webhookd.models import AccessKind, DashboardAccess
 
 COOKIE = "webhookd_dashboard"
 COOKIE_PATH = "/dashboard"
@@ -36,11 +40,17 @@ def session_key(master_key: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    customer_id: str
+    access: DashboardAccess
+    session_id: str
+    """Random; what signing out remembers."""
     expires_at: int
     """Unix seconds."""
     cookie: str
     """The signed cookie value, to which the session's CSRF token is bound."""
+
+    @property
+    def customer_id(self) -> str | None:
+        return self.access.customer_id
 
 
 def _b64(raw: bytes) -> str:
@@ -55,9 +65,11 @@ def _mac(key: bytes, kind: str, payload: str) -> str:
     return _b64(hmac.new(key, f"{kind}:{payload}".encode(), hashlib.sha256).digest())
 
 
-def sign_session(key: bytes, customer_id: str, expires_at: datetime) -> str:
-    """The cookie value of a session for ``customer_id`` that ends at ``expires_at``."""
-    payload = _b64(orjson.dumps([customer_id, int(expires_at.timestamp())]))
+def sign_session(key: bytes, access: DashboardAccess, expires_at: datetime) -> str:
+    """The cookie value of a new session opening ``access`` that ends at ``expires_at``."""
+    session_id = _b64(secrets.token_bytes(16))
+    fields = [access.kind.value, access.customer_id, session_id, int(expires_at.timestamp())]
+    payload = _b64(orjson.dumps(fields))
     return f"{payload}.{_mac(key, 'session', payload)}"
 
 
@@ -67,12 +79,13 @@ def read_session(key: bytes, cookie: str | None, now: datetime) -> Session | Non
     if not dot or not hmac.compare_digest(mac, _mac(key, "session", payload)):
         return None
     try:
-        customer_id, expires_at = orjson.loads(_unb64(payload))
+        kind, customer_id, session_id, expires_at = orjson.loads(_unb64(payload))
+        access = DashboardAccess(AccessKind(kind), customer_id)
     except (binascii.Error, ValueError, TypeError):
-        return None  # signed by us, so only a change of format could bring this
-    if not isinstance(customer_id, str) or not isinstance(expires_at, int) or expires_at <= now.timestamp():
+        return None  # signed by us, so only a change of format (an older session) could bring this
+    if not isinstance(session_id, str) or not isinstance(expires_at, int) or expires_at <= now.timestamp():
         return None
-    return Session(customer_id, expires_at, cookie or "")
+    return Session(access, session_id, expires_at, cookie or "")
 
 
 def csrf_token(key: bytes, session: Session) -> str:

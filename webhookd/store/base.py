@@ -18,6 +18,8 @@ from webhookd.models import (
     CallTimeline,
     Carrier,
     Customer,
+    CustomerSummary,
+    DashboardAccess,
     Delivery,
     DeliveryJob,
     DeliveryStatus,
@@ -205,7 +207,8 @@ class Outbox(Protocol):
     async def prune(self, *, deliveries_before: datetime, events_before: datetime, limit: int) -> int:
         """Delete up to ``limit`` finished deliveries last touched before ``deliveries_before``
         (with their attempts), and up to ``limit`` events created before ``events_before`` that no
-        delivery refers to. Returns the rows deleted; 0 means nothing is left to prune."""
+        delivery refers to; with the events go dashboard links and signed-out sessions that expired
+        before ``events_before``. Returns the rows deleted; 0 means nothing is left to prune."""
 
     async def outbox_stats(self, now: datetime) -> OutboxStats:
         """Counts for the metrics scrape, without scanning the deliveries table."""
@@ -223,7 +226,7 @@ class Management(Protocol):
     async def create_api_key(self, key: ApiKey) -> None: ...
 
     async def get_api_key(self, key_hash: str) -> ApiKey | None:
-        """The key with this SHA-256 hash, or ``None``."""
+        """The key with this SHA-256 hash, or ``None``; a revoked key has its ``revoked_at``."""
 
     async def create_source(self, source: Source) -> None: ...
 
@@ -322,13 +325,38 @@ class Management(Protocol):
         id (one read for a page of events)."""
 
     async def create_dashboard_link(
-        self, token_hash: str, customer_id: str, created_at: datetime, expires_at: datetime
+        self, token_hash: str, access: DashboardAccess, created_at: datetime, expires_at: datetime
     ) -> None:
-        """Store a dashboard link by its token's SHA-256 (never the token)."""
+        """Store a dashboard link by its token's SHA-256 (never the token), with what it opens."""
 
-    async def redeem_dashboard_link(self, token_hash: str, now: datetime) -> str | None:
-        """Mark the link used and return its customer, in one write, if it is unused and expires
+    async def redeem_dashboard_link(self, token_hash: str, now: datetime) -> DashboardAccess | None:
+        """Mark the link used and return what it opens, in one write, if it is unused and expires
         after ``now``; else ``None`` (so a link opens one session, even when opened twice at once)."""
+
+    async def end_dashboard_session(self, session_id: str, expires_at: datetime) -> None:
+        """Remember that the session signed out, until ``expires_at`` when it would have ended."""
+
+    async def dashboard_session_ended(self, session_id: str) -> bool:
+        """Whether the session signed out (its signed cookie no longer opens pages)."""
+
+    # -- the operator's, across customers -------------------------------------------------------
+
+    async def list_customers(self, page: PageRequest) -> Page[CustomerSummary]:
+        """Every customer by id, with its subscription and key counts. ``ValueError`` for a bad cursor."""
+
+    async def troubled_subscriptions(self, page: PageRequest) -> Page[Subscription]:
+        """Every customer's live disabled or failing webhook subscriptions, by id. ``ValueError`` for a
+        bad cursor."""
+
+    async def mark_api_key_used(self, key_id: str, at: datetime) -> None:
+        """Record that the key authenticated a request ``at`` (unless a later use is recorded)."""
+
+    async def list_api_keys(self, customer_id: str) -> list[ApiKey]:
+        """The customer's keys, revoked ones too, oldest first."""
+
+    async def revoke_api_key(self, customer_id: str | None, key_id: str, now: datetime) -> ApiKey | None:
+        """Revoke the key ``key_id`` of ``customer_id`` (of anyone with ``None``); it is then returned
+        with ``revoked_at`` set, as :meth:`get_api_key` returns it from then on. ``None`` if not found."""
 
 
 class Store(Outbox, Management, Protocol):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from webhookd.inputs import is_customer_id
 from webhookd.models import (
     ApiKey,
     Attempt,
@@ -22,6 +23,7 @@ from webhookd.models import (
     CallTimeline,
     Carrier,
     Customer,
+    CustomerSummary,
     Delivery,
     DeliveryStatus,
     Event,
@@ -30,6 +32,7 @@ from webhookd.models import (
     Subscription,
 )
 from webhookd.store.base import (
+    NOT_OUR_CURSOR,
     Activity,
     AttemptTally,
     Backlog,
@@ -109,6 +112,11 @@ EVENT_DELIVERIES = (
 """The deliveries of a few events, with the URL each goes to: the deliveries_by_event index."""
 
 
+def _next_cursor(ids: list[str], found: int, limit: int) -> str | None:
+    """The cursor after a page of ``ids``, if more than ``limit`` rows were ``found``."""
+    return encode_cursor(ids[-1]) if found > limit else None
+
+
 @functools.lru_cache(maxsize=256)
 def numbered(sql: str) -> str:
     """``sql`` with its ``?`` placeholders numbered as PostgreSQL wants them: ``$1``, ``$2``..."""
@@ -129,6 +137,27 @@ SELECT s.id, s.customer_id, s.url, s.is_active, s.failure_count, s.rate_limit_pe
 FROM deliveries AS d JOIN subscriptions AS s ON s.id = d.subscription_id
 WHERE d.status IN ('pending', 'held', 'in_flight', 'parked')
 GROUP BY s.id ORDER BY count(*) DESC, s.id LIMIT ?"""
+
+
+_OF_CUSTOMER = (
+    "FROM subscriptions AS s WHERE s.customer_id = c.id AND s.kind = 'webhook' AND s.deleted_at IS NULL"
+)
+CUSTOMER_SUMMARIES = f"""
+SELECT c.id, c.name, c.created_at,
+       (SELECT count(*) {_OF_CUSTOMER}),
+       (SELECT count(*) {_OF_CUSTOMER} AND s.is_active AND s.failure_count > 0),
+       (SELECT count(*) {_OF_CUSTOMER} AND NOT s.is_active),
+       (SELECT count(*) FROM api_keys AS k WHERE k.customer_id = c.id AND k.revoked_at IS NULL)
+FROM customers AS c WHERE c.id > ? ORDER BY c.id LIMIT ? OFFSET ?"""
+"""Customers in id order, each with its live webhook subscriptions (all, failing, disabled) and its
+keys still in force: index lookups per customer on a page, not a scan of the subscriptions."""
+
+TROUBLED_SUBSCRIPTIONS = (
+    f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE kind = 'webhook' AND deleted_at IS NULL"
+    " AND (NOT is_active OR failure_count > 0) AND id > ? ORDER BY id LIMIT ? OFFSET ?"
+)
+"""Every customer's disabled or failing live subscriptions, for the operator: a scan of the
+subscriptions table (no index serves "not healthy"), which is small beside the deliveries."""
 
 
 class SharedReads:
@@ -155,6 +184,36 @@ class SharedReads:
     async def get_api_key(self, key_hash: str) -> ApiKey | None:
         row = await self._read_one(f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,))
         return None if row is None else self._rows.api_key(row)
+
+    async def list_api_keys(self, customer_id: str) -> list[ApiKey]:
+        rows = await self._read_all(
+            f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE customer_id = ? ORDER BY id", (customer_id,)
+        )
+        return [self._rows.api_key(row) for row in rows]
+
+    async def dashboard_session_ended(self, session_id: str) -> bool:
+        found = await self._read_one(
+            "SELECT 1 FROM dashboard_session_ends WHERE session_id = ?", (session_id,)
+        )
+        return found is not None
+
+    async def list_customers(self, page: PageRequest) -> Page[CustomerSummary]:
+        if page.cursor and not is_customer_id(page.cursor):
+            raise ValueError(NOT_OUR_CURSOR)
+        rows = await self._paged(CUSTOMER_SUMMARIES, page.cursor, page)
+        items = [self._rows.customer_summary(row) for row in rows[: page.limit]]
+        return Page(items, _next_cursor([i.customer.id for i in items], len(rows), page.limit))
+
+    async def troubled_subscriptions(self, page: PageRequest) -> Page[Subscription]:
+        after = decode_cursor(page.cursor, "sub") if page.cursor else None
+        rows = await self._paged(TROUBLED_SUBSCRIPTIONS, after, page)
+        items = [self._rows.subscription(row) for row in rows[: page.limit]]
+        return Page(items, _next_cursor([i.id for i in items], len(rows), page.limit))
+
+    async def _paged(self, sql: str, after: str | None, page: PageRequest) -> list[Any]:
+        """An operator's id-ordered list: ``limit + 1`` rows after the id ``after`` (else ``offset``)."""
+        offset = 0 if after else page.offset
+        return await self._scan(OPERATOR, sql, (after or "", page.limit + 1, offset))
 
     async def get_source(self, source_id: str) -> Source | None:
         row = await self._read_one(f"SELECT {SOURCE_COLUMNS} FROM sources WHERE id = ?", (source_id,))

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from webhookd.models import (
+    AccessKind,
     ApiKey,
     Attempt,
     Call,
@@ -17,6 +18,8 @@ from webhookd.models import (
     CallCallback,
     Carrier,
     Customer,
+    CustomerSummary,
+    DashboardAccess,
     Delivery,
     DeliveryStatus,
     DisabledReason,
@@ -40,7 +43,7 @@ DELIVERY_COLUMNS = (
 )
 EVENT_COLUMNS = "id, customer_id, type, idempotency_key, payload, created_at, callback_url, ordering_key"
 ATTEMPT_COLUMNS = "attempt_no, started_at, duration_s, status_code, error, response_excerpt, succeeded"
-API_KEY_COLUMNS = "id, customer_id, key_hash, scopes, name, created_at"
+API_KEY_COLUMNS = "id, customer_id, key_hash, scopes, name, created_at, revoked_at, last_used_at"
 CUSTOMER_COLUMNS = "id, name, created_at"
 SOURCE_COLUMNS = "id, customer_id, carrier, credentials, created_at"
 CALL_COLUMNS = "carrier, call_id, state, updated_at"
@@ -72,13 +75,39 @@ WHERE id = ? AND customer_id = ? AND kind = 'webhook' AND deleted_at IS NULL
 
 
 INSERT_DASHBOARD_LINK = (
-    "INSERT INTO dashboard_links (token_hash, customer_id, created_at, expires_at) VALUES (?, ?, ?, ?)"
+    "INSERT INTO dashboard_links (token_hash, kind, customer_id, created_at, expires_at)"
+    " VALUES (?, ?, ?, ?, ?)"
 )
 REDEEM_DASHBOARD_LINK = """
 UPDATE dashboard_links SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?
-RETURNING customer_id
+RETURNING kind, customer_id
 """
 """One statement, so two requests that open the same link at once cannot both get a session."""
+
+END_DASHBOARD_SESSION = (
+    "INSERT INTO dashboard_session_ends (session_id, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
+)
+"""Remember a signed-out session until it would have ended anyway (then prune forgets it)."""
+
+REVOKE_API_KEY = f"""
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?)
+WHERE id = ? AND customer_id = coalesce(?, customer_id)
+RETURNING {API_KEY_COLUMNS}
+"""
+"""Revoke a key (of the given customer, or of anyone's with ``NULL``); a second revoke keeps the
+first time."""
+
+MARK_API_KEY_USED = (
+    "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)"
+)
+"""Record a use; a late write from another node never moves the time back."""
+
+EXPIRED_TABLES = (
+    ("dashboard_links", "token_hash", "expires_at"),
+    ("dashboard_session_ends", "session_id", "expires_at"),
+)
+"""Rows useless once expired (a link that can no longer open, a session that has ended anyway):
+prune deletes them with the events' cutoff, the simplest bound that is always past their expiry."""
 
 
 def waiting_status(s: str) -> str:
@@ -121,7 +150,8 @@ class Rows:
 
     def api_key(self, row: Any) -> ApiKey:
         scopes = frozenset(Scope(name) for name in self.scopes(row[3]) if name)
-        return ApiKey(row[0], row[1], row[2], scopes, row[4], self.moment(row[5]))
+        created_at, revoked_at, last_used_at = self.moment(row[5]), self.maybe(row[6]), self.maybe(row[7])
+        return ApiKey(row[0], row[1], row[2], scopes, row[4], created_at, revoked_at, last_used_at)
 
     def maybe(self, value: Any) -> datetime | None:
         return None if value is None else self.moment(value)
@@ -190,6 +220,15 @@ class Rows:
 
     def customer(self, row: Any) -> Customer:
         return Customer(row[0], row[1], self.moment(row[2]))
+
+    def customer_summary(self, row: Any) -> CustomerSummary:
+        """A row of ``reads.CUSTOMER_SUMMARIES``."""
+        return CustomerSummary(self.customer(row), row[3], row[4], row[5], row[6])
+
+    @staticmethod
+    def access(row: Any) -> DashboardAccess:
+        """A redeemed link's ``kind, customer_id``."""
+        return DashboardAccess(AccessKind(row[0]), row[1])
 
     def callback_secret(self, row: Any) -> CallbackSecret | None:
         return None if row is None or row[0] is None else CallbackSecret(row[0], row[1], self.maybe(row[2]))

@@ -38,7 +38,7 @@ from webhookd.store.scheduling import (
     Visit,
     pace,
 )
-from webhookd.store.shared import waiting_status
+from webhookd.store.shared import EXPIRED_TABLES, waiting_status
 
 WAITING_STATUS = waiting_status("s.")
 """Where a delivery waits for its next attempt, given its subscription ``s``."""
@@ -452,8 +452,9 @@ async def prune(conn: Connection, deliveries_before: datetime, events_before: da
             limit,
         )
     )
-    # Callback dedupe keys and idle calls go with the events' cutoff, which is never under 7 days.
-    for table, key, column in _DEDUPE_TABLES:
+    # Callback dedupe keys and idle calls go with the events' cutoff, which is never under 7 days, and
+    # so do expired dashboard links and signed-out sessions.
+    for table, key, column in (*_DEDUPE_TABLES, *EXPIRED_TABLES):
         gone += count_rows(
             await conn.execute(
                 f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {column} < $1"

@@ -19,6 +19,7 @@ from webhookd.models import (
     AttemptResult,
     CallbackSecret,
     Customer,
+    DashboardAccess,
     Delivery,
     DeliveryJob,
     Disabled,
@@ -52,10 +53,17 @@ from webhookd.store.postgres.db import (
     migrate,
     quote_schema,
 )
-from webhookd.store.postgres.reads import PostgresReads
+from webhookd.store.postgres.reads import ROWS, PostgresReads
 from webhookd.store.reads import numbered
 from webhookd.store.scheduling import ClaimRequest, RingPosition
-from webhookd.store.shared import INSERT_DASHBOARD_LINK, REDEEM_DASHBOARD_LINK, ROTATE_SUBSCRIPTION_SECRET
+from webhookd.store.shared import (
+    END_DASHBOARD_SESSION,
+    INSERT_DASHBOARD_LINK,
+    MARK_API_KEY_USED,
+    REDEEM_DASHBOARD_LINK,
+    REVOKE_API_KEY,
+    ROTATE_SUBSCRIPTION_SECRET,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -183,15 +191,29 @@ class PostgresStore(PostgresReads):
         )
 
     async def create_dashboard_link(
-        self, token_hash: str, customer_id: str, created_at: datetime, expires_at: datetime
+        self, token_hash: str, access: DashboardAccess, created_at: datetime, expires_at: datetime
     ) -> None:
         insert = numbered(INSERT_DASHBOARD_LINK)
-        await self._run(lambda conn: conn.execute(insert, token_hash, customer_id, created_at, expires_at))
+        params = (token_hash, access.kind.value, access.customer_id, created_at, expires_at)
+        await self._run(lambda conn: conn.execute(insert, *params))
 
-    async def redeem_dashboard_link(self, token_hash: str, now: datetime) -> str | None:
+    async def redeem_dashboard_link(self, token_hash: str, now: datetime) -> DashboardAccess | None:
         redeem = numbered(REDEEM_DASHBOARD_LINK)
-        found: str | None = await self._run(lambda conn: conn.fetchval(redeem, now, token_hash, now))
-        return found
+        row = await self._run(lambda conn: conn.fetchrow(redeem, now, token_hash, now))
+        return None if row is None else ROWS.access(row)
+
+    async def end_dashboard_session(self, session_id: str, expires_at: datetime) -> None:
+        end = numbered(END_DASHBOARD_SESSION)
+        await self._run(lambda conn: conn.execute(end, session_id, expires_at))
+
+    async def mark_api_key_used(self, key_id: str, at: datetime) -> None:
+        mark = numbered(MARK_API_KEY_USED)
+        await self._run(lambda conn: conn.execute(mark, at, key_id, at))
+
+    async def revoke_api_key(self, customer_id: str | None, key_id: str, now: datetime) -> ApiKey | None:
+        revoke = numbered(REVOKE_API_KEY)
+        row = await self._run(lambda conn: conn.fetchrow(revoke, now, key_id, customer_id))
+        return None if row is None else ROWS.api_key(row)
 
     # -- subscriptions ---------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from webhookd.store.scheduling import (
     Visit,
     pace,
 )
+from webhookd.store.shared import EXPIRED_TABLES
 from webhookd.store.sqlite.epoch import from_epoch, to_epoch
 from webhookd.store.sqlite.manage import WAITING_STATUS
 
@@ -411,8 +412,9 @@ def prune(conn: sqlite3.Connection, deliveries_before: float, events_before: flo
         " ORDER BY seq LIMIT ?)",
         (events_before, limit),
     ).rowcount
-    # Callback dedupe keys and idle calls go with the events' cutoff, which is never under 7 days.
-    for table, key, column in _DEDUPE_TABLES:
+    # Callback dedupe keys and idle calls go with the events' cutoff, which is never under 7 days, and
+    # so do expired dashboard links and signed-out sessions.
+    for table, key, column in (*_DEDUPE_TABLES, *EXPIRED_TABLES):
         gone += conn.execute(
             f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {column} < ? LIMIT ?)",
             (events_before, limit),

@@ -20,6 +20,7 @@ from webhookd.models import (
     AttemptResult,
     CallbackSecret,
     Customer,
+    DashboardAccess,
     Delivery,
     DeliveryJob,
     Disabled,
@@ -46,9 +47,12 @@ from webhookd.store.reads import OPERATOR, SharedReads
 from webhookd.store.scheduling import OLDEST_WAITING, ClaimRequest, RingPosition
 from webhookd.store.shared import (
     CUSTOMER_COLUMNS,
+    END_DASHBOARD_SESSION,
     INSERT_DASHBOARD_LINK,
     INSERT_SUBSCRIPTION,
+    MARK_API_KEY_USED,
     REDEEM_DASHBOARD_LINK,
+    REVOKE_API_KEY,
     ROTATE_SUBSCRIPTION_SECRET,
     SUBSCRIPTION_STATES,
     new_subscription,
@@ -297,15 +301,27 @@ class SqliteStore(SharedReads):
         )
 
     async def create_dashboard_link(
-        self, token_hash: str, customer_id: str, created_at: datetime, expires_at: datetime
+        self, token_hash: str, access: DashboardAccess, created_at: datetime, expires_at: datetime
     ) -> None:
-        params = (token_hash, customer_id, to_epoch(created_at), to_epoch(expires_at))
+        kind, customer_id = access.kind.value, access.customer_id
+        params = (token_hash, kind, customer_id, to_epoch(created_at), to_epoch(expires_at))
         await self._execute(INSERT_DASHBOARD_LINK, params)
 
-    async def redeem_dashboard_link(self, token_hash: str, now: datetime) -> str | None:
+    async def redeem_dashboard_link(self, token_hash: str, now: datetime) -> DashboardAccess | None:
         params = (to_epoch(now), token_hash, to_epoch(now))
         row = await self._write(lambda conn: conn.execute(REDEEM_DASHBOARD_LINK, params).fetchone())
-        return None if row is None else str(row[0])
+        return None if row is None else ROWS.access(row)
+
+    async def end_dashboard_session(self, session_id: str, expires_at: datetime) -> None:
+        await self._execute(END_DASHBOARD_SESSION, (session_id, to_epoch(expires_at)))
+
+    async def mark_api_key_used(self, key_id: str, at: datetime) -> None:
+        await self._execute(MARK_API_KEY_USED, (to_epoch(at), key_id, to_epoch(at)))
+
+    async def revoke_api_key(self, customer_id: str | None, key_id: str, now: datetime) -> ApiKey | None:
+        params = (to_epoch(now), key_id, customer_id)
+        row = await self._write(lambda conn: conn.execute(REVOKE_API_KEY, params).fetchone())
+        return None if row is None else ROWS.api_key(row)
 
     # -- subscriptions ---------------------------------------------------------------------------
 
