@@ -57,6 +57,8 @@ async def test_the_operator_sees_every_customer_and_re_enables_another_customers
         assert await card.locator(".state").inner_text() == "Disabled"
         assert "consecutive failures" in await card.inner_text() and "globex" in await card.inner_text()
         assert sub["url"] in await card.inner_text()
+        (backlog,) = await page.locator("table.backlogs tbody tr").all()  # acme has none
+        assert await backlog.locator("td").all_inner_texts() == [sub["url"], "globex", "0", "0", "0", "2", ""]
         await page.screenshot(path=screenshots / "operator.png", full_page=True)
 
         csrf = await page.locator("input[name=csrf]").first.get_attribute("value")

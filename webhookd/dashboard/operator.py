@@ -30,6 +30,8 @@ from webhookd.models import AccessKind, is_id
 from webhookd.store.base import PageRequest
 
 ROWS_PER_PAGE = 100
+BACKLOGS_SHOWN = 10
+"""The subscriptions with the most unfinished deliveries that the operator's view lists."""
 
 
 def operator_page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -65,6 +67,7 @@ async def home(request: Request, visit: Visit) -> Response:
         customers=customers,
         troubled=[(sub, state_of(sub)) for sub in troubled.items],
         troubled_next=troubled.next_cursor,
+        backlogs=await store.top_backlogs(BACKLOGS_SHOWN),
         notice=pending_flash(request, visit, OPERATOR_HOME).notice,
         csrf=visit.csrf,
     )
