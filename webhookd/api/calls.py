@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from webhookd.api.auth import authenticate
 from webhookd.api.openapi import operation, page_params
-from webhookd.api.pagination import page_request
+from webhookd.api.pagination import cursor_checked, page_request
 from webhookd.api.views import call_json, call_timeline_json
 from webhookd.exceptions import ApiError
 from webhookd.models import Carrier, Scope, parse_call_ref
@@ -37,10 +37,8 @@ def call_reference(request: Request) -> tuple[Carrier, str]:
 )
 async def list_calls(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
-    try:
+    with cursor_checked():
         page = await services(request).store.list_calls(key.customer_id, page_request(request))
-    except ValueError as exc:
-        raise ApiError(str(exc), code="invalid_cursor") from None
     return JSONResponse({"data": [call_json(c) for c in page.items], "next_cursor": page.next_cursor})
 
 

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from webhookd.api.auth import authenticate
 from webhookd.api.openapi import operation, page_params
-from webhookd.api.pagination import page_request
+from webhookd.api.pagination import cursor_checked, page_request
 from webhookd.api.subscriptions import not_found, subscription_id
 from webhookd.api.views import delivery_detail_json, delivery_json
 from webhookd.exceptions import ApiError, Conflict
@@ -58,12 +58,10 @@ async def list_deliveries(request: Request) -> Response:
     sub_id = subscription_id(request)
     if await store.get_subscription(key.customer_id, sub_id) is None:
         raise not_found()
-    try:
+    with cursor_checked():
         page = await store.list_deliveries(
             key.customer_id, sub_id, page_request(request), status_filter(request)
         )
-    except ValueError as exc:
-        raise ApiError(str(exc), code="invalid_cursor") from None
     return JSONResponse({"data": [delivery_json(d) for d in page.items], "next_cursor": page.next_cursor})
 
 

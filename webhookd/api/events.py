@@ -11,7 +11,7 @@ from webhookd.actions import check_destination, valid_url
 from webhookd.api.auth import authenticate
 from webhookd.api.callbacks import callback_secret
 from webhookd.api.openapi import operation, page_params
-from webhookd.api.pagination import page_request
+from webhookd.api.pagination import cursor_checked, page_request
 from webhookd.api.schemas import PUBLISHED_TYPE
 from webhookd.api.views import event_body, event_json
 from webhookd.exceptions import ApiError
@@ -110,10 +110,8 @@ async def list_events(request: Request) -> Response:
     event_type = query_param(request, "type")
     if event_type is not None and not is_event_type(event_type):
         raise ApiError(f"type must be {EVENT_TYPE_RULE}", code="invalid_parameter")
-    try:
+    with cursor_checked():
         page = await services(request).store.list_events(key.customer_id, page_request(request), event_type)
-    except ValueError as exc:
-        raise ApiError(str(exc), code="invalid_cursor") from None
     return JSONResponse({"data": [event_json(e) for e in page.items], "next_cursor": page.next_cursor})
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from starlette.requests import Request
 
 from webhookd.exceptions import ApiError
@@ -57,3 +60,12 @@ def page_request(request: Request) -> PageRequest:
     if cursor is not None:
         return PageRequest(limit=size, cursor=cursor)
     return PageRequest(limit=size, offset=page * size)
+
+
+@contextlib.contextmanager
+def cursor_checked() -> Iterator[None]:
+    """A cursor the store refuses (another list's, or made up) is the client's 400, saying why."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ApiError(str(exc), code="invalid_cursor") from None

@@ -20,7 +20,7 @@ from webhookd.actions import (
 )
 from webhookd.api.auth import authenticate
 from webhookd.api.openapi import operation, page_params
-from webhookd.api.pagination import page_request
+from webhookd.api.pagination import cursor_checked, page_request
 from webhookd.api.views import event_json, subscription_json
 from webhookd.crypto import new_webhook_secret, subscription_secret_context
 from webhookd.exceptions import ApiError, Conflict
@@ -102,10 +102,8 @@ async def create_subscription(request: Request) -> Response:
 )
 async def list_subscriptions(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
-    try:
+    with cursor_checked():
         page = await services(request).store.list_subscriptions(key.customer_id, page_request(request))
-    except ValueError as exc:
-        raise ApiError(str(exc), code="invalid_cursor") from None
     return JSONResponse({"data": [subscription_json(s) for s in page.items], "next_cursor": page.next_cursor})
 
 
