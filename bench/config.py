@@ -8,6 +8,8 @@ from pathlib import Path
 CONCURRENCY = 64
 INGEST_TARGET_RATIO = 0.5
 DELIVERY_TARGET_RATIO = 0.5
+PG_PUBLISH_TARGET_RATIO = 0.8
+"""PostgreSQL publish rate against SQLite's, one API node each, in the same run."""
 LATENCY_TARGET_P99_MS = 50.0
 
 

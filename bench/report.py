@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from bench.config import PG_PUBLISH_TARGET_RATIO
 from bench.procs import REPO_ROOT
 
 Row = tuple[str, str, str, str, str, str, str]
@@ -198,6 +199,21 @@ def postgres_rows(r: dict[str, Any]) -> list[Row]:
             "postgres",
             "received distinct / duplicates, 2 workers",
             _counts(two["received_distinct"], two["duplicates"]),
+            "",
+        ),
+        _row(
+            "postgres",
+            "publish events/s, one API node: PostgreSQL (1st / 2nd backlog) vs SQLite",
+            f"{_num(one['publish']['rate_per_s'])} / {_num(two['publish']['rate_per_s'])}",
+            _num(r["sqlite_publish"]["rate_per_s"]),
+            _num(r["publish_ratio"], 2),
+            f">= {PG_PUBLISH_TARGET_RATIO}",
+            "-" if r["publish_ratio"] is None else _verdict(r["publish_ratio"] >= PG_PUBLISH_TARGET_RATIO),
+        ),
+        _row(
+            "postgres",
+            "PostgreSQL commits per published event (1st / 2nd backlog)",
+            _pair(one["publish"]["commits_per_event"], two["publish"]["commits_per_event"]),
             "",
         ),
     ]
