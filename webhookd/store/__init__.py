@@ -29,7 +29,9 @@ def store_from_settings(settings: Settings) -> Store:
             f"WEBHOOKD_DATABASE_URL is PostgreSQL, but its driver is missing ({exc.name}): "
             "install the extra with: pip install 'webhookd[postgres]'"
         ) from None
-    return PostgresStore(settings.database_url, circuit=circuit)
+    return PostgresStore(
+        settings.database_url, max_pending_writes=settings.max_pending_writes, circuit=circuit
+    )
 
 
 __all__ = ["Management", "Outbox", "Store", "store_from_settings"]

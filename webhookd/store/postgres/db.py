@@ -33,12 +33,12 @@ RELISTEN_DELAY_S = 2.0
 MIGRATION_LOCK = int.from_bytes(b"whkdmigr", "big") - 2**63
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _CONNECTION_ERRORS = (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError)
-_RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 # The server cannot be reached or cannot take writes for now, whatever was asked: refused, lost
 # or timed-out connections, an exhausted pool, a shutdown or a server not accepting connections
 # yet (operator intervention: also a canceled statement), too many connections or a full disk
 # (insufficient resources), and a read-only server (a standby, or one made read-only).
-_UNAVAILABLE = (
+UNAVAILABLE = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
@@ -154,12 +154,12 @@ async def in_transaction(pool: Any, fn: Callable[[Connection], Awaitable[T]]) ->
         try:
             async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn, conn.transaction():
                 return await fn(conn)
-        except _RETRYABLE as exc:
+        except RETRYABLE as exc:
             if attempt == TRANSACTION_ATTEMPTS:
                 raise StoreError(f"transaction aborted {attempt} times: {exc}") from exc
             logger.warning("retrying a transaction: %s", exc, extra={"action": "store.retry"})
-        except _UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
+        except UNAVAILABLE as exc:
+            raise unavailable(exc) from exc
     raise AssertionError("unreachable")
 
 
@@ -168,11 +168,11 @@ async def on_connection(pool: Any, fn: Callable[[Connection], Awaitable[T]]) -> 
     try:
         async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
             return await fn(conn)
-    except _UNAVAILABLE as exc:
-        raise _unavailable(exc) from exc
+    except UNAVAILABLE as exc:
+        raise unavailable(exc) from exc
 
 
-def _unavailable(exc: BaseException) -> StorageUnavailable:
+def unavailable(exc: BaseException) -> StorageUnavailable:
     reason = str(exc) or type(exc).__name__  # a timeout says nothing of itself
     return StorageUnavailable(f"PostgreSQL is unavailable: {reason}")
 

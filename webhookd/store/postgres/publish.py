@@ -21,9 +21,15 @@ from webhookd.store.shared import EVENT_COLUMNS, waiting_status
 # A delivery's id is its event's: 'dlv_', the event id's millisecond time, and 16 random hex digits
 # (hex is a subset of the Crockford alphabet). Ids in time order grow the id index at its right edge
 # instead of dirtying a random page per delivery. $1 is the event id in every fan-out statement.
-NEW_DELIVERY_ID = (
-    "'dlv_' || substr($1, 5, 10) || upper(right(translate(gen_random_uuid()::text, '-', ''), 16))"
-)
+
+
+def new_delivery_id(event_id: str) -> str:
+    """SQL for a new delivery id of the event whose id is the SQL ``event_id``."""
+    random_hex = "upper(right(translate(gen_random_uuid()::text, '-', ''), 16))"
+    return f"'dlv_' || substr({event_id}, 5, 10) || {random_hex}"
+
+
+NEW_DELIVERY_ID = new_delivery_id("$1")
 NEW_SUBSCRIPTION_ID = "'sub_' || upper(left(translate(gen_random_uuid()::text, '-', ''), 26))"
 
 _WAITING_S = waiting_status("s.")
@@ -54,6 +60,35 @@ FROM subscriptions WHERE id = $5 AND customer_id = $4 AND is_active AND deleted_
 FOR SHARE
 """
 
+# Many events in two statements: the insert answers the ids it stored (a repeated idempotency key
+# stores nothing, as alone), and the fan-out each stored event's count of deliveries. Subscriptions
+# are share-locked in id order, as the one-event fan-out does; within a subscription the deliveries
+# are stored in the events' order, which sets the order of an ordering key.
+_INSERT_EVENTS = """
+INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, ordering_key)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[],
+                     $7::text[])
+ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+RETURNING id
+"""
+
+_FAN_OUT_MANY = f"""
+WITH fanned AS (
+  INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
+                          next_attempt_at, created_at, updated_at, ordering_key)
+  SELECT {new_delivery_id("e.id")}, e.id, s.id, s.customer_id,
+         {_WAITING_S}, 0, e.due, e.created_at, e.created_at, e.ordering_key
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[])
+       WITH ORDINALITY AS e (id, customer_id, type, due, created_at, ordering_key, n)
+  JOIN subscription_event_types AS t ON t.customer_id = e.customer_id AND t.event_type = e.type
+  JOIN subscriptions AS s ON s.id = t.subscription_id
+  WHERE s.is_active AND s.deleted_at IS NULL
+  ORDER BY s.id, e.n FOR SHARE OF s
+  RETURNING event_id
+)
+SELECT event_id, count(*) FROM fanned GROUP BY event_id
+"""
+
 _CALLBACK_SUBSCRIPTION = f"""
 INSERT INTO subscriptions (id, customer_id, url, events_key, secret, is_active, created_at,
                            updated_at, kind)
@@ -70,6 +105,64 @@ FROM subscriptions WHERE customer_id = $4 AND url = $5 AND events_key = '' AND k
   AND is_active AND deleted_at IS NULL
 FOR SHARE
 """
+
+
+async def publish_events(conn: Connection, requests: list[tuple[NewEvent, float]]) -> list[PublishResult]:
+    """Many ``(event, delay_s)`` publishes, each with :func:`publish_event`'s result, in order.
+
+    Events fanned out by event type (no single target, no callback_url) are stored together, in
+    order of idempotency key so that API nodes storing batches at once take the key index's
+    entries in one order; the others go one by one."""
+    results: dict[int, PublishResult] = {}
+    together: list[tuple[int, NewEvent, float]] = []
+    for index, (event, delay_s) in enumerate(requests):
+        if event.callback_url is None and event.only_subscription_id is None:
+            together.append((index, event, delay_s))
+        else:
+            results[index] = await publish_event(conn, event, delay_s)
+    together.sort(key=lambda item: (item[1].customer_id, item[1].idempotency_key or ""))
+    if together:
+        published = await _publish_together(conn, [(event, delay_s) for _, event, delay_s in together])
+        results.update(zip((index for index, _, _ in together), published, strict=True))
+    return [results[index] for index in range(len(requests))]
+
+
+async def _publish_together(conn: Connection, requests: list[tuple[NewEvent, float]]) -> list[PublishResult]:
+    events = [event for event, _ in requests]
+    payloads = [orjson.dumps(event.envelope()) for event in events]
+    inserted = await conn.fetch(
+        _INSERT_EVENTS,
+        *_columns(events, "id", "customer_id", "type", "idempotency_key"),
+        payloads,
+        *_columns(events, "created_at", "ordering_key"),
+    )
+    stored = {row[0] for row in inserted}
+    fresh = [(event, delay_s) for event, delay_s in requests if event.id in stored]
+    counts: dict[str, int] = {}
+    if fresh:
+        fresh_events = [event for event, _ in fresh]
+        rows = await conn.fetch(
+            _FAN_OUT_MANY,
+            *_columns(fresh_events, "id", "customer_id", "type"),
+            [event.created_at + timedelta(seconds=delay_s) for event, delay_s in fresh],
+            *_columns(fresh_events, "created_at", "ordering_key"),
+        )
+        counts = {row[0]: row[1] for row in rows}
+    results = []
+    for e, payload in zip(events, payloads, strict=True):
+        if e.id not in stored:
+            results.append(PublishResult(await _existing_event(conn, e), created=False, deliveries=0))
+            continue
+        event = Event(
+            e.id, e.customer_id, e.type, e.idempotency_key, payload, e.created_at, None, e.ordering_key
+        )
+        results.append(PublishResult(event, created=True, deliveries=counts.get(e.id, 0)))
+    return results
+
+
+def _columns(events: list[NewEvent], *names: str) -> list[list[object]]:
+    """One array parameter per named field of ``events``, for ``unnest``."""
+    return [[getattr(event, name) for event in events] for name in names]
 
 
 async def publish_event(conn: Connection, event: NewEvent, delay_s: float) -> PublishResult:

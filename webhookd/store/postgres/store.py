@@ -1,6 +1,7 @@
 """PostgreSQL backend: many webhookd processes on many machines share one database.
 
-Writes run in short transactions on an asyncpg pool; the SQL lives in ``outbox``,
+Writes run in short transactions on an asyncpg pool; publishes and callbacks, the writes clients
+make many of at once, are group-committed by the ``writer`` task. The SQL lives in ``outbox``,
 ``publish`` and ``manage``, the plumbing (pool, migrations, NOTIFY) in ``db`` and the reads with
 their row mapping in ``reads``.
 """
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
+from webhookd.config import DEFAULT_MAX_PENDING_WRITES
 from webhookd.exceptions import StorageUnavailable, StoreError
 from webhookd.models import (
     ApiKey,
@@ -54,6 +56,7 @@ from webhookd.store.postgres.db import (
     quote_schema,
 )
 from webhookd.store.postgres.reads import ROWS, PostgresReads
+from webhookd.store.postgres.writer import Combined, GroupCommitWriter
 from webhookd.store.reads import numbered
 from webhookd.store.scheduling import ClaimRequest, RingPosition
 from webhookd.store.shared import (
@@ -82,6 +85,7 @@ class PostgresStore(PostgresReads):
         *,
         schema: str | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
+        max_pending_writes: int = DEFAULT_MAX_PENDING_WRITES,
         circuit: CircuitPolicy = DEFAULT_CIRCUIT,
     ) -> None:
         if schema is not None:
@@ -94,6 +98,8 @@ class PostgresStore(PostgresReads):
         self._folded_at = float("-inf")
         self._ring = RingPosition()
         self._circuit = circuit
+        self._max_pending_writes = max_pending_writes
+        self._writer: GroupCommitWriter | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -108,8 +114,15 @@ class PostgresStore(PostgresReads):
             await pool.close()
             raise
         self._pool = pool
+        self._writer = GroupCommitWriter(
+            pool, self._notifier, self._health, max_pending=self._max_pending_writes
+        )
+        self._writer.start()
 
     async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.stop()
         await self._notifier.stop()
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -263,26 +276,29 @@ class PostgresStore(PostgresReads):
     # -- events and deliveries -------------------------------------------------------------------
 
     async def publish(self, event: NewEvent, *, delay_s: float = 0.0) -> PublishResult:
-        op = self._notifying(
-            lambda conn: publishing.publish_event(conn, event, delay_s), lambda result: result.deliveries > 0
+        """Group-committed with the publishes and callbacks queued beside it."""
+        op = Combined(publishing.publish_events, (event, delay_s))
+        result: PublishResult = await self._group_writer().submit(
+            op, wakes=_made_deliveries_now, order=_PUBLISHES_FIRST
         )
-        result = await self._transaction(op)
-        if result.deliveries:
-            self._notifier.wake()
         return result
 
     async def record_callback(
         self, receipt: CallbackReceipt, decide: Decide, *, delay_s: float = 0.0
     ) -> CallbackOutcome:
         received = utcnow()
-        op = self._notifying(
+        r = receipt
+        outcome: CallbackOutcome = await self._group_writer().submit(
             lambda conn: publishing.record_callback(conn, receipt, decide, delay_s, received),
-            _made_deliveries,
+            wakes=_made_deliveries,
+            order=(1, r.customer_id, r.carrier, r.call_id),  # the order batches lock calls' rows in
         )
-        outcome = await self._transaction(op)
-        if _made_deliveries(outcome):
-            self._notifier.wake()
         return outcome
+
+    def _group_writer(self) -> GroupCommitWriter:
+        if self._writer is None:
+            raise StoreError("the store is not open")
+        return self._writer
 
     async def retry_delivery(self, customer_id: str, delivery_id: str) -> Delivery | None:
         now = utcnow()
@@ -388,8 +404,16 @@ class PostgresStore(PostgresReads):
             await self._transaction(outbox.fold_counts)
 
 
+_PUBLISHES_FIRST = (0,)
+"""A batch's publishes run together, before its callbacks."""
+
+
 def _made_deliveries(outcome: CallbackOutcome) -> bool:
     return outcome.published is not None and outcome.published.deliveries > 0
+
+
+def _made_deliveries_now(result: PublishResult) -> bool:
+    return result.deliveries > 0
 
 
 def _implements_store(store: PostgresStore) -> Store:
