@@ -28,8 +28,8 @@ from tests.contract.test_store_contract import (
     outcome,
     subscribe,
 )
-from webhookd.exceptions import StoreError
-from webhookd.models import DeliveryJob, utcnow
+from webhookd.exceptions import Overloaded, StorageUnavailable, StoreError
+from webhookd.models import DeliveryJob, NewEvent, PublishResult, utcnow
 from webhookd.store.base import PageRequest
 from webhookd.store.migrate import migration_files
 from webhookd.store.postgres import PostgresStore
@@ -523,3 +523,155 @@ async def test_a_successful_probe_releasing_held_deliveries_notifies_once(
         assert await notifications.count() == 1
     assert woken == [None]
     assert len(await claim(alone, later(11))) == 2
+
+
+# -- group commit ------------------------------------------------------------------------------
+
+
+async def _transactions_that_stored(server: PostgresServer, event_ids: list[str]) -> int:
+    """How many transactions stored these events: each row's ``xmin`` is the id of the one that
+    inserted it (the database's own record, untouched by other sessions on the server)."""
+    rows = await query(
+        server, server.schema, "SELECT count(DISTINCT xmin::text) FROM events WHERE id = ANY($1)", event_ids
+    )
+    count: int = rows[0][0]
+    return count
+
+
+async def test_concurrent_publishes_share_transactions_and_each_is_stored_when_answered(
+    postgres_server: PostgresServer, alone: PostgresStore
+) -> None:
+    await subscribe(alone)
+    looker = await asyncpg.create_pool(
+        postgres_server.dsn, min_size=1, max_size=4, server_settings={"search_path": postgres_server.schema}
+    )
+
+    async def publish_and_look(event: NewEvent) -> bool:
+        published = await alone.publish(event)
+        assert published.created and published.deliveries == 1
+        found: bool = await looker.fetchval("SELECT exists (SELECT FROM events WHERE id = $1)", event.id)
+        return found
+
+    events = [make_event(idempotency_key=f"k{n}" if n % 2 else None) for n in range(200)]
+    try:
+        found = await asyncio.gather(*(publish_and_look(event) for event in events))
+    finally:
+        await looker.close()
+
+    assert all(found)
+    assert await _transactions_that_stored(postgres_server, [event.id for event in events]) <= 20
+    assert len(await claim(alone, limit=500)) == 200
+
+
+async def test_a_repeated_key_in_a_batch_gets_the_stored_event_and_its_fresh_batch_mate_is_stored(
+    alone: PostgresStore,
+) -> None:
+    await subscribe(alone)
+    first = await alone.publish(make_event(idempotency_key="same"))
+    fresh = make_event(idempotency_key="new")
+
+    again, stored, twice = await asyncio.gather(
+        alone.publish(make_event(idempotency_key="same")),
+        alone.publish(fresh),
+        alone.publish(make_event(idempotency_key="new")),  # the key of a batch-mate
+    )
+
+    assert (again.created, again.event.id, again.deliveries) == (False, first.event.id, 0)
+    assert (stored.created, stored.event.id, stored.deliveries) == (True, fresh.id, 1)
+    assert (twice.created, twice.event.id, twice.deliveries) == (False, fresh.id, 0)
+    assert {job.event_id for job in await claim(alone)} == {first.event.id, fresh.id}
+
+
+async def test_a_write_that_fails_in_a_batch_fails_alone(alone: PostgresStore) -> None:
+    await subscribe(alone)
+    taken = make_event()
+    await alone.publish(taken)
+    fresh = [make_event() for _ in range(3)]
+
+    answers = await asyncio.gather(
+        alone.publish(fresh[0]),
+        alone.publish(dataclasses.replace(make_event(), id=taken.id)),  # the primary key is taken
+        *(alone.publish(event) for event in fresh[1:]),
+        return_exceptions=True,
+    )
+
+    assert isinstance(answers[1], asyncpg.UniqueViolationError)
+    assert [answer.created for answer in answers if isinstance(answer, PublishResult)] == [True] * 3
+    assert {job.event_id for job in await claim(alone)} == {taken.id, *(event.id for event in fresh)}
+
+
+async def test_a_batch_whose_connection_dies_fails_every_caller_and_stores_nothing(
+    postgres_server: PostgresServer, alone: PostgresStore
+) -> None:
+    await subscribe(alone)
+    blocker = await asyncpg.connect(
+        postgres_server.dsn, server_settings={"search_path": postgres_server.schema}
+    )
+    try:
+        # The batch's events go in, then its fan-out waits for this lock: half of it is written
+        # when its connection is terminated.
+        await blocker.execute("BEGIN; LOCK TABLE deliveries IN EXCLUSIVE MODE")
+        events = [make_event() for _ in range(10)]
+        publishing = asyncio.gather(*(alone.publish(event) for event in events), return_exceptions=True)
+        writer_pid = await _wait_for_a_backend_blocked_by(blocker)
+        await blocker.execute("SELECT pg_terminate_backend($1)", writer_pid)
+        answers = await asyncio.wait_for(publishing, timeout=10)
+        await blocker.execute("ROLLBACK")
+    finally:
+        await blocker.close()
+
+    assert all(isinstance(answer, StorageUnavailable) for answer in answers), answers
+    assert await _transactions_that_stored(postgres_server, [event.id for event in events]) == 0
+    assert (await alone.publish(make_event())).deliveries == 1
+    assert len(await claim(alone)) == 1
+
+
+async def _wait_for_a_backend_blocked_by(blocker: asyncpg.Connection) -> int:
+    deadline = asyncio.get_running_loop().time() + 10
+    while asyncio.get_running_loop().time() < deadline:
+        pid: int | None = await blocker.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+        )
+        if pid is not None:
+            return pid
+        await asyncio.sleep(0.01)
+    raise AssertionError("no backend waited for the lock")
+
+
+async def test_two_stores_publishing_the_same_keys_in_opposite_orders_store_each_once_without_deadlock(
+    stores: tuple[PostgresStore, PostgresStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = stores
+    await subscribe(a)
+    keys = [f"k{n:03}" for n in range(100)]
+
+    results = await asyncio.gather(
+        *(a.publish(make_event(idempotency_key=key)) for key in keys),
+        *(b.publish(make_event(idempotency_key=key)) for key in reversed(keys)),
+    )
+
+    assert sum(result.created for result in results) == 100
+    assert len(await claim(a, limit=500)) == 100
+    # A deadlock would be retried and end the same: the batches must not have met one.
+    assert not [record for record in caplog.records if getattr(record, "action", None) == "store.retry"]
+
+
+async def test_publishes_past_the_pending_bound_are_refused_as_overloaded(
+    postgres_server: PostgresServer,
+) -> None:
+    store = PostgresStore(
+        postgres_server.dsn, schema=postgres_server.schema, circuit=CIRCUIT, max_pending_writes=5
+    )
+    await store.open()
+    try:
+        await postgres_server.reset()
+        await subscribe(store)
+        answers = await asyncio.gather(
+            *(store.publish(make_event()) for _ in range(20)), return_exceptions=True
+        )
+    finally:
+        await store.close()
+
+    refused = [answer for answer in answers if isinstance(answer, Overloaded)]
+    stored = [answer for answer in answers if isinstance(answer, PublishResult)]
+    assert refused and stored and len(refused) + len(stored) == 20
