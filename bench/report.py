@@ -203,7 +203,7 @@ def postgres_rows(r: dict[str, Any]) -> list[Row]:
         ),
         _row(
             "postgres",
-            "publish events/s, one API node: PostgreSQL (1st / 2nd backlog) vs SQLite",
+            "publish events/s, one API node: PostgreSQL (1st / 2nd backlog) vs SQLite; ratio of the mean",
             f"{_num(one['publish']['rate_per_s'])} / {_num(two['publish']['rate_per_s'])}",
             _num(r["sqlite_publish"]["rate_per_s"]),
             _num(r["publish_ratio"], 2),
