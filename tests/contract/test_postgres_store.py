@@ -530,7 +530,9 @@ async def test_a_successful_probe_releasing_held_deliveries_notifies_once(
 
 async def _transactions_that_stored(server: PostgresServer, event_ids: list[str]) -> int:
     """How many transactions stored these events: each row's ``xmin`` is the id of the one that
-    inserted it (the database's own record, untouched by other sessions on the server)."""
+    inserted it (the database's own record, untouched by other sessions on the server). A write
+    inside a savepoint has its subtransaction's id, so this counts savepoints too: at most that
+    many commits."""
     rows = await query(
         server, server.schema, "SELECT count(DISTINCT xmin::text) FROM events WHERE id = ANY($1)", event_ids
     )
@@ -675,3 +677,24 @@ async def test_publishes_past_the_pending_bound_are_refused_as_overloaded(
     refused = [answer for answer in answers if isinstance(answer, Overloaded)]
     stored = [answer for answer in answers if isinstance(answer, PublishResult)]
     assert refused and stored and len(refused) + len(stored) == 20
+
+
+async def test_a_batch_mixing_plain_targeted_and_callback_publishes_fans_each_out(
+    postgres_server: PostgresServer, alone: PostgresStore
+) -> None:
+    first = await subscribe(alone)
+    await subscribe(alone, url="https://hooks.example.com/b")
+    with_callback = dataclasses.replace(make_event(), callback_url="https://hooks.example.com/callback")
+    targeted = dataclasses.replace(make_event(), type="webhook.test", only_subscription_id=first.id)
+
+    answers = await asyncio.gather(
+        alone.publish(make_event()),
+        alone.publish(with_callback),
+        alone.publish(targeted),
+        alone.publish(make_event(idempotency_key="k")),
+    )
+
+    assert [answer.deliveries for answer in answers] == [2, 3, 1, 2]
+    assert len(await claim(alone)) == 8
+    # One savepoint stored them all: the combined publish did not fail over to one by one.
+    assert await _transactions_that_stored(postgres_server, [answer.event.id for answer in answers]) == 1

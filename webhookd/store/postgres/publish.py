@@ -89,6 +89,20 @@ WITH fanned AS (
 SELECT event_id, count(*) FROM fanned GROUP BY event_id
 """
 
+# A batch fanning out in several statements share-locks every subscription it may fan out to
+# first, in id order: each statement's own lock is then one it holds already, and the batch never
+# takes a lower id after a higher one (the order the outbox's writers lock in).
+_LOCK_SUBSCRIPTIONS = """
+SELECT s.id FROM subscriptions AS s
+WHERE s.id IN (SELECT t.subscription_id
+               FROM unnest($1::text[], $2::text[]) AS e (customer_id, type)
+               JOIN subscription_event_types AS t
+                 ON t.customer_id = e.customer_id AND t.event_type = e.type)
+   OR s.id = ANY($3::text[])
+   OR (s.kind = 'callback' AND (s.customer_id, s.url) IN (SELECT * FROM unnest($4::text[], $5::text[])))
+ORDER BY s.id FOR SHARE
+"""
+
 _CALLBACK_SUBSCRIPTION = f"""
 INSERT INTO subscriptions (id, customer_id, url, events_key, secret, is_active, created_at,
                            updated_at, kind)
@@ -110,21 +124,44 @@ FOR SHARE
 async def publish_events(conn: Connection, requests: list[tuple[NewEvent, float]]) -> list[PublishResult]:
     """Many ``(event, delay_s)`` publishes, each with :func:`publish_event`'s result, in order.
 
-    Events fanned out by event type (no single target, no callback_url) are stored together, in
-    order of idempotency key so that API nodes storing batches at once take the key index's
-    entries in one order; the others go one by one."""
+    Events fanned out by event type (no single target, no callback_url) are stored together; the
+    others go one by one. Both in order of idempotency key, so that API nodes storing batches at
+    once take the key index's entries in one order."""
     results: dict[int, PublishResult] = {}
     together: list[tuple[int, NewEvent, float]] = []
+    alone: list[tuple[int, NewEvent, float]] = []
     for index, (event, delay_s) in enumerate(requests):
-        if event.callback_url is None and event.only_subscription_id is None:
-            together.append((index, event, delay_s))
-        else:
-            results[index] = await publish_event(conn, event, delay_s)
-    together.sort(key=lambda item: (item[1].customer_id, item[1].idempotency_key or ""))
+        fans_out_by_type = event.callback_url is None and event.only_subscription_id is None
+        (together if fans_out_by_type else alone).append((index, event, delay_s))
+    if len(alone) + bool(together) > 1:
+        await conn.execute(_LOCK_SUBSCRIPTIONS, *_lock_parameters([event for event, _ in requests]))
+    for index, event, delay_s in sorted(alone, key=_key_order):
+        results[index] = await publish_event(conn, event, delay_s)
     if together:
+        together.sort(key=_key_order)
         published = await _publish_together(conn, [(event, delay_s) for _, event, delay_s in together])
         results.update(zip((index for index, _, _ in together), published, strict=True))
     return [results[index] for index in range(len(requests))]
+
+
+def _key_order(item: tuple[int, NewEvent, float]) -> tuple[str, str]:
+    return item[1].customer_id, item[1].idempotency_key or ""
+
+
+def _lock_parameters(events: list[NewEvent]) -> list[list[str]]:
+    """The arrays of ``_LOCK_SUBSCRIPTIONS``: each event's customer and type, its single target,
+    and its callback_url."""
+    targets = [event.only_subscription_id for event in events if event.only_subscription_id is not None]
+    callbacks = [
+        (event.customer_id, event.callback_url) for event in events if event.callback_url is not None
+    ]
+    return [
+        [event.customer_id for event in events],
+        [event.type for event in events],
+        targets,
+        [customer_id for customer_id, _ in callbacks],
+        [url for _, url in callbacks],
+    ]
 
 
 async def _publish_together(conn: Connection, requests: list[tuple[NewEvent, float]]) -> list[PublishResult]:
