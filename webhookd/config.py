@@ -228,8 +228,8 @@ class Settings:
         "WEBHOOKD_MAX_PENDING_WRITES",
         _parse_positive_int,
         DEFAULT_MAX_PENDING_WRITES,
-        "SQLite writes that may wait for the writer; past it publishes and carrier callbacks are"
-        " answered 503 overloaded",
+        "writes that may wait for the writer (SQLite's, or a PostgreSQL API node's); past it"
+        " publishes and carrier callbacks are answered 503 overloaded",
     )
     max_connections: int = _setting(
         "WEBHOOKD_MAX_CONNECTIONS",

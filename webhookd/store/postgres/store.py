@@ -279,7 +279,7 @@ class PostgresStore(PostgresReads):
         """Group-committed with the publishes and callbacks queued beside it."""
         op = Combined(publishing.publish_events, (event, delay_s))
         result: PublishResult = await self._group_writer().submit(
-            op, wakes=_made_deliveries_now, order=_PUBLISHES_FIRST
+            op, wakes=_published_deliveries, order=_PUBLISHES_FIRST
         )
         return result
 
@@ -412,7 +412,7 @@ def _made_deliveries(outcome: CallbackOutcome) -> bool:
     return outcome.published is not None and outcome.published.deliveries > 0
 
 
-def _made_deliveries_now(result: PublishResult) -> bool:
+def _published_deliveries(result: PublishResult) -> bool:
     return result.deliveries > 0
 
 

@@ -131,12 +131,18 @@ class GroupCommitWriter:
                 batch = [self._pending.popleft() for _ in range(count)]
                 # Python's sort is stable: writes with equal keys (one call's callbacks) keep their order.
                 batch.sort(key=lambda request: request.order)
-                await self._commit(batch)
+                try:
+                    await self._commit(batch)
+                except Exception as exc:  # a work listener's, after the batch was answered
+                    logger.error(
+                        "waking work listeners failed: %r", exc, extra={"action": "store.writer_error"}
+                    )
             if self._closing:
                 return
 
     async def _commit(self, requests: list[_Request]) -> None:
         """Run and commit one batch, then answer its callers (every one, whatever happened)."""
+        results = [_Result(error=StoreError("the PostgreSQL writer failed"))] * len(requests)
         try:
             results = await self._attempts(requests)
         except StorageUnavailable as exc:
@@ -147,10 +153,11 @@ class GroupCommitWriter:
             results = [_Result(error=exc)] * len(requests)
         else:
             self._health.answered()
-            if any(r.error is None and q.wakes(r.value) for q, r in zip(requests, results, strict=True)):
+            if _made_work(requests, results):
                 self._notifier.wake()
-        for request, result in zip(requests, results, strict=True):
-            _settle(request.future, result)
+        finally:  # even when waking a listener raised: no caller waits forever
+            for request, result in zip(requests, results, strict=True):
+                _settle(request.future, result)
 
     async def _attempts(self, requests: list[_Request]) -> list[_Result]:
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
@@ -167,9 +174,13 @@ class GroupCommitWriter:
     async def _transaction(self, requests: list[_Request]) -> list[_Result]:
         async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn, conn.transaction():
             results = await _run_in_order(conn, [request.op for request in requests])
-            if any(r.error is None and q.wakes(r.value) for q, r in zip(requests, results, strict=True)):
+            if _made_work(requests, results):
                 await self._notifier.send(conn)
         return results
+
+
+def _made_work(requests: list[_Request], results: list[_Result]) -> bool:
+    return any(r.error is None and q.wakes(r.value) for q, r in zip(requests, results, strict=True))
 
 
 async def _run_in_order(conn: Connection, ops: Sequence[WriteOp]) -> list[_Result]:
