@@ -176,31 +176,27 @@ def latency_rows(r: dict[str, Any]) -> list[Row]:
 
 
 def postgres_rows(r: dict[str, Any]) -> list[Row]:
-    one, two = r["runs"]["1"], r["runs"]["2"]
-    return [
-        _row(
-            "postgres",
-            f"drain rate events/s, {r['events']:,} events: 1 / 2 workers",
-            _num(one["drain_rate_per_s"]),
-            _num(two["drain_rate_per_s"]),
-            _num(r["scaling"], 2),
-        ),
-        _row(
-            "postgres", "first->last drain s: 1 / 2 workers", _num(one["drain_s"], 2), _num(two["drain_s"], 2)
-        ),
-        _row(
-            "postgres",
-            "received distinct / duplicates, 1 worker",
-            _counts(one["received_distinct"], one["duplicates"]),
-            "",
-        ),
-        _row(
-            "postgres",
-            "received distinct / duplicates, 2 workers",
-            _counts(two["received_distinct"], two["duplicates"]),
-            "",
-        ),
-    ]
+    rows = []
+    for n, run in r["runs"].items():
+        cpu = run.get("cpu_share") or {}
+        shares = " / ".join(_num(cpu.get(kind), 2) for kind in ("workers", "receiver", "database"))
+        rows += [
+            _row(
+                "postgres",
+                f"{n} worker(s): drain events/s, {r['events']:,} events (ratio to the first)",
+                _num(run["drain_rate_per_s"]),
+                "",
+                _num(r["scaling"][n], 2),
+            ),
+            _row("postgres", f"{n} worker(s): CPU share workers / receiver / database", shares, ""),
+            _row(
+                "postgres",
+                f"{n} worker(s): received distinct / duplicates",
+                _counts(run["received_distinct"], run["duplicates"]),
+                "",
+            ),
+        ]
+    return rows
 
 
 def _answers(summary: dict[str, Any]) -> str:
