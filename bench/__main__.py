@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N,N,...",
         help="postgres: the worker-process counts to drain with, e.g. 1,2,4,8 [1,2]",
     )
+    parser.add_argument(
+        "--receivers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="postgres: receiver processes sharing one port (SO_REUSEPORT), so one is not the ceiling [1]",
+    )
     return parser
 
 
@@ -99,6 +106,12 @@ def _counts(raw: str) -> tuple[int, ...]:
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError(f"{raw!r}: give whole numbers of at least 1, comma-separated")
     return counts
+
+
+def _positive(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r}: give a whole number of at least 1")
+    return int(raw)
 
 
 def _needs_postgres(names: Sequence[str], cfg: BenchConfig) -> bool:
@@ -146,7 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _postgres_dsn(names, cfg) as dsn,
         tempfile.TemporaryDirectory(prefix="webhookd-bench-", dir=args.tmp_dir) as tmp,
     ):
-        cfg = dataclasses.replace(cfg, postgres_workers=args.workers, postgres_dsn=dsn)
+        cfg = dataclasses.replace(
+            cfg, postgres_workers=args.workers, postgres_receivers=args.receivers, postgres_dsn=dsn
+        )
         machine = {**report.machine(Path(tmp)), "load_generator_loop": client_loop_name()}
         mode = "quick" if args.quick else "full"
         procs.log(f"bench: {', '.join(names)} ({mode}, client on {client_loop_name()}) in {tmp}")

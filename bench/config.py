@@ -30,6 +30,7 @@ class BenchConfig:
     dashboard_requests: int = 200
     dashboard_stores: tuple[str, ...] = ("sqlite", "postgres")
     postgres_workers: tuple[int, ...] = (1, 2)
+    postgres_receivers: int = 1
     postgres_dsn: str = ""
     """The server the PostgreSQL figures use (set by ``main``: a given one, or a throwaway cluster)."""
 

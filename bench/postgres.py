@@ -77,7 +77,8 @@ async def _drain(cfg: BenchConfig, workdir: Path, workers: int) -> dict[str, Any
     workdir.mkdir()
     with fresh_schema(cfg.postgres_dsn) as schema:
         wh = provision.new_webhookd(workdir, WEBHOOKD_DATABASE_URL=schema.database_url)
-        async with receiving.running_receiver(workdir, f"pg-receiver-{workers}") as receiver:
+        name, receivers = f"pg-receiver-{workers}", cfg.postgres_receivers
+        async with receiving.running_receiver(workdir, name, processes=receivers) as receiver:
             publish = await publish_backlog(cfg, wh, receiver.hook_url)
             started_at = time.time()
             env = {**wh.env, "WEBHOOKD_WORKER_CONCURRENCY": str(cfg.concurrency)}
@@ -85,7 +86,7 @@ async def _drain(cfg: BenchConfig, workdir: Path, workers: int) -> dict[str, Any
             running = [
                 procs.start(f"worker {n}", cmd, env, workdir / f"worker-{n}.log") for n in range(workers)
             ]
-            meters = procs.CpuMeters(running, receiver.proc, await postmaster_pid(schema.dsn))
+            meters = procs.CpuMeters(running, receiver.procs, await postmaster_pid(schema.dsn))
             try:
                 found = await receiving.wait_for_distinct(
                     receiver, cfg.delivery_events, drain_timeout_s(cfg.delivery_events)
@@ -94,7 +95,8 @@ async def _drain(cfg: BenchConfig, workdir: Path, workers: int) -> dict[str, Any
             finally:
                 for proc in running:
                     await procs.stop_async(proc)
-    result = {**timing(started_at, found), "workers": workers, "publish": publish, "cpu_share": cpu}
+    result = {**timing(started_at, found), "workers": workers, "receivers": receivers, "publish": publish}
+    result["cpu_share"] = cpu
     procs.log(
         f"postgres: {workers} worker(s): {result['received_distinct']} received, first->last"
         f" {result['drain_s']}s ({result['drain_rate_per_s']}/s), duplicates {result['duplicates']},"

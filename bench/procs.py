@@ -97,11 +97,11 @@ def family_cpu_seconds(parent_pid: int) -> float | None:
 
 class CpuMeters:
     """Each kind of process's share of one core, from ``__init__`` to ``shares()``: the ``workers``
-    summed, the ``receiver``, and a database server (``server_pid`` and its children) summed."""
+    summed, the ``receivers`` summed, and a database server (``server_pid`` and its children) summed."""
 
-    def __init__(self, workers: Sequence[Proc], receiver: Proc, server_pid: int | None) -> None:
+    def __init__(self, workers: Sequence[Proc], receivers: Sequence[Proc], server_pid: int | None) -> None:
         self.workers = [CpuMeter(w) for w in workers]
-        self.receiver = CpuMeter(receiver)
+        self.receivers = [CpuMeter(r) for r in receivers]
         self.server_pid = server_pid
         self.server0 = None if server_pid is None else family_cpu_seconds(server_pid)
         self.wall0 = time.monotonic()
@@ -112,9 +112,12 @@ class CpuMeters:
         server = (
             None if server1 is None or self.server0 is None else round((server1 - self.server0) / wall, 3)
         )
-        worker_shares = [m.share() for m in self.workers]
-        workers = None if None in worker_shares else round(sum(s or 0.0 for s in worker_shares), 3)
-        return {"workers": workers, "receiver": self.receiver.share(), "database": server}
+        return {"workers": _summed(self.workers), "receivers": _summed(self.receivers), "database": server}
+
+
+def _summed(meters: Sequence[CpuMeter]) -> float | None:
+    shares = [m.share() for m in meters]
+    return None if None in shares else round(sum(s or 0.0 for s in shares), 3)
 
 
 def start(name: str, cmd: Sequence[str], env: dict[str, str], log_path: Path) -> Proc:

@@ -179,7 +179,7 @@ def postgres_rows(r: dict[str, Any]) -> list[Row]:
     rows = []
     for n, run in r["runs"].items():
         cpu = run.get("cpu_share") or {}
-        shares = " / ".join(_num(cpu.get(kind), 2) for kind in ("workers", "receiver", "database"))
+        shares = " / ".join(_num(cpu.get(kind), 2) for kind in ("workers", "receivers", "database"))
         rows += [
             _row(
                 "postgres",
@@ -188,7 +188,7 @@ def postgres_rows(r: dict[str, Any]) -> list[Row]:
                 "",
                 _num(r["scaling"][n], 2),
             ),
-            _row("postgres", f"{n} worker(s): CPU share workers / receiver / database", shares, ""),
+            _row("postgres", f"{n} worker(s): CPU share workers / receivers / database", shares, ""),
             _row(
                 "postgres",
                 f"{n} worker(s): received distinct / duplicates",
