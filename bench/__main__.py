@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
+import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import claims, dashboard, delivery, fairness, ingest, latency, paging, postgres, procs, report
+from bench import (
+    claims,
+    dashboard,
+    delivery,
+    fairness,
+    ingest,
+    latency,
+    paging,
+    pgcluster,
+    postgres,
+    procs,
+    report,
+)
 from bench.config import BenchConfig
 
 BENCHMARKS: dict[str, Callable[[BenchConfig, Path], Awaitable[dict[str, Any]]]] = {
@@ -66,7 +81,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory [bench/results]")
     parser.add_argument("--tmp-dir", type=Path, help="parent of the temporary database dirs [system temp]")
+    parser.add_argument(
+        "--workers",
+        type=_counts,
+        default=(1, 2),
+        metavar="N,N,...",
+        help="postgres: the worker-process counts to drain with, e.g. 1,2,4,8 [1,2]",
+    )
+    parser.add_argument(
+        "--receivers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="postgres: receiver processes sharing one port (SO_REUSEPORT), so one is not the ceiling [1]",
+    )
     return parser
+
+
+def _counts(raw: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r}: give whole numbers of at least 1, comma-separated")
+    return counts
+
+
+def _positive(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r}: give a whole number of at least 1")
+    return int(raw)
+
+
+def _needs_postgres(names: Sequence[str], cfg: BenchConfig) -> bool:
+    return bool({"postgres", "claims"} & set(names)) or (
+        "dashboard" in names and "postgres" in cfg.dashboard_stores
+    )
+
+
+@contextlib.contextmanager
+def _postgres_dsn(names: Sequence[str], cfg: BenchConfig) -> Iterator[str]:
+    """The given server, a throwaway cluster for this run, or none when no benchmark needs one."""
+    if os.environ.get(postgres.DSN_ENV) or not _needs_postgres(names, cfg):
+        yield os.environ.get(postgres.DSN_ENV, "")
+        return
+    with pgcluster.throwaway(cfg.tmp_parent) as dsn:
+        yield dsn
 
 
 async def run_all(cfg: BenchConfig, names: Sequence[str], tmp_root: Path) -> dict[str, Any]:
@@ -94,7 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [n for n in BENCHMARKS if n in (args.only or BENCHMARKS)]
     cfg = BenchConfig.standard(args.quick, args.tmp_dir)
     started = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="webhookd-bench-", dir=args.tmp_dir) as tmp:
+    with (
+        _postgres_dsn(names, cfg) as dsn,
+        tempfile.TemporaryDirectory(prefix="webhookd-bench-", dir=args.tmp_dir) as tmp,
+    ):
+        cfg = dataclasses.replace(
+            cfg, postgres_workers=args.workers, postgres_receivers=args.receivers, postgres_dsn=dsn
+        )
         machine = {**report.machine(Path(tmp)), "load_generator_loop": client_loop_name()}
         mode = "quick" if args.quick else "full"
         procs.log(f"bench: {', '.join(names)} ({mode}, client on {client_loop_name()}) in {tmp}")

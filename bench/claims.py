@@ -103,10 +103,10 @@ def _build_sqlite(path: Path, size: int) -> None:
             conn.execute(sql, params)
 
 
-async def _build_postgres(schema: str, size: int) -> None:
+async def _build_postgres(schema: postgres.PgSchema, size: int) -> None:
     p = _build_params(size)
     arguments = [(p["customer"], p["payload"], p["t0"], p["step"], p["events"]), (p["customer"],), ()]
-    await postgres.execute_in(schema, _POSTGRES_BUILD, arguments)
+    await schema.execute(_POSTGRES_BUILD, arguments)
 
 
 async def _timed_claims(store: Store, rounds: int) -> list[float]:
@@ -148,9 +148,9 @@ async def _sqlite(workdir: Path, size: int, rounds: int) -> tuple[float, list[fl
         return built_s, await _timed_claims(store, rounds)
 
 
-async def _postgres(size: int, rounds: int) -> tuple[float, list[float]]:
-    with postgres.fresh_schema() as schema:
-        async with _opened(PostgresStore(postgres.DSN, schema=schema)) as store:
+async def _postgres(dsn: str, size: int, rounds: int) -> tuple[float, list[float]]:
+    with postgres.fresh_schema(dsn) as schema:
+        async with _opened(PostgresStore(schema.dsn, schema=schema.name)) as store:
             await _subscribe(store)
             began = time.monotonic()
             await _build_postgres(schema, size)
@@ -162,7 +162,7 @@ async def _measure(cfg: BenchConfig, workdir: Path, name: str, size: int) -> dic
     if name == "sqlite":
         built_s, took = await _sqlite(workdir, size, cfg.claims_rounds)
     else:
-        built_s, took = await _postgres(size, cfg.claims_rounds)
+        built_s, took = await _postgres(cfg.postgres_dsn, size, cfg.claims_rounds)
     result = {
         "size": size,
         "build_s": round(built_s, 1),

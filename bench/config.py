@@ -31,6 +31,10 @@ class BenchConfig:
     dashboard_deliveries: int = 100_000
     dashboard_requests: int = 200
     dashboard_stores: tuple[str, ...] = ("sqlite", "postgres")
+    postgres_workers: tuple[int, ...] = (1, 2)
+    postgres_receivers: int = 1
+    postgres_dsn: str = ""
+    """The server the PostgreSQL figures use (set by ``main``: a given one, or a throwaway cluster)."""
 
     @classmethod
     def standard(cls, quick: bool, tmp_parent: Path | None) -> BenchConfig:

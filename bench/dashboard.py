@@ -169,7 +169,7 @@ def _build_sqlite(path: Path, deliveries: int) -> None:
             conn.execute(sql, {k: v for k, v in params.items() if f":{k}" in sql})
 
 
-async def _build_postgres(schema: str, deliveries: int) -> None:
+async def _build_postgres(schema: postgres.PgSchema, deliveries: int) -> None:
     p = _build_params(deliveries)
     arguments = [
         (p["customer"], p["payload"], p["t0"], p["step"], p["events"]),
@@ -180,23 +180,23 @@ async def _build_postgres(schema: str, deliveries: int) -> None:
         (),
         (),
     ]
-    await postgres.execute_in(schema, _POSTGRES_BUILD, arguments)
+    await schema.execute(_POSTGRES_BUILD, arguments)
 
 
 @contextlib.asynccontextmanager
 async def _built(
-    name: str, workdir: Path, deliveries: int
+    name: str, workdir: Path, deliveries: int, dsn: str
 ) -> AsyncIterator[tuple[provision.Webhookd, float]]:
-    """A webhookd installation on ``name``'s store holding ``deliveries``, and the build's seconds."""
+    """A webhookd installation on ``name``'s store (PostgreSQL's at ``dsn``) holding ``deliveries``,
+    and the build's seconds."""
     with contextlib.ExitStack() as stack:
         if name == "sqlite":
             wh = provision.new_webhookd(workdir)
             store: Store = SqliteStore(workdir / "bench.db")
         else:
-            schema = stack.enter_context(postgres.fresh_schema())
-            # asyncpg passes unknown URL parameters to the server as settings: the run's own schema.
-            wh = provision.new_webhookd(workdir, WEBHOOKD_DATABASE_URL=f"{postgres.DSN}?search_path={schema}")
-            store = PostgresStore(postgres.DSN, schema=schema)
+            schema = stack.enter_context(postgres.fresh_schema(dsn))
+            wh = provision.new_webhookd(workdir, WEBHOOKD_DATABASE_URL=schema.database_url)
+            store = PostgresStore(schema.dsn, schema=schema.name)
         await _subscribe(store, base64.b64decode(wh.env["WEBHOOKD_MASTER_KEY"]))
         began = time.monotonic()
         if name == "sqlite":
@@ -286,7 +286,7 @@ async def run(cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
     stores: dict[str, Any] = {}
     for name in cfg.dashboard_stores:
         (workdir / name).mkdir()
-        async with _built(name, workdir / name, cfg.dashboard_deliveries) as (wh, build_s):
+        async with _built(name, workdir / name, cfg.dashboard_deliveries, cfg.postgres_dsn) as (wh, build_s):
             procs.log(f"dashboard: {name}: built {cfg.dashboard_deliveries:,} deliveries in {build_s}s")
             stores[name] = {"build_s": build_s, "pages": await _pages(wh, name, cfg.dashboard_requests)}
     return {"deliveries": cfg.dashboard_deliveries, "subscriptions": SUBSCRIPTIONS, "stores": stores}

@@ -77,6 +77,49 @@ class CpuMeter:
         return round((cpu1 - self.cpu0) / wall, 3)
 
 
+def stat_fields(stat: Path) -> list[str]:
+    """The fields of a /proc/PID/stat after the command name (which may hold spaces)."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
+def family_cpu_seconds(parent_pid: int) -> float | None:
+    """User + system CPU seconds used so far by ``parent_pid`` and its running children (a database
+    server's postmaster and its backends); None when the process is not on this machine."""
+    ticks, found = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat_fields(stat)
+            if int(stat.parent.name) == parent_pid or int(fields[1]) == parent_pid:
+                ticks += int(fields[11]) + int(fields[12])
+                found = True
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
+
+
+class CpuMeters:
+    """Each kind of process's share of one core, from ``__init__`` to ``shares()``: the ``workers``
+    summed, the ``receivers`` summed, and a database server (``server_pid`` and its children) summed."""
+
+    def __init__(self, workers: Sequence[Proc], receivers: Sequence[Proc], server_pid: int | None) -> None:
+        self.workers = [CpuMeter(w) for w in workers]
+        self.receivers = [CpuMeter(r) for r in receivers]
+        self.server_pid = server_pid
+        self.server0 = None if server_pid is None else family_cpu_seconds(server_pid)
+        self.wall0 = time.monotonic()
+
+    def shares(self) -> dict[str, float | None]:
+        wall = time.monotonic() - self.wall0
+        server1 = None if self.server_pid is None else family_cpu_seconds(self.server_pid)
+        server = (
+            None if server1 is None or self.server0 is None else round((server1 - self.server0) / wall, 3)
+        )
+        return {"workers": _summed(self.workers), "receivers": _summed(self.receivers), "database": server}
+
+
+def _summed(meters: Sequence[CpuMeter]) -> float | None:
+    shares = [m.share() for m in meters]
+    return None if None in shares else round(sum(s or 0.0 for s in shares), 3)
+
+
 def start(name: str, cmd: Sequence[str], env: dict[str, str], log_path: Path) -> Proc:
     """Start ``cmd`` from the repository root with stdout and stderr going to ``log_path``."""
     with log_path.open("ab") as out:

@@ -6,6 +6,8 @@ the wall-clock (``time.time()``) times of the first request and of the last new 
 ``--record-latency`` it also parses each body and keeps ``data.sent_at`` beside the receive time of
 each id's first arrival: GET /latencies.
 Runs on uvloop when installed, so that the receiver is not what limits the senders.
+With ``--stats-port``, several receivers share ``--port`` (SO_REUSEPORT), so that one process is not
+the ceiling, each counting what it got on its own stats port.
 The process stops on SIGTERM or after ``--max-seconds``.
 """
 
@@ -86,7 +88,11 @@ def build_app(tally: Tally, delay_s: float = 0.0) -> web.Application:
     return app
 
 
-async def serve(port: int, max_seconds: float, record_latency: bool, delay_s: float) -> None:
+async def serve(
+    port: int, max_seconds: float, record_latency: bool, delay_s: float, stats_port: int | None = None
+) -> None:
+    """Serve on ``port``; with ``stats_port``, share ``port`` with the other receivers (SO_REUSEPORT:
+    the kernel spreads connections over them) and answer this process's own /stats there too."""
     runner = web.AppRunner(build_app(Tally(record_latency), delay_s), access_log=None)
     await runner.setup()
     stop = asyncio.Event()
@@ -94,7 +100,10 @@ async def serve(port: int, max_seconds: float, record_latency: bool, delay_s: fl
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+        shared = stats_port is not None
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024, reuse_port=shared).start()
+        if stats_port is not None:
+            await web.TCPSite(runner, "127.0.0.1", stats_port).start()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max_seconds)
     finally:
@@ -108,8 +117,11 @@ def main() -> None:
     parser.add_argument("--record-latency", action="store_true")
     parser.add_argument("--delay-s", type=float, default=0.0, help="wait this long before each answer")
     parser.add_argument("--asyncio", action="store_true", help="use the stock loop even if uvloop is here")
+    parser.add_argument(
+        "--stats-port", type=int, help="share --port with other receivers and answer /stats here"
+    )
     args = parser.parse_args()
-    main_coro = serve(args.port, args.max_seconds, args.record_latency, args.delay_s)
+    main_coro = serve(args.port, args.max_seconds, args.record_latency, args.delay_s, args.stats_port)
     try:
         import uvloop
     except ImportError:

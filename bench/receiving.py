@@ -22,25 +22,52 @@ EXITED_STALL_S = 3.0
 
 @dataclass(frozen=True)
 class Receiver:
-    proc: procs.Proc
+    """One receiver process, or several sharing the hook's port, each with its own stats URL."""
+
+    procs: tuple[procs.Proc, ...]
     base_url: str
+    stats_urls: tuple[str, ...]
 
     @property
     def hook_url(self) -> str:
         return f"{self.base_url}/hook"
 
+    @property
+    def proc(self) -> procs.Proc:
+        """The first (for a single receiver: the) process."""
+        return self.procs[0]
+
 
 @contextlib.asynccontextmanager
 async def running_receiver(
-    workdir: Path, name: str, *, record_latency: bool = False, delay_s: float = 0.0
+    workdir: Path, name: str, *, record_latency: bool = False, delay_s: float = 0.0, processes: int = 1
 ) -> AsyncIterator[Receiver]:
     port = procs.free_port()
     cmd = procs.python_module("bench.receiver", "--port", str(port), "--delay-s", str(delay_s))
     if record_latency:
         cmd.append("--record-latency")
     base_url = f"http://{procs.HOST}:{port}"
-    async with procs.running(name, cmd, procs.base_env(), workdir / f"{name}.log", base_url) as proc:
-        yield Receiver(proc, base_url)
+    if processes == 1:
+        async with procs.running(name, cmd, procs.base_env(), workdir / f"{name}.log", base_url) as proc:
+            yield Receiver((proc,), base_url, (base_url,))
+        return
+    async with contextlib.AsyncExitStack() as stack:
+        started, stats_urls = [], []
+        for n in range(processes):
+            stats_port = procs.free_port()
+            stats_urls.append(f"http://{procs.HOST}:{stats_port}")
+            started.append(
+                await stack.enter_async_context(
+                    procs.running(
+                        f"{name}-{n}",
+                        [*cmd, "--stats-port", str(stats_port)],
+                        procs.base_env(),
+                        workdir / f"{name}-{n}.log",
+                        stats_urls[-1],
+                    )
+                )
+            )
+        yield Receiver(tuple(started), base_url, tuple(stats_urls))
 
 
 async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
@@ -49,15 +76,30 @@ async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
         return orjson.loads(await response.read())
 
 
+async def _stats(session: aiohttp.ClientSession, receiver: Receiver) -> dict[str, Any]:
+    """Every process's counts together (an id that reached two processes counts twice)."""
+    parts = [await _get_json(session, f"{url}/stats") for url in receiver.stats_urls]
+    times = {
+        key: [p[key] for p in parts if p[key] is not None]
+        for key in ("first_at", "last_new_at", "last_any_at")
+    }
+    return {
+        "requests": sum(p["requests"] for p in parts),
+        "distinct": sum(p["distinct"] for p in parts),
+        "first_at": min(times["first_at"], default=None),
+        "last_new_at": max(times["last_new_at"], default=None),
+        "last_any_at": max(times["last_any_at"], default=None),
+    }
+
+
 async def stats(receiver: Receiver) -> dict[str, Any]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        found: dict[str, Any] = await _get_json(session, f"{receiver.base_url}/stats")
-        return found
+        return await _stats(session, receiver)
 
 
 async def latencies(receiver: Receiver) -> list[tuple[str, float | None, float]]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        rows = await _get_json(session, f"{receiver.base_url}/latencies")
+        rows = [row for url in receiver.stats_urls for row in await _get_json(session, f"{url}/latencies")]
         return [(str(r[0]), r[1], float(r[2])) for r in rows]
 
 
@@ -70,7 +112,7 @@ async def wait_for_distinct(
     last_change, last_distinct = time.monotonic(), -1
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         while True:
-            found: dict[str, Any] = await _get_json(session, f"{receiver.base_url}/stats")
+            found = await _stats(session, receiver)
             now = time.monotonic()
             if found["distinct"] != last_distinct:
                 last_change, last_distinct = now, found["distinct"]

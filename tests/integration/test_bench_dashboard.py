@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import dashboard, postgres
+from bench import dashboard
 from bench.config import BenchConfig
 from bench.report import table
-from tests.contract.conftest import PostgresServer, postgres_server  # noqa: F401 (a fixture)
+from tests.contract.conftest import postgres_server  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -39,14 +39,16 @@ def _built(db: Path) -> tuple[dict[str, int], tuple[int, int], tuple[int, int, i
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 async def test_the_dashboard_bench_times_each_page_over_the_store_it_built(
-    store: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if store == "postgres":
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        monkeypatch.setattr(postgres, "DSN", server.dsn)
+    dsn = request.getfixturevalue("postgres_server").dsn if store == "postgres" else ""
     quick = BenchConfig.standard(True, tmp_path)
     cfg = dataclasses.replace(
-        quick, dashboard_deliveries=DELIVERIES, dashboard_requests=3, dashboard_stores=(store,)
+        quick,
+        dashboard_deliveries=DELIVERIES,
+        dashboard_requests=3,
+        dashboard_stores=(store,),
+        postgres_dsn=dsn,
     )
 
     result = await dashboard.run(cfg, tmp_path)

@@ -35,8 +35,9 @@ DSN = os.environ.get("WEBHOOKD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.
 EVENTS = 5000
 
 
-def _psql(sql: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["psql", DSN, "-v", "ON_ERROR_STOP=1", "-qc", sql], capture_output=True, text=True)
+def _psql(sql: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    command = ["psql", DSN, "-v", "ON_ERROR_STOP=1", *flags, "-qc", sql]
+    return subprocess.run(command, capture_output=True, text=True)
 
 
 @pytest.fixture
@@ -260,3 +261,43 @@ async def test_a_rate_limit_holds_across_two_workers(schema: str, tmp_path: Path
     receiver = Receiver()
     await _two_workers_drain(schema, tmp_path, receiver, 20, {}, rate_limit_per_second=5)
     assert _busiest(receiver.requests, 1.0) <= 5
+
+
+GRACE_S = 1.0
+STOP_MARGIN_S = 5.0
+"""What a stop may take beyond the grace period: closing the pool and the sender, and the interpreter's
+exit, on a loaded two-core machine."""
+
+
+async def test_busy_workers_stop_within_the_grace_period_and_release_what_they_held(
+    schema: str, tmp_path: Path
+) -> None:
+    """Eight workers with attempts in flight to endpoints slower than the grace period, all told to
+    stop at once: each exits within the grace period and a margin, and leaves no delivery claimed."""
+    cluster = _cluster(schema, tmp_path)
+    cluster.env |= {
+        "WEBHOOKD_SHUTDOWN_GRACE_S": str(GRACE_S),
+        "WEBHOOKD_WORKER_CONCURRENCY": "64",
+        "WEBHOOKD_DELIVERY_TIMEOUT_S": "30",
+    }
+    key = _key(cluster)
+    async with (
+        running_receiver() as receiver,
+        aiohttp.ClientSession() as http,
+        webhookd_process(cluster.env, cluster.api, tmp_path / "api.log", "serve", "--no-workers"),
+    ):
+        receiver.delay_s = 5 * GRACE_S  # no attempt in flight at SIGTERM can finish in time
+        for n in range(4):  # four subscriptions: 4 x 32 attempts in flight, shared by the workers
+            await _subscribe(http, cluster, key, receiver, url=f"{receiver.url}/s{n}")
+        await _publish(http, cluster, key, 500)
+        async with _workers(cluster, 8) as workers:
+            await receiver.wait_for(lambda got: len(got) >= 4 * 32, timeout_s=60)
+            began = asyncio.get_running_loop().time()
+            for worker in workers:
+                worker.send_signal(signal.SIGTERM)
+            codes = await asyncio.gather(*(asyncio.to_thread(w.wait, 30) for w in workers))
+            took = asyncio.get_running_loop().time() - began
+    assert codes == [0] * 8
+    assert took < GRACE_S + STOP_MARGIN_S, f"the workers took {took:.1f}s to stop"
+    held = _psql(f"SELECT count(*) FROM {schema}.deliveries WHERE status = 'in_flight'", "-tA")
+    assert held.returncode == 0 and held.stdout.strip() == "0", held
