@@ -3,6 +3,8 @@
 Every function here runs inside a transaction. Fan-out reads each subscription's health under a
 ``FOR SHARE`` lock (taken in id order), so it cannot create a pending delivery for a subscription
 whose failure another transaction is counting: it waits, then sees the subscription failing.
+``publish_events`` is the group-commit writer's combined form of ``publish_event``: a batch of
+publishes costs a few statements, not two or three per event.
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ from webhookd.store.postgres.db import Connection, count_rows
 from webhookd.store.postgres.reads import ROWS
 from webhookd.store.shared import EVENT_COLUMNS, waiting_status
 
+
 # A delivery's id is its event's: 'dlv_', the event id's millisecond time, and 16 random hex digits
 # (hex is a subset of the Crockford alphabet). Ids in time order grow the id index at its right edge
-# instead of dirtying a random page per delivery. $1 is the event id in every fan-out statement.
-
-
+# instead of dirtying a random page per delivery. $1 is the event id in every one-event fan-out.
 def new_delivery_id(event_id: str) -> str:
     """SQL for a new delivery id of the event whose id is the SQL ``event_id``."""
     random_hex = "upper(right(translate(gen_random_uuid()::text, '-', ''), 16))"
