@@ -81,9 +81,12 @@ def valid_description(value: Any) -> str | None:
 
 
 def valid_rate_limit(value: Any) -> int | None:
-    """Attempts per second, or ``None`` for no limit. ``bool`` is an ``int`` in Python, not here."""
+    """Attempts per second, or ``None`` for no limit. ``bool`` is an ``int`` in Python, not here; a
+    whole ``5.0`` is the integer JSON Schema (and so the OpenAPI document) says it is."""
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE_LIMIT_PER_SECOND:
         raise ApiError(
             f"rate_limit_per_second must be a whole number from 1 to {MAX_RATE_LIMIT_PER_SECOND},"
