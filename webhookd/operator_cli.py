@@ -47,9 +47,9 @@ def _moment(value: str) -> datetime:
 
 
 def _command(
-    actions_: Any, name: str, settings: Parents, help_: str, run: Callable[..., Awaitable[int]]
+    group: Any, name: str, settings: Parents, help_: str, run: Callable[..., Awaitable[int]]
 ) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = actions_.add_parser(
+    parser: argparse.ArgumentParser = group.add_parser(
         name, parents=[settings(STORE_SETTINGS)], help=help_, description=help_
     )
     parser.add_argument("--json", action="store_true", help="print JSON (as the admin API answers)")

@@ -9,7 +9,7 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -61,7 +61,7 @@ async def test_a_customers_key_gets_403_on_every_admin_route(tmp_path: Path) -> 
 
 
 @pytest.fixture
-async def both(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[dict[str, Live]]:  # noqa: F811
+async def both(tmp_path: Path, postgres_server: PostgresServer) -> AsyncIterator[dict[str, Live]]:  # noqa: F811
     async with serving_both(tmp_path, postgres_server) as servers:
         yield servers
 
