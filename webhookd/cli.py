@@ -21,10 +21,9 @@ from webhookd import __version__, operator_cli, provisioning
 from webhookd.config import Settings, setting_fields
 from webhookd.crypto import SecretBox, key_file_path, master_key_from_settings
 from webhookd.exceptions import InvalidInput, WebhookdError
-from webhookd.inputs import check_customer_id
 from webhookd.logs import configure_logging
 from webhookd.models import CREDENTIAL_NAMES, Carrier, DashboardAccess, Scope, isoformat, utcnow
-from webhookd.operator_cli import STORE_SETTINGS, with_store
+from webhookd.operator_cli import STORE_SETTINGS, customer_id_arg, with_store
 from webhookd.store import Store, store_from_settings
 from webhookd.store.sqlite.backup import backup as sqlite_backup
 
@@ -75,14 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _customer_id(value: str) -> str:
-    """``--customer``, checked before anything is opened or created."""
-    try:
-        return check_customer_id(value, "a customer id")
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
-
-
 def _add_keys(commands: Any) -> None:
     keys = commands.add_parser("keys", help="create, list and revoke API keys").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION"
@@ -90,7 +81,9 @@ def _add_keys(commands: Any) -> None:
     create = keys.add_parser(
         "create", parents=[_settings_parent(STORE_SETTINGS)], help="create an API key (printed once)"
     )
-    create.add_argument("--customer", required=True, type=_customer_id, help="customer id (created if new)")
+    create.add_argument(
+        "--customer", required=True, type=customer_id_arg, help="customer id (created if new)"
+    )
     create.add_argument("--name", help="customer display name, returned by whoami")
     create.add_argument(
         "--scopes", required=True, help=f"comma-separated: {', '.join(s.value for s in Scope)}"
@@ -111,7 +104,9 @@ def _add_sources(commands: Any) -> None:
     create = sources.add_parser(
         "create", parents=[_settings_parent(SOURCE_SETTINGS)], help="register a carrier source"
     )
-    create.add_argument("--customer", required=True, type=_customer_id, help="customer id (created if new)")
+    create.add_argument(
+        "--customer", required=True, type=customer_id_arg, help="customer id (created if new)"
+    )
     create.add_argument("--name", help="customer display name")
     create.add_argument("--carrier", required=True, choices=[c.value for c in Carrier])
     create.add_argument(
@@ -145,7 +140,7 @@ def _add_dashboard_link(commands: Any) -> None:
         " across customers) once, before it expires.",
     )
     whose = link.add_mutually_exclusive_group(required=True)
-    whose.add_argument("--customer", type=_customer_id, help="the customer's id")
+    whose.add_argument("--customer", type=customer_id_arg, help="the customer's id")
     whose.add_argument("--admin", action="store_true", help="the operator's view across customers")
     link.add_argument(
         "--json", action="store_true", help="print {url, expires_at, kind, customer_id} as JSON"

@@ -30,7 +30,8 @@ NOT_FOUND = 1
 Parents = Callable[[frozenset[str]], argparse.ArgumentParser]
 
 
-def _customer_id(value: str) -> str:
+def customer_id_arg(value: str) -> str:
+    """``--customer``, checked by the one customer-id rule before anything is opened or created."""
     try:
         return check_customer_id(value, "a customer id")
     except InvalidInput as exc:
@@ -59,7 +60,7 @@ def _command(
 
 def add_key_actions(keys: Any, settings: Parents) -> None:
     listed = _command(keys, "list", settings, "list a customer's API keys (never the keys themselves)", _keys)
-    listed.add_argument("--customer", required=True, type=_customer_id, help="the customer's id")
+    listed.add_argument("--customer", required=True, type=customer_id_arg, help="the customer's id")
     revoke = _command(
         keys, "revoke", settings, "revoke an API key: every API node refuses it at once", _revoke
     )
@@ -74,7 +75,7 @@ def add_commands(commands: Any, settings: Parents) -> None:
     subscriptions = commands.add_parser("subscriptions", help="list and re-enable subscriptions")
     subs = subscriptions.add_subparsers(dest="subscriptions_command", required=True, metavar="ACTION")
     listed = _command(subs, "list", settings, "list a customer's subscriptions", _subscriptions)
-    listed.add_argument("--customer", required=True, type=_customer_id, help="the customer's id")
+    listed.add_argument("--customer", required=True, type=customer_id_arg, help="the customer's id")
     listed.add_argument(
         "--state", choices=[s.value for s in SubscriptionState], help="only those in this state"
     )

@@ -16,7 +16,8 @@ from pathlib import Path
 
 class RevocationStamp:
     def __init__(self, database: Path) -> None:
-        self._path = database.with_name(f"{database.name}.revoked")
+        # A str: os.stat takes it as it is, where a Path is converted on every call (the hot path).
+        self._path = os.fspath(database.with_name(f"{database.name}.revoked"))
 
     def touch(self) -> None:
         """Mark a revocation: a new modification time, created if missing (private to the owner)."""
