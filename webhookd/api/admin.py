@@ -183,8 +183,7 @@ async def revoke_key(request: Request) -> Response:
     )
     if key is None:
         raise ApiError("no such key", status=404, code="not_found")
-    svc.keys.evict(key.key_hash)
-    return JSONResponse(api_key_json(key))
+    return JSONResponse(api_key_json(key))  # every node's key cache heard of it: see KeyCache
 
 
 STATE_PARAM = ("state", {"type": "string", "enum": [s.value for s in SubscriptionState]}, "only this state")
