@@ -1,6 +1,6 @@
-"""The operator's commands as real processes (``python -m webhookd ...``) on a real SQLite file: each
-``--json`` output parsed, the table once, unknown ids answered with exit 1 and what to do, and a key
-revoked by the CLI refused at once by the server running on the same file."""
+"""The operator's commands as real processes (``python -m webhookd ...``) on a real SQLite file and on
+PostgreSQL: each ``--json`` output parsed, the table once, unknown ids answered with exit 1 and what
+to do, and a key revoked by the CLI refused at once by the server running on the same SQLite file."""
 
 from __future__ import annotations
 
@@ -14,19 +14,22 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.contract.conftest import LIVE_WORKER
+from tests.contract.conftest import LIVE_WORKER, PostgresServer, postgres_server  # noqa: F401 (a fixture)
 from tests.contract.test_store_circuit import gone
 from tests.contract.test_store_contract import ACME, OTHER, claim, make_event, subscribe
 from tests.contract.test_store_manage import failed_delivery
 from tests.integration.harness import (
     auth,
     create_key,
+    postgres_database_url,
     running_server,
     server_settings,
     subprocess_env,
     webhookd_command,
 )
 from webhookd.models import Scope, utcnow
+from webhookd.store.base import Store
+from webhookd.store.postgres import PostgresStore
 from webhookd.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
@@ -43,9 +46,9 @@ class Ran:
         return orjson.loads(self.out)
 
 
-async def webhookd(db: Path, *args: str) -> Ran:
-    """Run one command as the operator would, against the database file ``db``."""
-    env = subprocess_env({"WEBHOOKD_DATABASE_URL": f"sqlite:///{db}"})
+async def webhookd(database_url: str, *args: str) -> Ran:
+    """Run one command as the operator would, against the database ``database_url``."""
+    env = subprocess_env({"WEBHOOKD_DATABASE_URL": database_url})
     process = await asyncio.create_subprocess_exec(
         *webhookd_command(*args), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -56,7 +59,10 @@ async def webhookd(db: Path, *args: str) -> Ran:
 
 @dataclasses.dataclass
 class World:
-    db: Path
+    url: str
+    """The database's URL."""
+    db: Path | None
+    """The SQLite file, or ``None`` on PostgreSQL."""
     key: str
     acme_sub: str
     failed: list[str]
@@ -65,31 +71,55 @@ class World:
     """OTHER's subscription, disabled by a 410."""
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
+    postgres = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
+    return await _world_on(postgres, tmp_path)
+
+
 @pytest.fixture
-async def world(tmp_path: Path) -> World:
-    db = tmp_path / "w.db"
-    store = SqliteStore(db)
+async def sqlite_world(tmp_path: Path) -> World:
+    return await _world_on(None, tmp_path)
+
+
+async def _world_on(postgres: PostgresServer | None, tmp_path: Path) -> World:
+    """A seeded database: a new PostgreSQL schema, or a SQLite file when ``postgres`` is ``None``."""
+    db: Path | None = None
+    store: Store
+    if postgres is not None:
+        schema = postgres.new_schema()
+        url = await postgres_database_url(postgres.dsn, schema)
+        store = PostgresStore(postgres.dsn, schema=schema)
+    else:
+        db = tmp_path / "w.db"
+        url, store = f"sqlite:///{db}", SqliteStore(db)
     await store.open()
     try:
-        await store.register_worker(LIVE_WORKER, utcnow())
-        key = await create_key(store, ACME, {Scope.MANAGE_WEBHOOKS}, "Acme Inc")
-        acme_sub = await subscribe(store, ACME)
-        failed = [await failed_delivery(store) for _ in range(3)]
-        disabled = await subscribe(store, OTHER, "https://hooks.example.com/gone")
-        await store.publish(make_event(OTHER))
-        (job,) = await claim(store)
-        await store.record_attempts([gone(job)])
+        seeded = await _seed(store)
     finally:
         await store.close()
-    return World(db, key, acme_sub.id, failed, disabled.id)
+    return World(url, db, *seeded)
+
+
+async def _seed(store: Store) -> tuple[str, str, list[str], str]:
+    """ACME's key, its subscription with three failed deliveries; OTHER's subscription disabled by a 410."""
+    await store.register_worker(LIVE_WORKER, utcnow())
+    key = await create_key(store, ACME, {Scope.MANAGE_WEBHOOKS}, "Acme Inc")
+    acme_sub = await subscribe(store, ACME)
+    failed = [await failed_delivery(store) for _ in range(3)]
+    disabled = await subscribe(store, OTHER, "https://hooks.example.com/gone")
+    await store.publish(make_event(OTHER))
+    (job,) = await claim(store)
+    await store.record_attempts([gone(job)])
+    return key, acme_sub.id, failed, disabled.id
 
 
 async def test_customers_and_keys_are_listed_as_json_and_a_key_is_revoked(world: World) -> None:
-    customers = (await webhookd(world.db, "customers", "list", "--json")).json()
-    keys = (await webhookd(world.db, "keys", "list", "--customer", ACME, "--json")).json()
+    customers = (await webhookd(world.url, "customers", "list", "--json")).json()
+    keys = (await webhookd(world.url, "keys", "list", "--customer", ACME, "--json")).json()
     (key,) = keys
-    revoked = (await webhookd(world.db, "keys", "revoke", key["id"], "--json")).json()
-    after = (await webhookd(world.db, "keys", "list", "--customer", ACME, "--json")).json()
+    revoked = (await webhookd(world.url, "keys", "revoke", key["id"], "--json")).json()
+    after = (await webhookd(world.url, "keys", "list", "--customer", ACME, "--json")).json()
 
     counts = {
         c["id"]: (c["name"], c["subscriptions"], c["failing"], c["disabled"], c["keys"]) for c in customers
@@ -103,16 +133,16 @@ async def test_customers_and_keys_are_listed_as_json_and_a_key_is_revoked(world:
 
 
 async def test_subscriptions_are_listed_by_state_and_another_customers_is_re_enabled(world: World) -> None:
-    every = (await webhookd(world.db, "subscriptions", "list", "--customer", OTHER, "--json")).json()
+    every = (await webhookd(world.url, "subscriptions", "list", "--customer", OTHER, "--json")).json()
     disabled = await webhookd(
-        world.db, "subscriptions", "list", "--customer", OTHER, "--state", "disabled", "--json"
+        world.url, "subscriptions", "list", "--customer", OTHER, "--state", "disabled", "--json"
     )
     active = await webhookd(
-        world.db, "subscriptions", "list", "--customer", OTHER, "--state", "active", "--json"
+        world.url, "subscriptions", "list", "--customer", OTHER, "--state", "active", "--json"
     )
-    enabled = (await webhookd(world.db, "subscriptions", "enable", world.disabled, "--json")).json()
+    enabled = (await webhookd(world.url, "subscriptions", "enable", world.disabled, "--json")).json()
     now_active = await webhookd(
-        world.db, "subscriptions", "list", "--customer", OTHER, "--state", "active", "--json"
+        world.url, "subscriptions", "list", "--customer", OTHER, "--state", "active", "--json"
     )
 
     assert [(s["id"], s["state"], s["customer_id"]) for s in every] == [(world.disabled, "disabled", OTHER)]
@@ -124,13 +154,13 @@ async def test_subscriptions_are_listed_by_state_and_another_customers_is_re_ena
 async def test_a_delivery_is_retried_and_failed_ones_are_recovered_with_progress_on_stderr(
     world: World,
 ) -> None:
-    retried = (await webhookd(world.db, "deliveries", "retry", world.failed[0], "--json")).json()
+    retried = (await webhookd(world.url, "deliveries", "retry", world.failed[0], "--json")).json()
     since = (utcnow() - timedelta(hours=1)).isoformat()
     recover = await webhookd(
-        world.db, "deliveries", "recover", "--subscription", world.acme_sub, "--since", since, "--json"
+        world.url, "deliveries", "recover", "--subscription", world.acme_sub, "--since", since, "--json"
     )
     again = await webhookd(
-        world.db, "deliveries", "recover", "--subscription", world.acme_sub, "--since", since, "--json"
+        world.url, "deliveries", "recover", "--subscription", world.acme_sub, "--since", since, "--json"
     )
 
     assert (retried["id"], retried["status"]) == (world.failed[0], "pending")
@@ -145,7 +175,7 @@ async def test_a_delivery_is_retried_and_failed_ones_are_recovered_with_progress
 
 
 async def test_the_table_is_aligned_under_its_header(world: World) -> None:
-    ran = await webhookd(world.db, "customers", "list")
+    ran = await webhookd(world.url, "customers", "list")
 
     header, *rows = ran.out.splitlines()
     assert ran.code == 0 and header.split() == [
@@ -181,7 +211,7 @@ async def test_the_table_is_aligned_under_its_header(world: World) -> None:
 async def test_an_unknown_id_exits_1_saying_what_to_do(
     world: World, args: tuple[str, ...], says: str
 ) -> None:
-    ran = await webhookd(world.db, *args, "--json")
+    ran = await webhookd(world.url, *args, "--json")
 
     assert (ran.code, ran.out) == (1, "")
     assert says in ran.err and "Traceback" not in ran.err
@@ -189,24 +219,28 @@ async def test_an_unknown_id_exits_1_saying_what_to_do(
 
 async def test_a_bad_time_or_state_is_a_usage_error(world: World) -> None:
     bad_time = await webhookd(
-        world.db, "deliveries", "recover", "--subscription", world.acme_sub, "--since", "yesterday"
+        world.url, "deliveries", "recover", "--subscription", world.acme_sub, "--since", "yesterday"
     )
-    bad_state = await webhookd(world.db, "subscriptions", "list", "--customer", ACME, "--state", "sleepy")
+    bad_state = await webhookd(world.url, "subscriptions", "list", "--customer", ACME, "--state", "sleepy")
 
     assert bad_time.code == 2 and "ISO 8601" in bad_time.err
     assert bad_state.code == 2 and "invalid choice" in bad_state.err
 
 
-async def test_a_key_revoked_by_the_cli_is_refused_by_the_running_server_at_once(world: World) -> None:
+async def test_a_key_revoked_by_the_cli_is_refused_by_the_running_server_at_once(
+    sqlite_world: World,
+) -> None:
     """The server caches the key after its first use; the CLI (another process) revokes it; the very
-    next request is a 401, with no wait."""
+    next request is a 401, with no wait. (PostgreSQL's nodes: see test_admin_api.)"""
+    world = sqlite_world
+    assert world.db is not None
     async with (
         running_server(server_settings(world.db), run_workers=False) as base,
         aiohttp.ClientSession() as http,
     ):
         async with http.get(f"{base}/api/v1/auth/whoami", headers=auth(world.key)) as first:
             assert first.status == 200
-        (key,) = (await webhookd(world.db, "keys", "list", "--customer", ACME, "--json")).json()
-        assert (await webhookd(world.db, "keys", "revoke", key["id"])).code == 0
+        (key,) = (await webhookd(world.url, "keys", "list", "--customer", ACME, "--json")).json()
+        assert (await webhookd(world.url, "keys", "revoke", key["id"])).code == 0
         async with http.get(f"{base}/api/v1/auth/whoami", headers=auth(world.key)) as after:
             assert after.status == 401
