@@ -5,6 +5,7 @@ subscription is never touched."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,8 +14,8 @@ from urllib.parse import urlsplit
 from webhookd.crypto import new_webhook_secret, subscription_secret_context
 from webhookd.exceptions import ApiError, Conflict, DestinationBlocked
 from webhookd.inputs import HTTP_URL, MAX_DESCRIPTION_LENGTH, MAX_RATE_LIMIT_PER_SECOND, MAX_URL_LENGTH
-from webhookd.models import EVENT_TYPES, NewEvent, PublishResult, Subscription
-from webhookd.store.base import SubscriptionUpdate
+from webhookd.models import EVENT_TYPES, Delivery, NewEvent, PublishResult, Subscription
+from webhookd.store.base import Store, SubscriptionUpdate
 from webhookd.web import Services
 
 MAX_RECOVER = 10_000
@@ -80,9 +81,12 @@ def valid_description(value: Any) -> str | None:
 
 
 def valid_rate_limit(value: Any) -> int | None:
-    """Attempts per second, or ``None`` for no limit. ``bool`` is an ``int`` in Python, not here."""
+    """Attempts per second, or ``None`` for no limit. ``bool`` is an ``int`` in Python, not here; a
+    whole ``5.0`` is the integer JSON Schema (and so the OpenAPI document) says it is."""
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE_LIMIT_PER_SECOND:
         raise ApiError(
             f"rate_limit_per_second must be a whole number from 1 to {MAX_RATE_LIMIT_PER_SECOND},"
@@ -165,13 +169,45 @@ async def send_test_event(svc: Services, sub: Subscription) -> PublishResult:
 async def recover_failed(svc: Services, sub: Subscription, since: datetime, until: datetime) -> Recovery:
     """Re-queue the subscription's failed deliveries created in ``[since, until]`` (up to
     ``MAX_RECOVER``), in the background: the caller is answered at once."""
-    ids = await svc.store.failed_delivery_ids(sub.customer_id, sub.id, since, until, MAX_RECOVER + 1)
-    more, ids = len(ids) > MAX_RECOVER, ids[:MAX_RECOVER]
-    svc.background.spawn(_requeue(svc, ids), name=f"recover-{sub.id}")
+    ids, more = await to_recover(svc.store, sub, since, until)
+    svc.background.spawn(_requeued(svc.store, ids), name=f"recover-{sub.id}")
     return Recovery(len(ids), more)
 
 
-async def _requeue(svc: Services, ids: list[str]) -> None:
-    """Small batches, each its own transaction, so recovery never holds up ingest."""
+async def to_recover(
+    store: Store, sub: Subscription, since: datetime, until: datetime
+) -> tuple[list[str], bool]:
+    """The ids of the subscription's failed deliveries created in ``[since, until]``, up to
+    ``MAX_RECOVER``, and whether more matched."""
+    ids = await store.failed_delivery_ids(sub.customer_id, sub.id, since, until, MAX_RECOVER + 1)
+    return ids[:MAX_RECOVER], len(ids) > MAX_RECOVER
+
+
+async def requeue(store: Store, ids: Sequence[str], progress: Callable[[int], None] | None = None) -> None:
+    """Small batches, each its own transaction, so recovery never holds up ingest; ``progress`` hears
+    how many are requeued so far after each."""
     for start in range(0, len(ids), RECOVER_BATCH):
-        await svc.store.requeue_deliveries(ids[start : start + RECOVER_BATCH])
+        await store.requeue_deliveries(ids[start : start + RECOVER_BATCH])
+        if progress is not None:
+            progress(min(start + RECOVER_BATCH, len(ids)))
+
+
+async def _requeued(store: Store, ids: Sequence[str]) -> None:
+    await requeue(store, ids)
+
+
+# -- an operator's actions: on any customer's subscription, as that customer's own would be --
+
+
+async def enable_any(store: Store, subscription_id: str) -> Subscription | None:
+    """Re-enable the subscription whoever's it is (the customer's own re-enable). ``None`` if none."""
+    sub = await store.get_subscription(None, subscription_id)
+    return None if sub is None else await store.enable_subscription(sub.customer_id, sub.id)
+
+
+async def retry_any(store: Store, delivery_id: str) -> Delivery | None:
+    """Send the delivery again now, whoever's it is. ``Conflict`` as for its customer; ``None`` if none."""
+    found = await store.get_delivery(None, delivery_id)
+    if found is None:
+        return None
+    return await store.retry_delivery(found.delivery.customer_id, delivery_id)

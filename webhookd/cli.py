@@ -1,5 +1,5 @@
 """The ``webhookd`` command: serve | worker | migrate | keys create | sources create | dashboard-link |
-backup."""
+backup; and the operator's commands (see :mod:`webhookd.operator_cli`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -17,13 +17,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from webhookd import __version__, provisioning
+from webhookd import __version__, operator_cli, provisioning
 from webhookd.config import Settings, setting_fields
 from webhookd.crypto import SecretBox, key_file_path, master_key_from_settings
 from webhookd.exceptions import InvalidInput, WebhookdError
-from webhookd.inputs import check_customer_id
 from webhookd.logs import configure_logging
 from webhookd.models import CREDENTIAL_NAMES, Carrier, DashboardAccess, Scope, isoformat, utcnow
+from webhookd.operator_cli import STORE_SETTINGS, customer_id_arg, with_store
 from webhookd.store import Store, store_from_settings
 from webhookd.store.sqlite.backup import backup as sqlite_backup
 
@@ -66,40 +66,47 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=_worker)
     migrate = commands.add_parser("migrate", parents=[parent], help="apply database migrations")
     migrate.set_defaults(run=_migrate)
-    _add_keys(commands, parent)
-    _add_sources(commands, parent)
+    _add_keys(commands)
+    _add_sources(commands)
     _add_dashboard_link(commands)
     _add_backup(commands)
+    operator_cli.add_commands(commands, _settings_parent)
     return parser
 
 
-def _customer_id(value: str) -> str:
-    """``--customer``, checked before anything is opened or created."""
-    try:
-        return check_customer_id(value, "a customer id")
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
-
-
-def _add_keys(commands: Any, parent: argparse.ArgumentParser) -> None:
-    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+def _add_keys(commands: Any) -> None:
+    keys = commands.add_parser("keys", help="create, list and revoke API keys").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION"
     )
-    create = keys.add_parser("create", parents=[parent], help="create an API key (printed once)")
-    create.add_argument("--customer", required=True, type=_customer_id, help="customer id (created if new)")
+    create = keys.add_parser(
+        "create", parents=[_settings_parent(STORE_SETTINGS)], help="create an API key (printed once)"
+    )
+    create.add_argument(
+        "--customer", required=True, type=customer_id_arg, help="customer id (created if new)"
+    )
     create.add_argument("--name", help="customer display name, returned by whoami")
     create.add_argument(
         "--scopes", required=True, help=f"comma-separated: {', '.join(s.value for s in Scope)}"
     )
     create.set_defaults(run=_create_key)
+    operator_cli.add_key_actions(keys, _settings_parent)
 
 
-def _add_sources(commands: Any, parent: argparse.ArgumentParser) -> None:
+SOURCE_SETTINGS = frozenset({"database_url", "master_key", "public_base_url", "host", "port"})
+"""What registering a source depends on: the database, the key its credentials are sealed with, and
+what its ingest URL starts with."""
+
+
+def _add_sources(commands: Any) -> None:
     sources = commands.add_parser("sources", help="manage carrier sources").add_subparsers(
         dest="sources_command", required=True, metavar="ACTION"
     )
-    create = sources.add_parser("create", parents=[parent], help="register a carrier source")
-    create.add_argument("--customer", required=True, type=_customer_id, help="customer id (created if new)")
+    create = sources.add_parser(
+        "create", parents=[_settings_parent(SOURCE_SETTINGS)], help="register a carrier source"
+    )
+    create.add_argument(
+        "--customer", required=True, type=customer_id_arg, help="customer id (created if new)"
+    )
     create.add_argument("--name", help="customer display name")
     create.add_argument("--carrier", required=True, choices=[c.value for c in Carrier])
     create.add_argument(
@@ -133,7 +140,7 @@ def _add_dashboard_link(commands: Any) -> None:
         " across customers) once, before it expires.",
     )
     whose = link.add_mutually_exclusive_group(required=True)
-    whose.add_argument("--customer", type=_customer_id, help="the customer's id")
+    whose.add_argument("--customer", type=customer_id_arg, help="the customer's id")
     whose.add_argument("--admin", action="store_true", help="the operator's view across customers")
     link.add_argument(
         "--json", action="store_true", help="print {url, expires_at, kind, customer_id} as JSON"
@@ -165,15 +172,6 @@ def _add_backup(commands: Any) -> None:
     backup.set_defaults(run=_backup)
 
 
-async def _with_store(settings: Settings, action: Callable[[Store], Awaitable[int]]) -> int:
-    store = store_from_settings(settings)
-    await store.open()
-    try:
-        return await action(store)
-    finally:
-        await store.close()
-
-
 def _print_json(value: dict[str, Any]) -> None:
     sys.stdout.write(orjson.dumps(value).decode() + "\n")
 
@@ -192,7 +190,7 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
         print(f"database is up to date: {_without_password(settings.database_url)}", file=sys.stderr)
         return 0
 
-    return await _with_store(settings, done)
+    return await with_store(settings, done)
 
 
 async def _create_key(settings: Settings, args: argparse.Namespace) -> int:
@@ -200,10 +198,13 @@ async def _create_key(settings: Settings, args: argparse.Namespace) -> int:
 
     async def create(store: Store) -> int:
         created = await provisioning.create_key(store, args.customer, scopes, args.name)
-        _print_json({"key": created.key, "customer_id": args.customer, "scopes": sorted(scopes)})
+        record = created.record
+        _print_json(
+            {"key": created.key, "id": record.id, "customer_id": args.customer, "scopes": sorted(scopes)}
+        )
         return 0
 
-    return await _with_store(settings, create)
+    return await with_store(settings, create)
 
 
 def _parse_credentials(pairs: Sequence[str]) -> dict[str, str]:
@@ -238,7 +239,7 @@ async def _create_source(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 0
 
-    return await _with_store(settings, create)
+    return await with_store(settings, create)
 
 
 async def _dashboard_link(settings: Settings, args: argparse.Namespace) -> int:
@@ -257,7 +258,7 @@ async def _dashboard_link(settings: Settings, args: argparse.Namespace) -> int:
             print(f"opens once, until {isoformat(link.expires_at)}", file=sys.stderr)
         return 0
 
-    return await _with_store(settings, create)
+    return await with_store(settings, create)
 
 
 async def _backup(settings: Settings, args: argparse.Namespace) -> int:

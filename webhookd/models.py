@@ -85,6 +85,15 @@ class SubscriptionKind(StrEnum):
     """A per-call ``callback_url``, signed with the customer's callback secret."""
 
 
+class SubscriptionState(StrEnum):
+    """How a subscription is doing, as operators filter by it."""
+
+    ACTIVE = "active"
+    FAILING = "failing"
+    """Active, with failed attempts in a row."""
+    DISABLED = "disabled"
+
+
 class DisabledReason(StrEnum):
     CONSECUTIVE_FAILURES = "consecutive_failures"
     ENDPOINT_GONE = "endpoint_gone"
@@ -252,6 +261,12 @@ class Subscription:
     """Attempts per second at most, across all workers; ``None``: no limit."""
     ordered: bool = False
     """Deliveries sharing an event's ``ordering_key`` go one at a time, in event order."""
+
+    @property
+    def state(self) -> SubscriptionState:
+        if not self.is_active:
+            return SubscriptionState.DISABLED
+        return SubscriptionState.FAILING if self.failure_count else SubscriptionState.ACTIVE
 
 
 @dataclass(frozen=True, slots=True)

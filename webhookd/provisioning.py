@@ -117,7 +117,8 @@ async def create_dashboard_link(
 
 
 async def revoke_key(store: Store, customer_id: str | None, key_id: str, now: datetime) -> ApiKey | None:
-    """Revoke the key ``key_id`` (of ``customer_id``, or anyone's with ``None``): it authenticates no
-    more on the node that revoked it if that node also evicts it from its ``KeyCache``, and on every
-    other node once their cache forgets it (``KEY_CACHE_TTL_S``). ``None`` if not found."""
+    """Revoke the key ``key_id`` (of ``customer_id``, or anyone's with ``None``). Once this returns it
+    authenticates no more on any node of a SQLite file, nor on this PostgreSQL node; other PostgreSQL
+    nodes refuse it as soon as the revocation's NOTIFY reaches them (see ``Store.key_revocations``).
+    ``None`` if not found."""
     return await store.revoke_api_key(customer_id, key_id, now)

@@ -157,23 +157,27 @@ KEY_USE_MARK_S = 60.0
 """How often a node records that a key was used: ``last_used_at`` costs one write a minute per busy
 key, never one per request."""
 KEY_CACHE_TTL_S = 5.0
-"""How long a node trusts an API key it looked up. A key revoked on one node stops there at once (the
-revoking node evicts it); every other API node may still accept it for at most this long."""
+"""How long a node trusts an API key it looked up, when no revocation is heard of meanwhile."""
 
 
 class KeyCache:
     """API keys by hash, remembered for a few seconds so a busy key costs no database read per
-    request. A revocation takes effect on this node when :meth:`evict` is called, and on the others
-    within ``ttl_s``."""
+    request. Any revocation empties it (see :meth:`Store.key_revocations`): on the node that revoked at
+    once, on the others as soon as the store hears of it (SQLite: at once; PostgreSQL: its NOTIFY)."""
 
     def __init__(self, store: Store, ttl_s: float = KEY_CACHE_TTL_S, max_entries: int = 10_000) -> None:
         self._store, self._ttl_s, self._max_entries = store, ttl_s, max_entries
         self._entries: dict[str, tuple[float, ApiKey | None]] = {}
         self._use_marked: dict[str, float] = {}
         """When this node last recorded each key's use (monotonic seconds)."""
+        self._revocations = store.key_revocations()
 
     async def get(self, key_hash: str) -> ApiKey | None:
         now = time.monotonic()
+        revocations = self._store.key_revocations()
+        if revocations != self._revocations:
+            self._entries.clear()
+            self._revocations = revocations
         cached = self._entries.get(key_hash)
         if cached is not None and cached[0] > now:
             return cached[1]

@@ -195,6 +195,17 @@ async def test_bad_input_is_400_with_a_message(api: Api, body: dict[str, Any], c
     assert answer["error"]["message"]
 
 
+async def test_a_whole_rate_limit_written_as_a_float_is_the_integer_it_is(api: Api) -> None:
+    """JSON Schema counts 5.0 as an integer, so the OpenAPI document allows it: it must be accepted."""
+    body = {"url": HOOK, "events": ["call.completed"], "rate_limit_per_second": 5.0}
+    status, created = await api.call("POST", "/api/v1/webhook-subscriptions", api.acme, json=body)
+    path = f"/api/v1/webhook-subscriptions/{created['id']}"
+    patched_status, patched = await api.call("PATCH", path, api.acme, json={"rate_limit_per_second": 2145.0})
+
+    assert (status, created["rate_limit_per_second"]) == (201, 5)
+    assert (patched_status, patched["rate_limit_per_second"]) == (200, 2145)
+
+
 async def test_broken_json_and_bad_limit_are_400(api: Api) -> None:
     status, answer = await api.call("POST", "/api/v1/webhook-subscriptions", api.acme, data=b"{nope")
     assert (status, answer["error"]["code"]) == (400, "invalid_json")

@@ -43,3 +43,51 @@ def test_a_valid_customer_id_is_created(
     assert main(command(action, "Cus.2:x-y_z", tmp_path / "w.db")) == 0
 
     assert orjson.loads(capsys.readouterr().out)["customer_id"] == "Cus.2:x-y_z"
+
+
+SERVER_FLAGS = ["--worker-concurrency", "--retry-schedule", "--max-connections", "--delivery-timeout-s"]
+"""Settings only a server or a worker uses."""
+COMMANDS = [
+    ["keys", "create"],
+    ["keys", "list"],
+    ["keys", "revoke"],
+    ["customers", "list"],
+    ["subscriptions", "list"],
+    ["subscriptions", "enable"],
+    ["deliveries", "retry"],
+    ["deliveries", "recover"],
+    ["sources", "create"],
+    ["dashboard-link"],
+    ["backup"],
+]
+
+
+def _help(capsys: pytest.CaptureFixture[str], command: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_keys_create_help_is_short_and_names_no_server_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    shown = _help(capsys, ["keys", "create"])
+
+    assert len(shown.splitlines()) < 25
+    assert "--database-url" in shown
+    assert not [flag for flag in [*SERVER_FLAGS, "--host", "--port", "--master-key"] if flag in shown]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_no_command_but_serve_worker_and_migrate_lists_a_server_setting(
+    capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    shown = _help(capsys, command)
+
+    assert not [flag for flag in SERVER_FLAGS if flag in shown]
+    assert len(shown.splitlines()) < 30
+
+
+def test_serve_still_lists_every_server_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    shown = _help(capsys, ["serve"])
+
+    assert all(flag in shown for flag in SERVER_FLAGS)

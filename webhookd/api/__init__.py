@@ -17,6 +17,7 @@ from webhookd.api import (
 )
 
 SUBSCRIPTION = "/api/v1/webhook-subscriptions/{subscription_id}"
+ADMIN = "/api/v1/admin"
 PUBLISH_PATH = "/api/v1/events"  # also served ahead of the router: see webhookd.web.HotRoute
 
 
@@ -49,6 +50,15 @@ def routes() -> list[Route]:
         Route("/api/v1/keys", admin.create_key, methods=["POST"]),
         Route("/api/v1/sources", admin.create_source, methods=["POST"]),
         Route("/api/v1/backlog", admin.backlog, methods=["GET"]),
+        Route(f"{ADMIN}/customers", admin.list_customers, methods=["GET"]),
+        Route(f"{ADMIN}/customers/{{customer_id}}/keys", admin.list_keys, methods=["GET"]),
+        Route(f"{ADMIN}/keys/{{key_id}}/revoke", admin.revoke_key, methods=["POST"]),
+        Route(f"{ADMIN}/subscriptions", admin.list_subscriptions, methods=["GET"]),
+        Route(
+            f"{ADMIN}/subscriptions/{{subscription_id}}/enable", admin.enable_subscription, methods=["POST"]
+        ),
+        Route(f"{ADMIN}/subscriptions/{{subscription_id}}/recover", admin.recover, methods=["POST"]),
+        Route(f"{ADMIN}/deliveries/{{delivery_id}}/retry", admin.retry_delivery, methods=["POST"]),
         Route("/api/v1/calls", calls.list_calls, methods=["GET"]),
         Route("/api/v1/calls/{call_ref}", calls.get_call, methods=["GET"]),
     ]

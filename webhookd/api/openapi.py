@@ -12,15 +12,23 @@ from starlette.routing import BaseRoute, Route
 from webhookd import __version__
 from webhookd.api.pagination import DEFAULT_PAGE_SIZE, MAX_OFFSET, MAX_PAGE, MAX_PAGE_SIZE
 from webhookd.api.schemas import SCHEMAS, Schema
+from webhookd.inputs import CUSTOMER_ID_PATTERN
 from webhookd.models import CALL_REF_PATTERN, Carrier, Scope, id_pattern
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PATH_PARAM = re.compile(r"{(\w+)}")
-ID_PREFIXES = {"subscription_id": "sub", "event_id": "evt", "delivery_id": "dlv", "source_id": "src"}
+ID_PREFIXES = {
+    "subscription_id": "sub",
+    "event_id": "evt",
+    "delivery_id": "dlv",
+    "source_id": "src",
+    "key_id": "key",
+}
 """The kind of id each path parameter holds: any other string answers 404 without a lookup."""
 PATH_SCHEMAS: dict[str, Schema] = {
     "carrier": {"type": "string", "enum": [c.value for c in Carrier]},
     "call_ref": {"type": "string", "pattern": CALL_REF_PATTERN},
+    "customer_id": {"type": "string", "pattern": CUSTOMER_ID_PATTERN},
 }
 """Path parameters that are not ids (a call reference that does not match answers 400)."""
 
@@ -67,6 +75,8 @@ class Operation:
     authenticated: bool = True
     body: str | None = None
     query: Sequence[QueryParam] = field(default_factory=tuple)
+    required_query: frozenset[str] = frozenset()
+    """The query parameters (of ``query``) that must be given."""
     tag: str = "webhooks"
     description: str | None = None
     probe: QueryParam | None = None
@@ -104,7 +114,8 @@ def _operation(path: str, method: str, op: Operation) -> Schema:
         for n in _PATH_PARAM.findall(path)
     ]
     params += [
-        {"name": n, "in": "query", "required": False, "schema": s, "description": d} for n, s, d in op.query
+        {"name": n, "in": "query", "required": n in op.required_query, "schema": s, "description": d}
+        for n, s, d in op.query
     ]
     statuses = dict(op.responses)
     if op.authenticated:

@@ -18,7 +18,7 @@ from webhookd.inputs import (
     MAX_URL_LENGTH,
     NO_NUL_PATTERN,
 )
-from webhookd.models import CREDENTIAL_NAMES, EVENT_TYPES, Carrier, DeliveryStatus, Scope
+from webhookd.models import CREDENTIAL_NAMES, EVENT_TYPES, Carrier, DeliveryStatus, Scope, SubscriptionState
 from webhookd.provisioning import MAX_NAME_LENGTH
 
 Schema = dict[str, Any]
@@ -88,6 +88,20 @@ def list_of(item: str) -> Schema:
         },
     )
 
+
+API_KEY = _object(
+    ["id", "customer_id", "name", "scopes", "created_at", "last_used_at", "revoked_at"],
+    {
+        "id": {"type": "string"},
+        "customer_id": {"type": "string"},
+        "name": {"type": ["string", "null"]},
+        "scopes": {"type": "array", "items": {"type": "string", "enum": [s.value for s in Scope]}},
+        "created_at": TIMESTAMP,
+        "last_used_at": {**NULLABLE_TIMESTAMP, "description": "to within a minute"},
+        "revoked_at": NULLABLE_TIMESTAMP,
+    },
+)
+"""A key's record; the key itself is shown once, when it is created."""
 
 SUBSCRIPTION = _object(
     [
@@ -285,6 +299,31 @@ SCHEMAS: dict[str, Schema] = {
     | {"minProperties": 1},
     "Subscription": SUBSCRIPTION,
     "SubscriptionList": list_of("Subscription"),
+    "OperatorSubscription": SUBSCRIPTION
+    | {
+        "required": [*SUBSCRIPTION["required"], "customer_id", "state"],
+        "properties": {
+            **SUBSCRIPTION["properties"],
+            "customer_id": {"type": "string"},
+            "state": {"type": "string", "enum": [s.value for s in SubscriptionState]},
+        },
+    },
+    "OperatorSubscriptionList": list_of("OperatorSubscription"),
+    "Customer": _object(
+        ["id", "name", "created_at", "subscriptions", "failing", "disabled", "keys"],
+        {
+            "id": {"type": "string"},
+            "name": {"type": ["string", "null"]},
+            "created_at": TIMESTAMP,
+            "subscriptions": {"type": "integer", "minimum": 0},
+            "failing": {"type": "integer", "minimum": 0},
+            "disabled": {"type": "integer", "minimum": 0},
+            "keys": {"type": "integer", "minimum": 0, "description": "keys not revoked"},
+        },
+    ),
+    "CustomerList": list_of("Customer"),
+    "ApiKey": API_KEY,
+    "ApiKeyList": _object(["data"], {"data": {"type": "array", "items": API_KEY}}),
     "Secret": _object(
         ["secret"],
         {

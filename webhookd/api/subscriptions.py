@@ -216,6 +216,11 @@ def _timestamp(body: dict[str, Any], name: str, default: datetime | None = None)
 )
 async def recover(request: Request) -> Response:
     svc, _, sub = await _owned(request)
+    return await recovered(request, svc, sub)
+
+
+async def recovered(request: Request, svc: Services, sub: Subscription) -> Response:
+    """Recover ``sub``'s failed deliveries in the window the body gives (the customer's or an operator's)."""
     body = await read_json_object(request, svc.settings.max_body_bytes, {"since", "until"})
     since, until = _timestamp(body, "since"), _timestamp(body, "until", utcnow())
     # A window that ends before it starts holds nothing, and is answered so rather than refused:

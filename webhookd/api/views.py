@@ -9,9 +9,11 @@ import orjson
 
 from webhookd.ingest.callstate import CallState
 from webhookd.models import (
+    ApiKey,
     Attempt,
     Call,
     CallTimeline,
+    CustomerSummary,
     Delivery,
     Event,
     EventDelivery,
@@ -42,6 +44,37 @@ def subscription_json(sub: Subscription, secret: str | None = None) -> dict[str,
     if secret is not None:
         body["secret"] = secret
     return body
+
+
+def operator_subscription_json(sub: Subscription) -> dict[str, Any]:
+    """A subscription as the operator sees it: whose it is, and its state."""
+    return {**subscription_json(sub), "customer_id": sub.customer_id, "state": sub.state.value}
+
+
+def api_key_json(key: ApiKey) -> dict[str, Any]:
+    """A key's record: never the key itself, which is shown once when it is created."""
+    return {
+        "id": key.id,
+        "customer_id": key.customer_id,
+        "name": key.name,
+        "scopes": sorted(key.scopes),
+        "created_at": isoformat(key.created_at),
+        "last_used_at": _time(key.last_used_at),
+        "revoked_at": _time(key.revoked_at),
+    }
+
+
+def customer_json(summary: CustomerSummary) -> dict[str, Any]:
+    customer = summary.customer
+    return {
+        "id": customer.id,
+        "name": customer.name,
+        "created_at": isoformat(customer.created_at),
+        "subscriptions": summary.subscriptions,
+        "failing": summary.failing,
+        "disabled": summary.disabled,
+        "keys": summary.keys,
+    }
 
 
 def event_json(event: Event) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from webhookd.models import (
     PublishResult,
     Source,
     Subscription,
+    SubscriptionState,
     id_pattern,
 )
 from webhookd.store.scheduling import ClaimRequest
@@ -238,13 +239,17 @@ class Management(Protocol):
         In that case the existing subscription comes back with ``created=False``.
         """
 
-    async def get_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
-        """The subscription if it exists, is not deleted and belongs to ``customer_id``."""
+    async def get_subscription(self, customer_id: str | None, subscription_id: str) -> Subscription | None:
+        """The subscription if it exists, is not deleted and belongs to ``customer_id`` (to anyone
+        with ``None``: an operator's look-up)."""
 
     async def get_customer(self, customer_id: str) -> Customer | None: ...
 
-    async def list_subscriptions(self, customer_id: str, page: PageRequest) -> Page[Subscription]:
-        """The customer's webhook subscriptions, oldest first. ``ValueError`` for a bad cursor."""
+    async def list_subscriptions(
+        self, customer_id: str, page: PageRequest, state: SubscriptionState | None = None
+    ) -> Page[Subscription]:
+        """The customer's webhook subscriptions (those in ``state`` if given), oldest first.
+        ``ValueError`` for a bad cursor."""
 
     async def update_subscription(
         self, customer_id: str, subscription_id: str, update: SubscriptionUpdate
@@ -265,7 +270,8 @@ class Management(Protocol):
     ) -> Page[Delivery]:
         """A subscription's deliveries, newest first."""
 
-    async def get_delivery(self, customer_id: str, delivery_id: str) -> DeliveryDetail | None: ...
+    async def get_delivery(self, customer_id: str | None, delivery_id: str) -> DeliveryDetail | None:
+        """The delivery with its attempts, if it belongs to ``customer_id`` (to anyone with ``None``)."""
 
     async def retry_delivery(self, customer_id: str, delivery_id: str) -> Delivery | None:
         """Send it again now. ``Conflict`` while in flight, or if its subscription is gone or off."""
@@ -357,6 +363,11 @@ class Management(Protocol):
     async def revoke_api_key(self, customer_id: str | None, key_id: str, now: datetime) -> ApiKey | None:
         """Revoke the key ``key_id`` of ``customer_id`` (of anyone with ``None``); it is then returned
         with ``revoked_at`` set, as :meth:`get_api_key` returns it from then on. ``None`` if not found."""
+
+    def key_revocations(self) -> int:
+        """A number that changes whenever a key is revoked, by this process or any other on the same
+        database, once the revocation is committed: a node's key cache forgets every key when it
+        changes. Cheap enough to ask on every request (no database round trip)."""
 
 
 class Store(Outbox, Management, Protocol):

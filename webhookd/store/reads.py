@@ -30,6 +30,7 @@ from webhookd.models import (
     EventDelivery,
     Source,
     Subscription,
+    SubscriptionState,
 )
 from webhookd.store.base import (
     NOT_OUR_CURSOR,
@@ -70,6 +71,17 @@ def _live_subscriptions(condition: str, order: str = "") -> str:
     where = f"customer_id = ? AND {condition} AND deleted_at IS NULL"
     return f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE {where}{order}"
 
+
+_IN_STATE = {
+    None: "TRUE",
+    SubscriptionState.ACTIVE: "is_active AND failure_count = 0",
+    SubscriptionState.FAILING: "is_active AND failure_count > 0",
+    SubscriptionState.DISABLED: "NOT is_active",
+}
+"""The condition each :class:`SubscriptionState` names (``None``: any), as ``Subscription.state``
+tells them apart."""
+_ANYONES = "customer_id = coalesce(?, customer_id)"
+"""The customer's rows, or with ``None`` (an operator's read) anyone's."""
 
 _ATTEMPTS_OF = ", ".join(f"a.{column}" for column in ATTEMPT_COLUMNS.split(", "))
 _LIVE_OF_CUSTOMER = "s.customer_id = ? AND s.kind = 'webhook' AND s.deleted_at IS NULL"
@@ -223,9 +235,11 @@ class SharedReads:
         row = await self._read_one(f"SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = ?", (customer_id,))
         return None if row is None else self._rows.customer(row)
 
-    async def get_subscription(self, customer_id: str, subscription_id: str) -> Subscription | None:
+    async def get_subscription(self, customer_id: str | None, subscription_id: str) -> Subscription | None:
         row = await self._read_one(
-            _live_subscriptions("id = ? AND kind = 'webhook'"), (customer_id, subscription_id)
+            f"SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = ? AND {_ANYONES} AND kind = 'webhook'"
+            " AND deleted_at IS NULL",
+            (subscription_id, customer_id),
         )
         return None if row is None else self._rows.subscription(row)
 
@@ -236,12 +250,15 @@ class SharedReads:
         row = await self._read_one(_live_subscriptions("url = ? AND events_key = ?"), params)
         return None if row is None else self._rows.subscription(row)
 
-    async def list_subscriptions(self, customer_id: str, page: PageRequest) -> Page[Subscription]:
+    async def list_subscriptions(
+        self, customer_id: str, page: PageRequest, state: SubscriptionState | None = None
+    ) -> Page[Subscription]:
         after = decode_cursor(page.cursor, "sub") if page.cursor else ""
         offset = 0 if page.cursor else page.offset
+        condition = f"id > ? AND kind = 'webhook' AND {_IN_STATE[state]}"
         rows = await self._scan(
             customer_id,
-            _live_subscriptions("id > ? AND kind = 'webhook'", " ORDER BY id LIMIT ? OFFSET ?"),
+            _live_subscriptions(condition, " ORDER BY id LIMIT ? OFFSET ?"),
             (customer_id, after, page.limit + 1, offset),
         )
         items = [self._rows.subscription(row) for row in rows[: page.limit]]
@@ -257,9 +274,9 @@ class SharedReads:
         rows = await self._read_log(customer_id, "deliveries", DELIVERY_COLUMNS, where, params, page)
         return log_page([self._rows.delivery(row) for row in rows], page.limit)
 
-    async def get_delivery(self, customer_id: str, delivery_id: str) -> DeliveryDetail | None:
+    async def get_delivery(self, customer_id: str | None, delivery_id: str) -> DeliveryDetail | None:
         row = await self._read_one(
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ? AND customer_id = ?",
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ? AND {_ANYONES}",
             (delivery_id, customer_id),
         )
         if row is None:

@@ -24,6 +24,8 @@ Connection = Any
 """An ``asyncpg.Connection`` (asyncpg ships no type information)."""
 
 WORK_CHANNEL = "webhookd_work"
+KEYS_CHANNEL = "webhookd_keys"
+"""A key was revoked: every node's key cache forgets what it holds."""
 CONNECT_TIMEOUT_S = 10.0
 ACQUIRE_TIMEOUT_S = 10.0
 """How long an operation waits for a pooled connection (connecting included) before it is refused."""
@@ -193,6 +195,8 @@ class WorkNotifier:
         self._conn: Connection | None = None
         self._relisten: asyncio.Task[None] | None = None
         self._closing = False
+        self.key_revocations = 0
+        """Revocations heard of (or possibly missed, while the LISTEN connection was down)."""
 
     def add(self, listener: WorkListener) -> None:
         self._listeners.append(listener)
@@ -200,6 +204,13 @@ class WorkNotifier:
     async def send(self, conn: Connection) -> None:
         """Queue a notification in ``conn``'s transaction: delivered when it commits."""
         await conn.execute("SELECT pg_notify($1, $2)", WORK_CHANNEL, self._payload)
+
+    async def send_revocation(self, conn: Connection) -> None:
+        """Tell every process a key was revoked, when ``conn``'s transaction commits."""
+        await conn.execute("SELECT pg_notify($1, $2)", KEYS_CHANNEL, self._payload)
+
+    def revoked(self) -> None:
+        self.key_revocations += 1
 
     def wake(self) -> None:
         for listener in self._listeners:
@@ -213,6 +224,7 @@ class WorkNotifier:
             raise StoreError(f"cannot connect to PostgreSQL at {describe_dsn(self._dsn)}: {exc}") from exc
         try:
             await conn.add_listener(WORK_CHANNEL, self._heard)
+            await conn.add_listener(KEYS_CHANNEL, self._heard_revocation)
         except BaseException:
             await conn.close()
             raise
@@ -229,12 +241,18 @@ class WorkNotifier:
         if conn is not None and not conn.is_closed():
             conn.remove_termination_listener(self._lost)
             await conn.remove_listener(WORK_CHANNEL, self._heard)
+            await conn.remove_listener(KEYS_CHANNEL, self._heard_revocation)
             await conn.close()
 
     def _heard(self, conn: Connection, pid: int, channel: str, payload: str) -> None:
         scope, _, _ = payload.rpartition(":")
         if payload != self._payload and scope == (self._schema or ""):
             self.wake()
+
+    def _heard_revocation(self, conn: Connection, pid: int, channel: str, payload: str) -> None:
+        scope, _, _ = payload.rpartition(":")
+        if scope == (self._schema or ""):
+            self.revoked()
 
     def _lost(self, conn: Connection) -> None:
         if not self._closing and self._relisten is None:
@@ -263,5 +281,6 @@ class WorkNotifier:
                 extra={"action": "store.relistened"},
             )
             self._relisten = None
+            self.revoked()  # a revocation may have been missed while away: caches start afresh
             self.wake()  # notifications sent while we were away are lost: look for work now
             return

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from webhookd.config import DEFAULT_MAX_PENDING_WRITES
 from webhookd.exceptions import StorageUnavailable, StoreError
@@ -225,8 +225,21 @@ class PostgresStore(PostgresReads):
 
     async def revoke_api_key(self, customer_id: str | None, key_id: str, now: datetime) -> ApiKey | None:
         revoke = numbered(REVOKE_API_KEY)
-        row = await self._run(lambda conn: conn.fetchrow(revoke, now, key_id, customer_id))
-        return None if row is None else ROWS.api_key(row)
+
+        async def op(conn: Connection) -> Any:
+            row = await conn.fetchrow(revoke, now, key_id, customer_id)
+            if row is not None:
+                await self._notifier.send_revocation(conn)
+            return row
+
+        row = await self._transaction(op)
+        if row is None:
+            return None
+        self._notifier.revoked()  # this node at once; the others when the NOTIFY reaches them
+        return ROWS.api_key(row)
+
+    def key_revocations(self) -> int:
+        return self._notifier.key_revocations
 
     # -- subscriptions ---------------------------------------------------------------------------
 

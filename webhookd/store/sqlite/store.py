@@ -64,6 +64,7 @@ from webhookd.store.sqlite.epoch import ROWS, to_epoch
 from webhookd.store.sqlite.liveness import WorkerLocks
 from webhookd.store.sqlite.migrate import migrate_sqlite
 from webhookd.store.sqlite.readers import Readers
+from webhookd.store.sqlite.revocations import RevocationStamp
 from webhookd.store.sqlite.writer import Combined, GroupCommitWriter, WriteOp, unavailable
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class SqliteStore(SharedReads):
         self._listeners: list[WorkListener] = []
         self._health = Availability("SQLite")
         self._worker_locks = WorkerLocks(self._path)
+        self._revocations = RevocationStamp(self._path)
         self._ring = RingPosition()
 
     @property
@@ -321,7 +323,14 @@ class SqliteStore(SharedReads):
     async def revoke_api_key(self, customer_id: str | None, key_id: str, now: datetime) -> ApiKey | None:
         params = (to_epoch(now), key_id, customer_id)
         row = await self._write(lambda conn: conn.execute(REVOKE_API_KEY, params).fetchone())
-        return None if row is None else ROWS.api_key(row)
+        if row is None:
+            return None
+        # Committed: now tell every process on this file, the serving one included (see key_revocations).
+        await asyncio.to_thread(self._revocations.touch)
+        return ROWS.api_key(row)
+
+    def key_revocations(self) -> int:
+        return self._revocations.mark()
 
     # -- subscriptions ---------------------------------------------------------------------------
 
