@@ -40,6 +40,16 @@ FAST_ENV = {
 }
 
 
+POSTGRES_DSN = os.environ.get("WEBHOOKD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+"""The server the multi-process PostgreSQL tests run on (each in a schema of its own)."""
+
+
+def psql(sql: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """Run ``sql`` with the psql client on :data:`POSTGRES_DSN`."""
+    command = ["psql", POSTGRES_DSN, "-v", "ON_ERROR_STOP=1", *flags, "-qc", sql]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

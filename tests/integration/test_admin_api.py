@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 from tests.contract.conftest import PostgresServer, postgres_server  # noqa: F401 (a fixture)
 from tests.integration.backends import CUSTOMER, Live, serving_both
 from tests.integration.harness import (
+    POSTGRES_DSN,
     auth,
     free_port,
     provision_key,
@@ -135,26 +134,6 @@ async def test_a_key_revoked_through_the_admin_api_is_refused_by_the_next_reques
 
 # -- two API nodes on one PostgreSQL schema ----------------------------------------------------------
 
-DSN = os.environ.get("WEBHOOKD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _psql(sql: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["psql", DSN, "-v", "ON_ERROR_STOP=1", "-qc", sql], capture_output=True, text=True)
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = f"webhookd_revoke_{secrets.token_hex(4)}"
-    made = _psql(f"CREATE SCHEMA {name}")
-    if made.returncode != 0:
-        if os.environ.get("WEBHOOKD_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL is required here but did not answer: {made.stderr.strip()}")
-        pytest.skip(f"PostgreSQL is not available: {made.stderr.strip()}")
-    try:
-        yield name
-    finally:
-        _psql(f"DROP SCHEMA {name} CASCADE")
-
 
 def _cli(env: dict[str, str], *args: str) -> dict[str, str]:
     done = subprocess.run(webhookd_command(*args), env=env, capture_output=True, text=True, check=True)
@@ -191,7 +170,10 @@ async def test_a_revoked_key_is_refused_by_every_postgres_api_node(schema: str, 
     expired (``KEY_CACHE_TTL_S``): only the revocation's NOTIFY can have caused it."""
     ports = [free_port(), free_port()]
     env = subprocess_env(
-        {"WEBHOOKD_DATABASE_URL": f"{DSN}?search_path={schema}", "WEBHOOKD_RATE_LIMIT_PER_MIN": "100000"}
+        {
+            "WEBHOOKD_DATABASE_URL": f"{POSTGRES_DSN}?search_path={schema}",
+            "WEBHOOKD_RATE_LIMIT_PER_MIN": "100000",
+        }
     )
     admin = _cli(env, "keys", "create", "--customer", "ops", "--scopes", "admin")["key"]
     victims = [_cli(env, "keys", "create", "--customer", "acme", "--scopes", "read_events") for _ in range(2)]

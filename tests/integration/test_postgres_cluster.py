@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +16,12 @@ import aiohttp
 import pytest
 
 from tests.integration.harness import (
+    POSTGRES_DSN,
     Received,
     Receiver,
     auth,
     free_port,
+    psql,
     running_receiver,
     subprocess_env,
     webhookd_command,
@@ -31,28 +31,7 @@ from webhookd.store.scheduling import WORKER_DEAD_AFTER_S
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-DSN = os.environ.get("WEBHOOKD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 EVENTS = 5000
-
-
-def _psql(sql: str, *flags: str) -> subprocess.CompletedProcess[str]:
-    command = ["psql", DSN, "-v", "ON_ERROR_STOP=1", *flags, "-qc", sql]
-    return subprocess.run(command, capture_output=True, text=True)
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    """A fresh schema for this test, dropped afterwards. Skips without a server unless CI requires it."""
-    name = f"webhookd_cluster_{secrets.token_hex(4)}"
-    made = _psql(f"CREATE SCHEMA {name}")
-    if made.returncode != 0:
-        if os.environ.get("WEBHOOKD_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL is required here but did not answer: {made.stderr.strip()}")
-        pytest.skip(f"PostgreSQL is not available: {made.stderr.strip()}")
-    try:
-        yield name
-    finally:
-        _psql(f"DROP SCHEMA {name} CASCADE")
 
 
 @dataclass
@@ -70,7 +49,7 @@ def _cluster(schema: str, tmp_path: Path) -> Cluster:
     # asyncpg passes unknown query parameters on to the server as settings: each test gets its schema.
     env = subprocess_env(
         {
-            "WEBHOOKD_DATABASE_URL": f"{DSN}?search_path={schema}",
+            "WEBHOOKD_DATABASE_URL": f"{POSTGRES_DSN}?search_path={schema}",
             "WEBHOOKD_PORT": str(port),
             "WEBHOOKD_DELIVERY_TIMEOUT_S": "0.95",
             "WEBHOOKD_RATE_LIMIT_PER_MIN": "100000",
@@ -299,5 +278,5 @@ async def test_busy_workers_stop_within_the_grace_period_and_release_what_they_h
             took = asyncio.get_running_loop().time() - began
     assert codes == [0] * 8
     assert took < GRACE_S + STOP_MARGIN_S, f"the workers took {took:.1f}s to stop"
-    held = _psql(f"SELECT count(*) FROM {schema}.deliveries WHERE status = 'in_flight'", "-tA")
+    held = psql(f"SELECT count(*) FROM {schema}.deliveries WHERE status = 'in_flight'", "-tA")
     assert held.returncode == 0 and held.stdout.strip() == "0", held
