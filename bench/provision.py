@@ -51,7 +51,9 @@ def new_webhookd(workdir: Path, **extra_env: str) -> Webhookd:
 
 
 def create_key(wh: Webhookd, customer: str = CUSTOMER, scopes: str = SCOPES) -> str:
-    cmd = procs.python_module("webhookd", "keys", "create", "--customer", customer, "--scopes", scopes)
+    cmd = procs.python_module(
+        "webhookd", "keys", "create", "--json", "--customer", customer, "--scopes", scopes
+    )
     created: dict[str, Any] = orjson.loads(procs.run_cli(cmd, wh.env))
     key: str = created["key"]
     return key

@@ -88,10 +88,13 @@ def _add_keys(commands: Any) -> None:
     create.add_argument(
         "--scopes", required=True, help=f"comma-separated: {', '.join(s.value for s in Scope)}"
     )
+    create.add_argument("--json", action="store_true", help="print {key, id, customer_id, scopes} as JSON")
     create.set_defaults(run=_create_key)
     operator_cli.add_key_actions(keys, _settings_parent)
 
 
+KEY_COLUMNS = ("key", "id", "customer_id", "scopes")
+SOURCE_COLUMNS = ("id", "carrier", "customer_id", "ingest_url")
 SOURCE_SETTINGS = frozenset({"database_url", "master_key", "public_base_url", "host", "port"})
 """What registering a source depends on: the database, the key its credentials are sealed with, and
 what its ingest URL starts with."""
@@ -115,6 +118,9 @@ def _add_sources(commands: Any) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="carrier credential, e.g. auth_token=... (repeatable)",
+    )
+    create.add_argument(
+        "--json", action="store_true", help="print {id, carrier, customer_id, ingest_url} as JSON"
     )
     create.set_defaults(run=_create_source)
 
@@ -199,9 +205,10 @@ async def _create_key(settings: Settings, args: argparse.Namespace) -> int:
     async def create(store: Store) -> int:
         created = await provisioning.create_key(store, args.customer, scopes, args.name)
         record = created.record
-        _print_json(
-            {"key": created.key, "id": record.id, "customer_id": args.customer, "scopes": sorted(scopes)}
-        )
+        shown = {"key": created.key, "id": record.id, "customer_id": args.customer, "scopes": sorted(scopes)}
+        operator_cli.print_result(args, shown, KEY_COLUMNS)
+        if not args.json:
+            print("the key is shown only now: keep it (webhookd stores its hash)", file=sys.stderr)
         return 0
 
     return await with_store(settings, create)
@@ -234,9 +241,8 @@ async def _create_source(settings: Settings, args: argparse.Namespace) -> int:
             customer_name=args.name,
         )
         url = provisioning.ingest_url(settings.effective_public_base_url, source)
-        _print_json(
-            {"id": source.id, "carrier": carrier.value, "customer_id": args.customer, "ingest_url": url}
-        )
+        shown = {"id": source.id, "carrier": carrier.value, "customer_id": args.customer, "ingest_url": url}
+        operator_cli.print_result(args, shown, SOURCE_COLUMNS)
         return 0
 
     return await with_store(settings, create)

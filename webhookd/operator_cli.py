@@ -112,7 +112,7 @@ def _missing(message: str) -> int:
     return NOT_FOUND
 
 
-def _print(args: argparse.Namespace, value: Any, columns: Sequence[str]) -> None:
+def print_result(args: argparse.Namespace, value: Any, columns: Sequence[str]) -> None:
     """``value`` (an object or a list of them) as JSON with ``--json``, else as an aligned table."""
     if args.json:
         sys.stdout.write(orjson.dumps(value).decode() + "\n")
@@ -159,7 +159,7 @@ UNKNOWN_CUSTOMER = "no customer {0}: list customers with `webhookd customers lis
 async def _customers(settings: Settings, args: argparse.Namespace) -> int:
     async def run(store: Store) -> int:
         found = await _all_pages(store.list_customers)
-        _print(args, [customer_json(c) for c in found], CUSTOMER_COLUMNS)
+        print_result(args, [customer_json(c) for c in found], CUSTOMER_COLUMNS)
         return 0
 
     return await with_store(settings, run)
@@ -169,7 +169,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
     async def run(store: Store) -> int:
         if await store.get_customer(args.customer) is None:
             return _missing(UNKNOWN_CUSTOMER.format(args.customer))
-        _print(args, [api_key_json(k) for k in await store.list_api_keys(args.customer)], KEY_COLUMNS)
+        print_result(args, [api_key_json(k) for k in await store.list_api_keys(args.customer)], KEY_COLUMNS)
         return 0
 
     return await with_store(settings, run)
@@ -182,7 +182,7 @@ async def _revoke(settings: Settings, args: argparse.Namespace) -> int:
             key = await provisioning.revoke_key(store, None, args.key_id, utcnow())
         if key is None:
             return _missing(f"no key {args.key_id}: list keys with `webhookd keys list --customer ID`")
-        _print(args, api_key_json(key), ("customer_id", *KEY_COLUMNS))
+        print_result(args, api_key_json(key), ("customer_id", *KEY_COLUMNS))
         return 0
 
     return await with_store(settings, run)
@@ -195,7 +195,7 @@ async def _subscriptions(settings: Settings, args: argparse.Namespace) -> int:
         if await store.get_customer(args.customer) is None:
             return _missing(UNKNOWN_CUSTOMER.format(args.customer))
         found = await _all_pages(lambda page: store.list_subscriptions(args.customer, page, state))
-        _print(args, [operator_subscription_json(s) for s in found], SUBSCRIPTION_COLUMNS)
+        print_result(args, [operator_subscription_json(s) for s in found], SUBSCRIPTION_COLUMNS)
         return 0
 
     return await with_store(settings, run)
@@ -211,7 +211,7 @@ async def _enable(settings: Settings, args: argparse.Namespace) -> int:
             sub = await actions.enable_any(store, args.subscription_id)
         if sub is None:
             return _missing(NO_SUBSCRIPTION.format(args.subscription_id))
-        _print(args, operator_subscription_json(sub), ("customer_id", *SUBSCRIPTION_COLUMNS))
+        print_result(args, operator_subscription_json(sub), ("customer_id", *SUBSCRIPTION_COLUMNS))
         return 0
 
     return await with_store(settings, run)
@@ -230,7 +230,7 @@ async def _retry(settings: Settings, args: argparse.Namespace) -> int:
                 f"no delivery {args.delivery_id}: a subscription's deliveries are listed by"
                 " GET /api/v1/webhook-subscriptions/SUB_ID/deliveries and on the dashboard"
             )
-        _print(args, delivery_json(delivery), DELIVERY_COLUMNS)
+        print_result(args, delivery_json(delivery), DELIVERY_COLUMNS)
         return 0
 
     return await with_store(settings, run)
@@ -264,7 +264,7 @@ async def _recover(settings: Settings, args: argparse.Namespace) -> int:
             "requeued": len(ids),
             "more": more,
         }
-        _print(args, result, ("subscription_id", "customer_id", "requeued", "more"))
+        print_result(args, result, ("subscription_id", "customer_id", "requeued", "more"))
         return 0
 
     return await with_store(settings, run)

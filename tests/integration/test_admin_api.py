@@ -175,8 +175,11 @@ async def test_a_revoked_key_is_refused_by_every_postgres_api_node(schema: str, 
             "WEBHOOKD_RATE_LIMIT_PER_MIN": "100000",
         }
     )
-    admin = _cli(env, "keys", "create", "--customer", "ops", "--scopes", "admin")["key"]
-    victims = [_cli(env, "keys", "create", "--customer", "acme", "--scopes", "read_events") for _ in range(2)]
+    admin = _cli(env, "keys", "create", "--json", "--customer", "ops", "--scopes", "admin")["key"]
+    victims = [
+        _cli(env, "keys", "create", "--json", "--customer", "acme", "--scopes", "read_events")
+        for _ in range(2)
+    ]
     a, b = (f"http://127.0.0.1:{port}" for port in ports)
     async with (
         aiohttp.ClientSession() as http,

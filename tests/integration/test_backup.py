@@ -48,7 +48,7 @@ def _base(env: dict[str, str]) -> str:
 
 
 def _create_key(env: dict[str, str]) -> str:
-    args = ("keys", "create", "--customer", "acme", "--scopes", "manage_webhooks,publish_events")
+    args = ("keys", "create", "--json", "--customer", "acme", "--scopes", "manage_webhooks,publish_events")
     done = subprocess.run(webhookd_command(*args), env=env, capture_output=True, check=True)
     key: str = orjson.loads(done.stdout)["key"]
     return key

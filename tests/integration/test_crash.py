@@ -46,7 +46,7 @@ async def _publisher(http: aiohttp.ClientSession, base: str, key: str, acked: se
 def _create_key(env: dict[str, str]) -> str:
     done = subprocess.run(
         webhookd_command(
-            "keys", "create", "--customer", "acme", "--scopes", "manage_webhooks,publish_events"
+            "keys", "create", "--json", "--customer", "acme", "--scopes", "manage_webhooks,publish_events"
         ),
         env=env,
         capture_output=True,

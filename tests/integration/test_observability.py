@@ -58,12 +58,20 @@ def _cli(env: dict[str, str], *args: str) -> dict[str, str]:
 async def _traffic(http: aiohttp.ClientSession, base: str, env: dict[str, str], hook: str) -> list[str]:
     """Subscribe, rotate, publish, deliver and ingest a Twilio callback; return every secret used."""
     key = _cli(
-        env, "keys", "create", "--customer", "acme", "--scopes", "manage_webhooks,publish_events,read_events"
+        env,
+        "keys",
+        "create",
+        "--json",
+        "--customer",
+        "acme",
+        "--scopes",
+        "manage_webhooks,publish_events,read_events",
     )["key"]
     source = _cli(
         env,
         "sources",
         "create",
+        "--json",
         "--customer",
         "acme",
         "--carrier",
@@ -254,9 +262,16 @@ async def test_a_standalone_worker_serves_its_delivery_metrics(
         aiohttp.ClientSession() as http,
         webhookd_process(env, base, log, "serve", "--no-workers"),
     ):
-        key = _cli(env, "keys", "create", "--customer", "acme", "--scopes", "manage_webhooks,publish_events")[
-            "key"
-        ]
+        key = _cli(
+            env,
+            "keys",
+            "create",
+            "--json",
+            "--customer",
+            "acme",
+            "--scopes",
+            "manage_webhooks,publish_events",
+        )["key"]
         async with http.post(
             f"{base}/api/v1/webhook-subscriptions",
             headers=auth(key),

@@ -86,7 +86,7 @@ class Live:
 
 def _create_key(env: dict[str, str]) -> str:
     done = subprocess.run(
-        webhookd_command("keys", "create", "--customer", "acme", "--scopes", ALL_SCOPES),
+        webhookd_command("keys", "create", "--json", "--customer", "acme", "--scopes", ALL_SCOPES),
         env=env,
         capture_output=True,
         check=True,

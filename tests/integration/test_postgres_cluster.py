@@ -63,7 +63,7 @@ def _key(cluster: Cluster) -> str:
 
     done = subprocess.run(
         webhookd_command(
-            "keys", "create", "--customer", "acme", "--scopes", "manage_webhooks,publish_events"
+            "keys", "create", "--json", "--customer", "acme", "--scopes", "manage_webhooks,publish_events"
         ),
         env=cluster.env,
         capture_output=True,

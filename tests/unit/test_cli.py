@@ -15,7 +15,7 @@ BAD_CUSTOMER_IDS = ["", "\u202eacme", "../../etc/passwd", "a" * 100_000, "acme\n
 
 
 def command(action: str, customer: str, db: Path) -> list[str]:
-    args = [action, "create", "--customer", customer, "--database-url", f"sqlite:///{db}"]
+    args = [action, "create", "--json", "--customer", customer, "--database-url", f"sqlite:///{db}"]
     if action == "keys":
         return [*args, "--scopes", "read_events"]
     return [*args, "--carrier", "twilio", "--credential", "auth_token=t"]
@@ -91,3 +91,18 @@ def test_serve_still_lists_every_server_setting(capsys: pytest.CaptureFixture[st
     shown = _help(capsys, ["serve"])
 
     assert all(flag in shown for flag in SERVER_FLAGS)
+
+
+@pytest.mark.parametrize(
+    ("action", "header"),
+    [("keys", "key id customer_id scopes"), ("sources", "id carrier customer_id ingest_url")],
+)
+def test_without_json_a_created_key_or_source_is_a_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], action: str, header: str
+) -> None:
+    args = [a for a in command(action, "acme", tmp_path / "w.db") if a != "--json"]
+
+    assert main(args) == 0
+
+    first, row = capsys.readouterr().out.splitlines()
+    assert first.split() == header.split() and "acme" in row.split()
