@@ -13,7 +13,7 @@ from webhookd import actions, provisioning
 from webhookd.api.auth import authenticate
 from webhookd.api.deliveries import delivery_id, delivery_not_found
 from webhookd.api.openapi import operation, page_params
-from webhookd.api.pagination import limit, page_request
+from webhookd.api.pagination import cursor_checked, limit, page_request
 from webhookd.api.subscriptions import not_found, recovered, subscription_id
 from webhookd.api.views import (
     api_key_json,
@@ -146,10 +146,8 @@ def _path_customer(request: Request) -> str:
 )
 async def list_customers(request: Request) -> Response:
     await authenticate(request, Scope.ADMIN)
-    try:
+    with cursor_checked():
         page = await services(request).store.list_customers(page_request(request))
-    except ValueError as exc:
-        raise ApiError(str(exc), code="invalid_cursor") from None
     return JSONResponse({"data": [customer_json(c) for c in page.items], "next_cursor": page.next_cursor})
 
 
@@ -205,10 +203,8 @@ async def list_subscriptions(request: Request) -> Response:
     await authenticate(request, Scope.ADMIN)
     customer_id = check_customer_id(query_param(request, "customer_id"))
     state = _state(query_param(request, "state"))
-    try:
+    with cursor_checked():
         page = await services(request).store.list_subscriptions(customer_id, page_request(request), state)
-    except ValueError as exc:
-        raise ApiError(str(exc), code="invalid_cursor") from None
     items = [operator_subscription_json(s) for s in page.items]
     return JSONResponse({"data": items, "next_cursor": page.next_cursor})
 

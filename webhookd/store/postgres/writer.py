@@ -26,15 +26,7 @@ from typing import Any, TypeVar
 
 from webhookd.exceptions import Overloaded, StorageUnavailable, StoreError
 from webhookd.store.availability import Availability
-from webhookd.store.postgres.db import (
-    ACQUIRE_TIMEOUT_S,
-    RETRYABLE,
-    TRANSACTION_ATTEMPTS,
-    UNAVAILABLE,
-    Connection,
-    WorkNotifier,
-    unavailable,
-)
+from webhookd.store.postgres.db import RETRYABLE, UNAVAILABLE, Connection, WorkNotifier, in_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -160,23 +152,15 @@ class GroupCommitWriter:
                 _settle(request.future, result)
 
     async def _attempts(self, requests: list[_Request]) -> list[_Result]:
-        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
-            try:
-                return await self._transaction(requests)
-            except RETRYABLE as exc:
-                if attempt == TRANSACTION_ATTEMPTS:
-                    raise StoreError(f"transaction aborted {attempt} times: {exc}") from exc
-                logger.warning("retrying a group commit: %s", exc, extra={"action": "store.retry"})
-            except UNAVAILABLE as exc:
-                raise unavailable(exc) from exc
-        raise AssertionError("unreachable")
+        """The batch in one transaction, run again as :func:`in_transaction` runs any transaction."""
 
-    async def _transaction(self, requests: list[_Request]) -> list[_Result]:
-        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn, conn.transaction():
+        async def run(conn: Connection) -> list[_Result]:
             results = await _run_in_order(conn, [request.op for request in requests])
             if _made_work(requests, results):
                 await self._notifier.send(conn)
-        return results
+            return results
+
+        return await in_transaction(self._pool, run)
 
 
 def _made_work(requests: list[_Request], results: list[_Result]) -> bool:
