@@ -461,6 +461,26 @@ async def alone(postgres_server: PostgresServer) -> AsyncIterator[PostgresStore]
         await store.close()
 
 
+async def test_a_connection_goes_back_to_the_pool_without_a_reset_round_trip(
+    postgres_server: PostgresServer, alone: PostgresStore
+) -> None:
+    """asyncpg's default release sends ``RESET ALL; CLOSE ALL; UNLISTEN *; ...``, one more round trip
+    per operation; a pooled connection's last statement shows whether it went."""
+    await subscribe(alone)
+    await alone.publish(make_event())
+    assert len(await claim(alone)) == 1
+
+    rows = await query(
+        postgres_server,
+        postgres_server.schema,
+        "SELECT query FROM pg_stat_activity WHERE application_name = 'webhookd' AND state = 'idle'",
+    )
+
+    last_statements = [row[0] for row in rows]
+    assert last_statements, "the store's connections, idle between operations"
+    assert [q for q in last_statements if "RESET ALL" in q] == []
+
+
 async def test_a_publish_fanning_out_to_several_subscriptions_notifies_once(
     postgres_server: PostgresServer, alone: PostgresStore
 ) -> None:

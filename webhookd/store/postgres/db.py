@@ -86,7 +86,9 @@ async def create_pool(dsn: str, schema: str | None, size: int) -> Any:
     background all through an outage, logging a traceback at each try. Operations connect as
     they need to, and an idle connection closes after asyncpg's inactivity lifetime."""
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=0, max_size=size, **connect_options(schema))
+        pool = await asyncpg.create_pool(
+            dsn, min_size=0, max_size=size, reset=_keep_session, **connect_options(schema)
+        )
     except _CONNECTION_ERRORS as exc:
         raise StoreError(f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {exc}") from exc
     try:
@@ -96,6 +98,14 @@ async def create_pool(dsn: str, schema: str | None, size: int) -> Any:
         await pool.close()
         raise StoreError(f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {exc}") from exc
     return pool
+
+
+async def _keep_session(conn: Connection) -> None:
+    """Release a connection to the pool as it is. asyncpg's default sends ``RESET ALL; CLOSE ALL;
+    UNLISTEN *; SELECT pg_advisory_unlock_all()`` on every release, one more round trip for each
+    operation, and webhookd leaves nothing for it to reset: session settings are fixed at connect,
+    advisory locks are transaction-scoped, cursors live in transactions, and LISTEN has a connection of
+    its own. asyncpg still rolls back a transaction left open before calling this."""
 
 
 async def migrate(conn: Connection, schema: str | None) -> list[str]:
