@@ -66,11 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark webhookd against raw baselines measured in the same run: (a) ingest "
-        "throughput, (b) backlog delivery, (c) end-to-end latency, (d) PostgreSQL delivery with 1 and "
-        "2 worker processes, (e) one customer's publishes while another runs deep page= listings, (f) one "
-        "customer's delivery latency beside another's slow backlog, (g) one claim's cost against a small and "
-        "a big backlog on SQLite and PostgreSQL, (h) each dashboard page's time with 100,000 deliveries"
-        " in the store. All traffic stays on 127.0.0.1.",
+        "throughput, (b) backlog delivery, (c) end-to-end latency, (d) PostgreSQL publishing with 1 and 2 "
+        "API nodes and delivery with 1 and 2 worker processes, (e) one customer's publishes while another "
+        "runs deep page= listings, (f) one customer's delivery latency beside another's slow backlog, (g) "
+        "one claim's cost against a small and a big backlog on SQLite and PostgreSQL, (h) each dashboard "
+        "page's time with 100,000 deliveries in the store. All traffic stays on 127.0.0.1.",
     )
     parser.add_argument("--quick", action="store_true", help="shorter run: 3 s loads, 5,000-event backlog")
     parser.add_argument(
@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="postgres: receiver processes sharing one port (SO_REUSEPORT), so one is not the ceiling [1]",
+    )
+    parser.add_argument(
+        "--api-nodes",
+        type=_counts,
+        default=(1, 2),
+        metavar="N,N,...",
+        help="postgres: the counts of API nodes (serve --no-workers) to publish through, e.g. 1,2,4 [1,2]",
     )
     return parser
 
@@ -160,7 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="webhookd-bench-", dir=args.tmp_dir) as tmp,
     ):
         cfg = dataclasses.replace(
-            cfg, postgres_workers=args.workers, postgres_receivers=args.receivers, postgres_dsn=dsn
+            cfg,
+            postgres_workers=args.workers,
+            postgres_receivers=args.receivers,
+            postgres_api_nodes=args.api_nodes,
+            postgres_dsn=dsn,
         )
         machine = {**report.machine(Path(tmp)), "load_generator_loop": client_loop_name()}
         mode = "quick" if args.quick else "full"

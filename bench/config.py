@@ -33,6 +33,7 @@ class BenchConfig:
     dashboard_stores: tuple[str, ...] = ("sqlite", "postgres")
     postgres_workers: tuple[int, ...] = (1, 2)
     postgres_receivers: int = 1
+    postgres_api_nodes: tuple[int, ...] = (1, 2)
     postgres_dsn: str = ""
     """The server the PostgreSQL figures use (set by ``main``: a given one, or a throwaway cluster)."""
 

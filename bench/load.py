@@ -164,6 +164,42 @@ async def fixed_count(
     )
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where one share of a spread load goes: a URL with its own headers."""
+
+    url: str
+    headers: dict[str, str]
+
+
+async def spread(
+    session: aiohttp.ClientSession,
+    targets: Sequence[Target],
+    body_for: BodyFor,
+    *,
+    concurrency: int,
+    count: int,
+    timeout_s: float,
+) -> LoadResult:
+    """``fixed_count`` over several targets at once, ``concurrency`` each and ``count`` in all, split
+    evenly; one result, whose elapsed time is the slowest target's."""
+    shares = [count // len(targets) + (n < count % len(targets)) for n in range(len(targets))]
+    parts = await asyncio.gather(
+        *(
+            fixed_count(
+                session, t.url, t.headers, body_for, concurrency=concurrency, count=share, timeout_s=timeout_s
+            )
+            for t, share in zip(targets, shares, strict=True)
+        )
+    )
+    merged = LoadResult(elapsed_s=max(p.elapsed_s for p in parts))
+    for part in parts:
+        merged.ok += part.ok
+        merged.errors.update(part.errors)
+        merged.latencies_s.extend(part.latencies_s)
+    return merged
+
+
 @dataclass
 class PacedResult:
     load: LoadResult

@@ -95,24 +95,41 @@ def family_cpu_seconds(parent_pid: int) -> float | None:
     return ticks / os.sysconf("SC_CLK_TCK") if found else None
 
 
-class CpuMeters:
-    """Each kind of process's share of one core, from ``__init__`` to ``shares()``: the ``workers``
-    summed, the ``receivers`` summed, and a database server (``server_pid`` and its children) summed."""
+class OwnCpuMeter:
+    """Share of one core this process (the load generator) used between ``__init__`` and ``share()``."""
 
-    def __init__(self, workers: Sequence[Proc], receivers: Sequence[Proc], server_pid: int | None) -> None:
-        self.workers = [CpuMeter(w) for w in workers]
-        self.receivers = [CpuMeter(r) for r in receivers]
+    def __init__(self) -> None:
+        self.cpu0, self.wall0 = time.process_time(), time.monotonic()
+
+    def share(self) -> float:
+        return round((time.process_time() - self.cpu0) / (time.monotonic() - self.wall0), 3)
+
+
+class CpuMeters:
+    """Each group of processes' share of one core, summed, from ``__init__`` to ``shares()``; with
+    ``server_pid``, a database server's (it and its children, summed) as ``database``; with ``client``,
+    this process's own."""
+
+    def __init__(
+        self, groups: dict[str, Sequence[Proc]], server_pid: int | None = None, *, client: bool = False
+    ) -> None:
+        self.groups = {name: [CpuMeter(p) for p in members] for name, members in groups.items()}
+        self.client = OwnCpuMeter() if client else None
         self.server_pid = server_pid
         self.server0 = None if server_pid is None else family_cpu_seconds(server_pid)
         self.wall0 = time.monotonic()
 
     def shares(self) -> dict[str, float | None]:
-        wall = time.monotonic() - self.wall0
-        server1 = None if self.server_pid is None else family_cpu_seconds(self.server_pid)
-        server = (
-            None if server1 is None or self.server0 is None else round((server1 - self.server0) / wall, 3)
-        )
-        return {"workers": _summed(self.workers), "receivers": _summed(self.receivers), "database": server}
+        found = {name: _summed(meters) for name, meters in self.groups.items()}
+        if self.server_pid is not None:
+            server1 = family_cpu_seconds(self.server_pid)
+            wall = time.monotonic() - self.wall0
+            found["database"] = (
+                None if server1 is None or self.server0 is None else round((server1 - self.server0) / wall, 3)
+            )
+        if self.client is not None:
+            found["client"] = self.client.share()
+        return found
 
 
 def _summed(meters: Sequence[CpuMeter]) -> float | None:

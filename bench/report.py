@@ -176,38 +176,40 @@ def latency_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
-def postgres_rows(r: dict[str, Any]) -> list[Row]:
+def _shares(cpu: dict[str, Any], kinds: tuple[str, ...]) -> str:
+    return " / ".join(_num(cpu.get(kind), 2) for kind in kinds)
+
+
+def _publish_rows(r: dict[str, Any]) -> list[Row]:
     rows = []
-    for n, run in r["runs"].items():
-        cpu = run.get("cpu_share") or {}
-        shares = " / ".join(_num(cpu.get(kind), 2) for kind in ("workers", "receivers", "database"))
+    for n, found in r["publish"].items():
+        last = found["runs"][-1]
         rows += [
             _row(
                 "postgres",
-                f"{n} worker(s): drain events/s, {r['events']:,} events (ratio to the first)",
-                _num(run["drain_rate_per_s"]),
+                f"{n} API node(s): publish events/s, mean of {len(found['runs'])} (ratio to the first)",
+                _num(found["rate_per_s"]),
                 "",
-                _num(r["scaling"][n], 2),
-            ),
-            _row("postgres", f"{n} worker(s): CPU share workers / receivers / database", shares, ""),
-            _row(
-                "postgres",
-                f"{n} worker(s): received distinct / duplicates",
-                _counts(run["received_distinct"], run["duplicates"]),
-                "",
+                _num(r["publish_scaling"][n], 2),
             ),
             _row(
                 "postgres",
-                f"{n} worker(s): backlog publish events/s, one API node / commits per event",
-                _num(run["publish"]["rate_per_s"]),
-                _num(run["publish"]["commits_per_event"], 2),
+                f"{n} API node(s): CPU share API nodes / database / load generator",
+                _shares(last["cpu_share"], ("api_nodes", "database", "client")),
+                "",
+            ),
+            _row(
+                "postgres",
+                f"{n} API node(s): commits / statements per published event",
+                _pair(last.get("commits_per_event"), last.get("statements_per_event")),
+                "",
             ),
         ]
     ratio = r["publish_ratio"]
     rows.append(
         _row(
             "postgres",
-            "publish events/s: PostgreSQL (mean of the backlogs above) vs SQLite, one API node",
+            "publish events/s, one API node: PostgreSQL vs SQLite (means, alternating runs)",
             _num(r["postgres_publish_rate_per_s"]),
             _num(r["sqlite_publish"]["rate_per_s"]),
             _num(ratio, 2),
@@ -216,6 +218,45 @@ def postgres_rows(r: dict[str, Any]) -> list[Row]:
         )
     )
     return rows
+
+
+def _drain_rows(r: dict[str, Any]) -> list[Row]:
+    rows = []
+    for n, run in r["runs"].items():
+        statements = run.get("statements_per_event") or {}
+        rows += [
+            _row(
+                "postgres",
+                f"{n} worker(s): drain events/s, {r['events']:,} events, {r['drain_customers']} customers"
+                " (ratio to the first)",
+                _num(run["drain_rate_per_s"]),
+                "",
+                _num(r["scaling"][n], 2),
+            ),
+            _row(
+                "postgres",
+                f"{n} worker(s): CPU share workers / receivers / database",
+                _shares(run.get("cpu_share") or {}, ("workers", "receivers", "database")),
+                "",
+            ),
+            _row(
+                "postgres",
+                f"{n} worker(s): received distinct / duplicates",
+                _counts(run["received_distinct"], run["duplicates"]),
+                "",
+            ),
+            _row(
+                "postgres",
+                f"{n} worker(s): statements per delivered event, all / claims'",
+                _pair(_num(statements.get("all"), 2), _num(statements.get("claim"), 2)),
+                "",
+            ),
+        ]
+    return rows
+
+
+def postgres_rows(r: dict[str, Any]) -> list[Row]:
+    return _publish_rows(r) + _drain_rows(r)
 
 
 def _answers(summary: dict[str, Any]) -> str:

@@ -4,7 +4,7 @@ Every function here runs inside a transaction. Fan-out reads each subscription's
 ``FOR SHARE`` lock (taken in id order), so it cannot create a pending delivery for a subscription
 whose failure another transaction is counting: it waits, then sees the subscription failing.
 ``publish_events`` is the group-commit writer's combined form of ``publish_event``: a batch of
-publishes costs a few statements, not two or three per event.
+publishes is one statement, not two or three per event.
 """
 
 from __future__ import annotations
@@ -61,33 +61,32 @@ FROM subscriptions WHERE id = $5 AND customer_id = $4 AND is_active AND deleted_
 FOR SHARE
 """
 
-# Many events in two statements: the insert answers the ids it stored (a repeated idempotency key
-# stores nothing, as alone), and the fan-out each stored event's count of deliveries. Subscriptions
-# are share-locked in id order, as the one-event fan-out does; within a subscription the deliveries
-# are stored in the events' order, which sets the order of an ordering key.
-_INSERT_EVENTS = """
-INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, ordering_key)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[],
-                     $7::text[])
-ON CONFLICT (customer_id, idempotency_key) DO NOTHING
-RETURNING id
-"""
-
-_FAN_OUT_MANY = f"""
-WITH fanned AS (
+# Many events in one statement: the insert stores each event whose idempotency key is new (a
+# repeated key stores nothing, as alone), the fan-out gives each stored event its deliveries, and
+# the answer is each stored event's id with its count of deliveries. Subscriptions are share-locked
+# in id order, as the one-event fan-out does; within a subscription the deliveries are stored in the
+# events' order ($8, the due times, is in that order too), which sets the order of an ordering key.
+_STORE_EVENTS = f"""
+WITH stored AS (
+  INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, ordering_key)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[],
+                       $7::text[])
+  ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+  RETURNING id, customer_id, type, created_at, ordering_key
+), fanned AS (
   INSERT INTO deliveries (id, event_id, subscription_id, customer_id, status, attempts,
                           next_attempt_at, created_at, updated_at, ordering_key)
   SELECT {new_delivery_id("e.id")}, e.id, s.id, s.customer_id,
-         {_WAITING_S}, 0, e.due, e.created_at, e.created_at, e.ordering_key
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[])
-       WITH ORDINALITY AS e (id, customer_id, type, due, created_at, ordering_key, n)
+         {_WAITING_S}, 0, d.due, e.created_at, e.created_at, e.ordering_key
+  FROM stored AS e
+  JOIN unnest($1::text[], $8::timestamptz[]) WITH ORDINALITY AS d (id, due, n) ON d.id = e.id
   JOIN subscription_event_types AS t ON t.customer_id = e.customer_id AND t.event_type = e.type
   JOIN subscriptions AS s ON s.id = t.subscription_id
   WHERE s.is_active AND s.deleted_at IS NULL
-  ORDER BY s.id, e.n FOR SHARE OF s
+  ORDER BY s.id, d.n FOR SHARE OF s
   RETURNING event_id
 )
-SELECT event_id, count(*) FROM fanned GROUP BY event_id
+SELECT e.id, (SELECT count(*) FROM fanned WHERE fanned.event_id = e.id) FROM stored AS e
 """
 
 # A batch fanning out in several statements share-locks every subscription it may fan out to
@@ -168,33 +167,23 @@ def _lock_parameters(events: list[NewEvent]) -> list[list[str]]:
 async def _publish_together(conn: Connection, requests: list[tuple[NewEvent, float]]) -> list[PublishResult]:
     events = [event for event, _ in requests]
     payloads = [orjson.dumps(event.envelope()) for event in events]
-    inserted = await conn.fetch(
-        _INSERT_EVENTS,
+    rows = await conn.fetch(
+        _STORE_EVENTS,
         *_columns(events, "id", "customer_id", "type", "idempotency_key"),
         payloads,
         *_columns(events, "created_at", "ordering_key"),
+        [event.created_at + timedelta(seconds=delay_s) for event, delay_s in requests],
     )
-    stored = {row[0] for row in inserted}
-    fresh = [(event, delay_s) for event, delay_s in requests if event.id in stored]
-    counts: dict[str, int] = {}
-    if fresh:
-        fresh_events = [event for event, _ in fresh]
-        rows = await conn.fetch(
-            _FAN_OUT_MANY,
-            *_columns(fresh_events, "id", "customer_id", "type"),
-            [event.created_at + timedelta(seconds=delay_s) for event, delay_s in fresh],
-            *_columns(fresh_events, "created_at", "ordering_key"),
-        )
-        counts = {row[0]: row[1] for row in rows}
+    counts: dict[str, int] = {row[0]: row[1] for row in rows}
     results = []
     for e, payload in zip(events, payloads, strict=True):
-        if e.id not in stored:
+        if e.id not in counts:
             results.append(PublishResult(await _existing_event(conn, e), created=False, deliveries=0))
             continue
         event = Event(
             e.id, e.customer_id, e.type, e.idempotency_key, payload, e.created_at, None, e.ordering_key
         )
-        results.append(PublishResult(event, created=True, deliveries=counts.get(e.id, 0)))
+        results.append(PublishResult(event, created=True, deliveries=counts[e.id]))
     return results
 
 
