@@ -200,10 +200,6 @@ class KeyCache:
         self._use_marked[key_id] = now
         return True
 
-    def evict(self, key_hash: str) -> None:
-        """Forget the key (just revoked): its next request reads the store again."""
-        self._entries.pop(key_hash, None)
-
 
 @dataclass(frozen=True, slots=True)
 class Services:

@@ -481,6 +481,30 @@ async def test_a_connection_goes_back_to_the_pool_without_a_reset_round_trip(
     assert [q for q in last_statements if "RESET ALL" in q] == []
 
 
+async def test_claims_and_successes_of_a_healthy_subscription_leave_its_row_untouched(
+    postgres_server: PostgresServer, stores: tuple[PostgresStore, PostgresStore]
+) -> None:
+    """No hot row: workers claiming from and recording successes to one subscription neither write
+    nor lock its row (a write would give it a new ``xmin``, a row lock a new ``xmax``)."""
+    a, b = stores
+    sub = await subscribe(a)
+    for _ in range(6):
+        await a.publish(make_event())
+    sql = "SELECT xmin::text, xmax::text FROM subscriptions WHERE id = $1"
+    before = await query(postgres_server, postgres_server.schema, sql, sub.id)
+
+    jobs = await claim(a, limit=3) + await claim(b, limit=3)
+    await asyncio.gather(
+        a.record_attempts([outcome(job, succeeded=True) for job in jobs[:3]]),
+        b.record_attempts([outcome(job, succeeded=True) for job in jobs[3:]]),
+    )
+
+    assert len(jobs) == 6
+    assert [tuple(row) for row in await query(postgres_server, postgres_server.schema, sql, sub.id)] == [
+        tuple(row) for row in before
+    ]
+
+
 async def test_a_publish_fanning_out_to_several_subscriptions_notifies_once(
     postgres_server: PostgresServer, alone: PostgresStore
 ) -> None:

@@ -111,5 +111,4 @@ async def revoke_key(request: Request, visit: Visit) -> Response:
         key = await provisioning.revoke_key(visit.svc.store, customer_id, key_id, visit.svc.clock())
     if key is None:
         raise ApiError("no such key", status=404, code="not_found")
-    visit.svc.keys.evict(key.key_hash)  # the store tells every node's cache too: see KeyCache
     return done(visit, customer_path(customer_id), f"Revoked key {key.id}: it no longer authenticates.")
