@@ -125,3 +125,16 @@ async def test_a_batch_of_several_hundred_plain_events_is_stored_whole(store: St
     assert sum(r.deliveries for r in results) == 250
     page = await store.list_events(ACME, PageRequest(300))
     assert len(page.items) == 250
+
+
+async def test_the_first_of_a_repeated_key_is_the_original_whatever_the_others_carry(store: Store) -> None:
+    """A callback_url's event is stored apart from plain ones (on PostgreSQL, ahead of them): the
+    batch's order, not the store's, says which of two events with one key is the original."""
+    await subscribe(store)
+    plain = make_event(idempotency_key="k1")
+    with_callback = replace(make_event(idempotency_key="k1"), callback_url="https://calls.example.com/cb")
+
+    results = await store.publish_many([plain, with_callback])
+
+    assert [(r.event.id, r.created) for r in results] == [(plain.id, True), (plain.id, False)]
+    assert await stored_ids(store) == {plain.id}
