@@ -1,4 +1,5 @@
-"""(a) Ingest: POST /api/v1/events closed-loop at 64 connections, webhookd vs a bare starlette app.
+"""(a) Ingest: POST /api/v1/events closed-loop at 64 connections, webhookd vs a bare starlette app,
+and webhookd's POST /api/v1/events/batch with ``BATCH_SIZE`` events a request (durable events/s).
 
 Both servers run for the whole benchmark and take turns: ``ROUNDS`` rounds, each a warm-up
 and then a measured stretch on webhookd followed by the same on raw. A machine whose speed drifts
@@ -24,11 +25,20 @@ from bench.config import INGEST_TARGET_RATIO, BenchConfig
 BODY_RING = 1000
 MAX_REQUESTS = 10_000_000
 ROUNDS = 3
+BATCH_SIZE = 100
+BATCH_TARGET_RATIO = 3.0
+"""Batch events/s against single-publish events/s, on SQLite, in the same run."""
 
 
-def _bodies() -> load.BodyFor:
-    ring = [orjson.dumps(payloads.publish_body(i)) for i in range(BODY_RING)]
-    return lambda seq: ring[seq % BODY_RING]
+def _bodies(per_request: int = 1) -> load.BodyFor:
+    if per_request == 1:
+        ring = [orjson.dumps(payloads.publish_body(i)) for i in range(BODY_RING)]
+    else:
+        ring = [
+            orjson.dumps({"events": [payloads.publish_body(i * per_request + j) for j in range(per_request)]})
+            for i in range(BODY_RING // per_request)
+        ]
+    return lambda seq: ring[seq % len(ring)]
 
 
 @dataclass
@@ -39,6 +49,8 @@ class Target:
     url: str
     headers: dict[str, str]
     server: procs.Proc
+    per_request: int = 1
+    """Events each request publishes: a 2xx stored them all."""
     result: load.LoadResult = field(default_factory=load.LoadResult)
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
@@ -48,6 +60,8 @@ class Target:
         elapsed = self.result.elapsed_s
         return {
             **self.result.summary(),
+            "events_per_request": self.per_request,
+            "events_per_s": round(self.result.rate * self.per_request, 1),
             "server_cpu_share": round(self.server_cpu_s / elapsed, 3) if elapsed else None,
             "client_cpu_share": round(self.client_cpu_s / elapsed, 3) if elapsed else None,
             "rounds_rate_per_s": [round(rate, 1) for rate in self.rounds],
@@ -61,7 +75,7 @@ async def _run_for(
         session,
         target.url,
         target.headers,
-        _bodies(),
+        _bodies(target.per_request),
         concurrency=cfg.concurrency,
         duration_s=seconds,
         max_requests=MAX_REQUESTS,
@@ -89,7 +103,7 @@ async def _round(session: aiohttp.ClientSession, cfg: BenchConfig, target: Targe
 
 
 @contextlib.asynccontextmanager
-async def _servers(workdir: Path) -> AsyncIterator[tuple[Target, Target]]:
+async def _servers(workdir: Path) -> AsyncIterator[tuple[Target, Target, Target]]:
     wh = provision.new_webhookd(workdir / "webhookd")
     key = provision.create_key(wh)
     port = procs.free_port()
@@ -101,9 +115,11 @@ async def _servers(workdir: Path) -> AsyncIterator[tuple[Target, Target]]:
         procs.running("ingest-raw", raw_cmd, procs.base_env(), raw_log, raw_base) as raw_proc,
     ):
         await provision.create_subscription(wh, key, "http://127.0.0.1:9/")
+        headers = provision.auth_headers(key)
         yield (
-            Target("webhookd", f"{wh.base_url}/api/v1/events", provision.auth_headers(key), webhookd_proc),
+            Target("webhookd", f"{wh.base_url}/api/v1/events", headers, webhookd_proc),
             Target("raw", f"{raw_base}/api/v1/events", {"Content-Type": "application/json"}, raw_proc),
+            Target("batch", f"{wh.base_url}/api/v1/events/batch", headers, webhookd_proc, BATCH_SIZE),
         )
 
 
@@ -114,7 +130,7 @@ async def run(cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
         for _ in range(ROUNDS):
             for target in targets:
                 await _round(session, cfg, target)
-    webhookd, raw = (target.summary() for target in targets)
+    webhookd, raw, batch = (target.summary() for target in targets)
     db = workdir / "webhookd" / "bench.db"
     webhookd["stored_after_warmup_and_run"] = {
         "events": dbcheck.row_count(db, "events"),
@@ -127,6 +143,7 @@ async def run(cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
             f" cpu share: server {s['server_cpu_share']} client {s['client_cpu_share']}"
         )
     ratio = webhookd["rate_per_s"] / raw["rate_per_s"] if raw["rate_per_s"] else 0.0
+    batch_ratio = batch["events_per_s"] / webhookd["events_per_s"] if webhookd["events_per_s"] else 0.0
     return {
         "duration_s": cfg.ingest_duration_s,
         "warmup_s": cfg.ingest_warmup_s,
@@ -137,4 +154,8 @@ async def run(cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
         "ratio": round(ratio, 3),
         "target_ratio": INGEST_TARGET_RATIO,
         "meets_target": ratio >= INGEST_TARGET_RATIO,
+        "batch": batch,
+        "batch_ratio": round(batch_ratio, 3),
+        "batch_target_ratio": BATCH_TARGET_RATIO,
+        "batch_meets_target": batch_ratio >= BATCH_TARGET_RATIO,
     }

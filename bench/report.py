@@ -18,7 +18,8 @@ from bench.procs import REPO_ROOT
 Row = tuple[str, str, str, str, str, str, str]
 HEADER: Row = ("bench", "metric", "webhookd", "raw", "ratio", "target", "result")
 FOOTNOTES = [
-    "ratio: ingest = webhookd req/s / raw req/s; delivery = raw first->last drain time / webhookd's (the",
+    "ratio: ingest = webhookd req/s / raw req/s, and its batch row's webhookd = batch events/s, raw =",
+    "  single-publish events/s in the same run; delivery = raw first->last drain time / webhookd's (the",
     "  drain-rate ratio; start->last includes process startup and is not adjusted); latency = webhookd p99 /",
     "  raw relay p99 (lower is better; the target there is absolute). CPU share: 1.00 = one core busy.",
     "paging: webhookd = customer B's publishes while customer A lists, raw = B alone in the same run,",
@@ -90,6 +91,24 @@ def ingest_rows(r: dict[str, Any]) -> list[Row]:
             _pair(raw["server_cpu_share"], raw["client_cpu_share"]),
         ),
         _row("ingest", "2xx / errors", _counts(wh["ok"], wh["errors"]), _counts(raw["ok"], raw["errors"])),
+        *_batch_rows(r),
+    ]
+
+
+def _batch_rows(r: dict[str, Any]) -> list[Row]:
+    """webhookd's batch publish against its single publish, in durable events/s (webhookd / raw columns)."""
+    batch, single = r["batch"], r["webhookd"]
+    return [
+        _row(
+            "ingest",
+            f"events/s: batch of {batch['events_per_request']} / single publish",
+            _num(batch["events_per_s"]),
+            _num(single["events_per_s"]),
+            _num(r["batch_ratio"], 2),
+            f">= {r['batch_target_ratio']:g}",
+            _verdict(r["batch_meets_target"]),
+        ),
+        _row("ingest", "batch request latency p50 / p99 ms", _pair(batch["p50_ms"], batch["p99_ms"]), ""),
     ]
 
 

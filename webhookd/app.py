@@ -95,11 +95,16 @@ async def _request_error(request: Request, exc: Exception) -> Response:
 
 def _allowed_methods(request: Request) -> str:
     """Every method the request's path accepts. Each route here serves one method, and Starlette's
-    405 names only the first route whose path matched."""
+    405 names only the first route whose path matched. A path spelled out by a route of its own
+    (``/api/v1/events/batch``) is that route's, not also a parameterised one's (``{event_id}``)."""
+    path = request.url.path
+    routes = [
+        r for r in request.app.routes if isinstance(r, Route) and r.methods and r.path_regex.match(path)
+    ]
+    literal = [r for r in routes if r.path == path]
     methods: set[str] = set()
-    for route in request.app.routes:
-        if isinstance(route, Route) and route.methods and route.path_regex.match(request.url.path):
-            methods |= route.methods
+    for route in literal or routes:
+        methods |= route.methods or set()
     return ", ".join(sorted(methods))
 
 

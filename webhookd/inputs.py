@@ -74,6 +74,8 @@ HTTP_URL = re.compile(HTTP_URL_PATTERN)
 MAX_URL_LENGTH = 2048
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 500
+MAX_BATCH_EVENTS = 500
+"""Events one ``POST /api/v1/events/batch`` may hold: one transaction's worth."""
 
 
 def json_problem(text: bytes, value: object) -> str | None:

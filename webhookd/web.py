@@ -323,7 +323,15 @@ async def read_json_object(request: Request, limit: int, allowed: Collection[str
     problem = json_problem(body, parsed)
     if problem is not None:
         raise ApiError(f"the body {problem}", code="invalid_json")
-    extra = parsed.keys() - allowed
+    return object_fields(parsed, allowed)
+
+
+def object_fields(value: Any, allowed: Collection[str], name: str = "the body") -> dict[str, Any]:
+    """``value`` (part of a parsed body, called ``name``) as a JSON object with only ``allowed``
+    fields, or a 400 that says what is wrong."""
+    if not isinstance(value, dict):
+        raise ApiError(f"{name} must be a JSON object", code="invalid_json")
+    extra = value.keys() - allowed
     if extra:
         raise ApiError(f"unknown fields {sorted(extra)}; allowed: {sorted(allowed)}", code="invalid_field")
-    return parsed
+    return value

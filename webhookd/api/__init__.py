@@ -31,6 +31,7 @@ def routes() -> list[Route]:
         Route("/api/v1/auth/whoami", account.whoami, methods=["GET"]),
         Route("/api/v1/dashboard-links", dashboard.create_dashboard_link, methods=["POST"]),
         Route("/api/v1/events", events.list_events, methods=["GET"]),
+        Route("/api/v1/events/batch", events.publish_batch, methods=["POST"]),
         Route("/api/v1/events/{event_id}", events.get_event, methods=["GET"]),
         Route("/api/v1/event-types", events.event_types, methods=["GET"]),
         Route("/api/v1/webhook-subscriptions", subscriptions.create_subscription, methods=["POST"]),

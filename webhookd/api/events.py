@@ -1,9 +1,12 @@
-"""Events: the platform publishes (``POST /events``), customers read the log and the catalog."""
+"""Events: the platform publishes (``POST /events``, ``/events/batch``); customers read log and catalog."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -13,10 +16,11 @@ from webhookd.api.callbacks import callback_secret
 from webhookd.api.openapi import operation, page_params
 from webhookd.api.pagination import cursor_checked, page_request
 from webhookd.api.schemas import PUBLISHED_TYPE
-from webhookd.api.views import event_body, event_json
-from webhookd.exceptions import ApiError
+from webhookd.api.views import batch_body, event_body, event_json
+from webhookd.exceptions import ApiError, RequestError
 from webhookd.inputs import (
     EVENT_TYPE_RULE,
+    MAX_BATCH_EVENTS,
     MAX_IDEMPOTENCY_KEY_LENGTH,
     MAX_ORDERING_KEY_LENGTH,
     check_customer_id,
@@ -24,9 +28,12 @@ from webhookd.inputs import (
 )
 from webhookd.models import EVENT_TYPES, ApiKey, NewEvent, Scope, is_id
 from webhookd.store.base import log_cursor_pattern
-from webhookd.web import JSONResponse, query_param, read_json_object, services
+from webhookd.web import JSONResponse, Services, object_fields, query_param, read_json_object, services
 
 PUBLISH_FIELDS = {"type", "data", "customer_id", "idempotency_key", "callback_url", "ordering_key"}
+BATCH_FIELDS = {"events"}
+BATCH_PATH_TAIL = "batch"
+"""``/api/v1/events/batch``: the batch publish, which the ``{event_id}`` path also matches."""
 DESCRIPTIONS = {
     "call.initiating": "The call was created and is dialing, or an inbound call was offered.",
     "call.ringing": "The far end is alerting.",
@@ -76,6 +83,20 @@ def _new_event(key: ApiKey, body: dict[str, Any]) -> NewEvent:
     )
 
 
+async def _check_callback(svc: Services, event: NewEvent) -> None:
+    if event.callback_url is not None:
+        await check_destination(svc, event.callback_url, "callback_url")
+
+
+async def _prepare_customer(svc: Services, key: ApiKey, event: NewEvent) -> None:
+    """What the event's customer needs before it is stored: to exist, and a callback secret to sign
+    its callback_url's deliveries (made on first use)."""
+    if event.customer_id != key.customer_id:
+        await svc.store.ensure_customer(event.customer_id)
+    if event.callback_url is not None:
+        await callback_secret(svc, event.customer_id)
+
+
 @operation(
     summary="Publish an event (202; a repeated idempotency_key answers 200 with the original)",
     scope=Scope.PUBLISH_EVENTS,
@@ -87,15 +108,83 @@ async def publish_event(request: Request) -> Response:
     key = await authenticate(request, Scope.PUBLISH_EVENTS, rate_limited=False)
     svc = services(request)
     event = _new_event(key, await read_json_object(request, svc.settings.max_body_bytes, PUBLISH_FIELDS))
-    if event.customer_id != key.customer_id:
-        await svc.store.ensure_customer(event.customer_id)
-    if event.callback_url is not None:
-        await check_destination(svc, event.callback_url, "callback_url")
-        await callback_secret(svc, event.customer_id)  # made on first use
+    await _check_callback(svc, event)
+    await _prepare_customer(svc, key, event)
     result = await svc.store.publish(event, delay_s=svc.settings.retry_schedule_s[0])
     svc.metrics.count_event(result)
     status = 202 if result.created else 200
     return Response(event_body(result.event), status_code=status, media_type="application/json")
+
+
+@contextlib.contextmanager
+def _at(index: int) -> Iterator[None]:
+    """A refusal of the batch's event ``index`` names it: the whole batch is refused for it."""
+    try:
+        yield
+    except RequestError as exc:
+        raise ApiError(f"events[{index}]: {exc.message}", status=exc.status, code=exc.code) from None
+
+
+def _new_events(key: ApiKey, body: dict[str, Any]) -> list[NewEvent]:
+    items = body.get("events")
+    if not isinstance(items, list) or not items:
+        raise ApiError(
+            f"events must be a list of 1 to {MAX_BATCH_EVENTS} events, each what POST /api/v1/events takes",
+            code="invalid_events",
+        )
+    if len(items) > MAX_BATCH_EVENTS:
+        raise ApiError(
+            f"events holds {len(items)} events and a batch takes at most {MAX_BATCH_EVENTS}:"
+            " split it into several batches",
+            code="too_many_events",
+        )
+    events = []
+    for index, item in enumerate(items):
+        with _at(index):
+            events.append(_new_event(key, object_fields(item, PUBLISH_FIELDS, "the event")))
+    return events
+
+
+async def _prepare_batch(svc: Services, key: ApiKey, events: list[NewEvent]) -> None:
+    """Every event's checks, then what their customers need: a refused event stores nothing.
+    A customer or callback_url repeated across the batch is seen to once."""
+    checked: set[str | None] = set()
+    for index, event in enumerate(events):
+        if event.callback_url not in checked:
+            checked.add(event.callback_url)
+            with _at(index):
+                await _check_callback(svc, event)
+    prepared: set[tuple[str, bool]] = set()
+    for event in events:
+        needs = (event.customer_id, event.callback_url is not None)
+        if needs not in prepared:
+            prepared.add(needs)
+            await _prepare_customer(svc, key, event)
+
+
+@operation(
+    summary=f"Publish up to {MAX_BATCH_EVENTS} events, all or none (202; 200 when every one is a repeat)",
+    description=(
+        "Each event is what POST /api/v1/events takes, checked the same way; one refused event refuses"
+        " the batch (the message names it, as events[3]) and none is stored. The answer has one item per"
+        " event, in order: status 202 and the stored event, or status 200 and the original event when"
+        " its idempotency_key was seen before, in an earlier request or earlier in this batch."
+    ),
+    scope=Scope.PUBLISH_EVENTS,
+    body="PublishBatch",
+    responses={202: "BatchResult", 200: "BatchResult"},
+    tag="events",
+)
+async def publish_batch(request: Request) -> Response:
+    key = await authenticate(request, Scope.PUBLISH_EVENTS, rate_limited=False)
+    svc = services(request)
+    events = _new_events(key, await read_json_object(request, svc.settings.max_body_bytes, BATCH_FIELDS))
+    await _prepare_batch(svc, key, events)
+    results = await svc.store.publish_many(events, delay_s=svc.settings.retry_schedule_s[0])
+    for result in results:
+        svc.metrics.count_event(result)
+    status = 202 if any(result.created for result in results) else 200
+    return Response(batch_body(results), status_code=status, media_type="application/json")
 
 
 @operation(
@@ -124,6 +213,8 @@ async def list_events(request: Request) -> Response:
 async def get_event(request: Request) -> Response:
     key = await authenticate(request, Scope.READ_EVENTS)
     event_id = request.path_params["event_id"]
+    if event_id == BATCH_PATH_TAIL:  # POST /events/batch's path, which answers no GET
+        raise HTTPException(405)
     # An admin publishes for any customer (POST /events with customer_id), so it reads any event back.
     owner = None if Scope.ADMIN in key.scopes else key.customer_id
     # An id no event can have is not looked up (PostgreSQL would refuse one holding a NUL).

@@ -9,6 +9,7 @@ from webhookd.inputs import (
     CUSTOMER_ID_PATTERN,
     EVENT_TYPE_PATTERN,
     HTTP_URL_PATTERN,
+    MAX_BATCH_EVENTS,
     MAX_DESCRIPTION_LENGTH,
     MAX_EVENT_TYPE_LENGTH,
     MAX_IDEMPOTENCY_KEY_LENGTH,
@@ -342,6 +343,38 @@ SCHEMAS: dict[str, Schema] = {
             "ordering_key": text(MAX_ORDERING_KEY_LENGTH, min_length=1, nullable=True),
         },
         extra=False,
+    ),
+    "PublishBatch": _object(
+        ["events"],
+        {
+            "events": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/PublishEvent"},
+                "minItems": 1,
+                "maxItems": MAX_BATCH_EVENTS,
+            }
+        },
+        extra=False,
+    ),
+    "BatchResult": _object(
+        ["data"],
+        {
+            "data": {
+                "type": "array",
+                "description": "one item per event sent, in order",
+                "items": _object(
+                    ["status", "event"],
+                    {
+                        "status": {
+                            "type": "integer",
+                            "enum": [202, 200],
+                            "description": "202: stored now; 200: a repeated idempotency_key, the original",
+                        },
+                        "event": EVENT,
+                    },
+                ),
+            }
+        },
     ),
     "Event": EVENT,
     "EventList": list_of("Event"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from webhookd.models import (
     Delivery,
     Event,
     EventDelivery,
+    PublishResult,
     Subscription,
     isoformat,
 )
@@ -97,6 +99,16 @@ def event_body(event: Event) -> bytes:
     JSON object), which saves parsing and serializing it again on every publish."""
     extra = orjson.dumps(_publisher_fields(event))
     return event.payload[:-1] + b"," + extra[1:]
+
+
+def batch_body(results: Sequence[PublishResult]) -> bytes:
+    """A batch publish's answer: per event, in order, its status (202 stored, 200 a repeat) and
+    the event (:func:`event_body`, spliced in as it is)."""
+    items = b",".join(
+        b'{"status":%d,"event":%s}' % (202 if result.created else 200, event_body(result.event))
+        for result in results
+    )
+    return b'{"data":[' + items + b"]}"
 
 
 def delivery_json(delivery: Delivery) -> dict[str, Any]:

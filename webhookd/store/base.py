@@ -172,6 +172,14 @@ class Outbox(Protocol):
         event with ``created=False``.
         """
 
+    async def publish_many(self, events: Sequence[NewEvent], *, delay_s: float = 0.0) -> list[PublishResult]:
+        """Publish each of ``events`` as :meth:`publish` does, all in one transaction: every event is
+        stored, or (if one fails) none is. One result per event, in order.
+
+        An event repeating the ``(customer_id, idempotency_key)`` of one before it in ``events`` is a
+        repeat of that one: its result is that one's event with ``created=False``.
+        """
+
     async def record_callback(
         self, receipt: CallbackReceipt, decide: Decide, *, delay_s: float = 0.0
     ) -> CallbackOutcome:
@@ -392,6 +400,41 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """``items`` in slices of at most ``size``: one multi-row statement each."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@dataclass(frozen=True, slots=True)
+class DistinctKeys:
+    """A batch of events less those repeating an earlier one's idempotency key: only ``events`` are
+    stored, and :meth:`results` answers every event of the batch from what storing them gave."""
+
+    events: list[NewEvent]
+    positions: list[int]
+    """For each event of the batch, the position in ``events`` of the one stored for it."""
+
+    @classmethod
+    def of(cls, batch: Sequence[NewEvent]) -> DistinctKeys:
+        events: list[NewEvent] = []
+        positions: list[int] = []
+        first: dict[tuple[str, str], int] = {}
+        for event in batch:
+            key = event.idempotency_key
+            position = len(events) if key is None else first.setdefault((event.customer_id, key), len(events))
+            if position == len(events):
+                events.append(event)
+            positions.append(position)
+        return cls(events, positions)
+
+    def results(self, stored: Sequence[PublishResult]) -> list[PublishResult]:
+        """One result per event of the batch: a repeat within it gets its first's event, not created."""
+        answered: set[int] = set()
+        results = []
+        for position in self.positions:
+            result = stored[position]
+            if position in answered:
+                result = PublishResult(result.event, created=False, deliveries=0)
+            answered.add(position)
+            results.append(result)
+        return results
 
 
 def first_result_per_claim(results: Sequence[AttemptResult]) -> list[AttemptResult]:

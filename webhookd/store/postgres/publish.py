@@ -3,12 +3,13 @@
 Every function here runs inside a transaction. Fan-out reads each subscription's health under a
 ``FOR SHARE`` lock (taken in id order), so it cannot create a pending delivery for a subscription
 whose failure another transaction is counting: it waits, then sees the subscription failing.
-``publish_events`` is the group-commit writer's combined form of ``publish_event``: a batch of
+``publish_batches`` is the group-commit writer's combined form of ``publish_event``: a batch of
 publishes is one statement, not two or three per event.
 """
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 
 import orjson
@@ -119,6 +120,17 @@ FROM subscriptions WHERE customer_id = $4 AND url = $5 AND events_key = '' AND k
   AND is_active AND deleted_at IS NULL
 FOR SHARE
 """
+
+
+async def publish_batches(
+    conn: Connection, batches: list[tuple[list[NewEvent], float]]
+) -> list[list[PublishResult]]:
+    """The writer's combined form of publishing: each item is one call's ``(events, delay_s)``, and
+    gets its events' results, in order. A batch is one item, so the writer retries it alone, whole,
+    when the combined call fails: it is stored all or nothing."""
+    requests = [(event, delay_s) for events, delay_s in batches for event in events]
+    results = iter(await publish_events(conn, requests))
+    return [list(itertools.islice(results, len(events))) for events, _ in batches]
 
 
 async def publish_events(conn: Connection, requests: list[tuple[NewEvent, float]]) -> list[PublishResult]:

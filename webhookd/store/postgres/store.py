@@ -36,6 +36,7 @@ from webhookd.store.base import (
     CallbackReceipt,
     Decide,
     DeliveryClaim,
+    DistinctKeys,
     OutboxStats,
     Store,
     SubscriptionCreate,
@@ -290,11 +291,20 @@ class PostgresStore(PostgresReads):
 
     async def publish(self, event: NewEvent, *, delay_s: float = 0.0) -> PublishResult:
         """Group-committed with the publishes and callbacks queued beside it."""
-        op = Combined(publishing.publish_events, (event, delay_s))
-        result: PublishResult = await self._group_writer().submit(
+        (result,) = await self._publish_batch([event], delay_s)
+        return result
+
+    async def publish_many(self, events: Sequence[NewEvent], *, delay_s: float = 0.0) -> list[PublishResult]:
+        batch = DistinctKeys.of(events)
+        return batch.results(await self._publish_batch(batch.events, delay_s))
+
+    async def _publish_batch(self, events: list[NewEvent], delay_s: float) -> list[PublishResult]:
+        """Events of distinct idempotency keys, as one write of the group commit."""
+        op = Combined(publishing.publish_batches, (events, delay_s))
+        results: list[PublishResult] = await self._group_writer().submit(
             op, wakes=_published_deliveries, order=_PUBLISHES_FIRST
         )
-        return result
+        return results
 
     async def record_callback(
         self, receipt: CallbackReceipt, decide: Decide, *, delay_s: float = 0.0
@@ -425,8 +435,8 @@ def _made_deliveries(outcome: CallbackOutcome) -> bool:
     return outcome.published is not None and outcome.published.deliveries > 0
 
 
-def _published_deliveries(result: PublishResult) -> bool:
-    return result.deliveries > 0
+def _published_deliveries(results: list[PublishResult]) -> bool:
+    return any(result.deliveries > 0 for result in results)
 
 
 def _implements_store(store: PostgresStore) -> Store:

@@ -1,6 +1,6 @@
 """The SQLite side of publishing: events, their fan-out to deliveries, and carrier callbacks.
 
-Every function here runs inside a transaction of the group-commit writer. ``publish_events`` is
+Every function here runs inside a transaction of the group-commit writer. ``publish_batches`` is
 the writer's combined form of ``publish_event``: a batch of plain publishes costs a handful of
 statements, not two per event.
 """
@@ -8,6 +8,7 @@ statements, not two per event.
 from __future__ import annotations
 
 import functools
+import itertools
 import sqlite3
 
 import orjson
@@ -69,6 +70,17 @@ ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO 
 
 ROWS_PER_INSERT = 100
 """Plain events per multi-row insert: 500 parameters, far below SQLite's limits."""
+
+
+def publish_batches(
+    conn: sqlite3.Connection, batches: list[tuple[list[NewEvent], float]]
+) -> list[list[PublishResult]]:
+    """The writer's combined form of publishing: each item is one call's ``(events, delay_s)``, and
+    gets its events' results, in order. A batch is one item, so the writer retries it alone, whole,
+    when the combined call fails: it is stored all or nothing."""
+    requests = [(event, delay_s) for events, delay_s in batches for event in events]
+    results = iter(publish_events(conn, requests))
+    return [list(itertools.islice(results, len(events))) for events, _ in batches]
 
 
 def publish_events(conn: sqlite3.Connection, requests: list[tuple[NewEvent, float]]) -> list[PublishResult]:

@@ -36,6 +36,7 @@ from webhookd.store.base import (
     CallbackReceipt,
     Decide,
     DeliveryClaim,
+    DistinctKeys,
     OutboxStats,
     Store,
     SubscriptionCreate,
@@ -405,12 +406,21 @@ class SqliteStore(SharedReads):
     # -- events and deliveries -------------------------------------------------------------------
 
     async def publish(self, event: NewEvent, *, delay_s: float = 0.0) -> PublishResult:
-        result: PublishResult = await self._write(
-            Combined(publishing.publish_events, (event, delay_s)), shed=True
-        )
-        if result.deliveries:
-            self._notify_work()
+        (result,) = await self._publish_batch([event], delay_s)
         return result
+
+    async def publish_many(self, events: Sequence[NewEvent], *, delay_s: float = 0.0) -> list[PublishResult]:
+        batch = DistinctKeys.of(events)
+        return batch.results(await self._publish_batch(batch.events, delay_s))
+
+    async def _publish_batch(self, events: list[NewEvent], delay_s: float) -> list[PublishResult]:
+        """Events of distinct idempotency keys, as one write of the group commit."""
+        results: list[PublishResult] = await self._write(
+            Combined(publishing.publish_batches, (events, delay_s)), shed=True
+        )
+        if any(result.deliveries for result in results):
+            self._notify_work()
+        return results
 
     async def record_callback(
         self, receipt: CallbackReceipt, decide: Decide, *, delay_s: float = 0.0
