@@ -10,14 +10,30 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from standardwebhooks.webhooks import Webhook
 
-from tests.integration.harness import MASTER_KEY, MovableClock, Receiver, query, running_receiver
+from tests.integration.harness import (
+    MASTER_KEY,
+    POSTGRES_DSN,
+    MovableClock,
+    Receiver,
+    auth,
+    create_key,
+    opened_store,
+    postgres_database_url,
+    psql,
+    query,
+    running_receiver,
+    running_server,
+    server_settings,
+)
 from tests.integration.test_rotation_and_recovery import Client, _client
 from webhookd.crypto import SecretBox, subscription_secret_context
+from webhookd.models import Scope
 
 pytestmark = pytest.mark.anyio
 
@@ -215,3 +231,30 @@ async def test_rotating_to_another_scheme_signs_with_both_schemes_meanwhile(
     assert (shown["signature_scheme"], shown["public_key"]) == ("v1a", new["public_key"])
     status, error, _ = await client.call("PATCH", path, {"signature_scheme": "v1"})
     assert status == 400 and "rotate-secret" in error["error"]["message"]
+
+
+async def test_postgres_keeps_header_values_and_the_v1a_key_encrypted(schema: str, tmp_path: Path) -> None:
+    url = await postgres_database_url(POSTGRES_DSN, schema)
+    settings = server_settings(tmp_path / "unused.db", WEBHOOKD_DATABASE_URL=url)
+    async with opened_store(settings) as store:
+        key = await create_key(store, "acme", {Scope.MANAGE_WEBHOOKS})
+    async with running_server(settings) as base, aiohttp.ClientSession() as http:
+        body = {
+            "url": "https://hooks.example.com/pg",
+            "events": ["call.completed"],
+            "headers": {"X-A": SECRET_VALUE},
+        }
+        async with http.post(
+            base + SUBSCRIPTIONS, json={**body, "signature_scheme": "v1a"}, headers=auth(key)
+        ) as r:
+            assert r.status == 201
+            sub = await r.json()
+        async with http.get(f"{base}{SUBSCRIPTIONS}/{sub['id']}", headers=auth(key)) as r:
+            assert (await r.json())["headers"] == {"X-A": SECRET_VALUE}
+    stored = psql(f"SELECT headers, secret FROM {schema}.subscriptions", "-At").stdout
+    assert stored.count("\\x") == 2  # both columns hold bytes, shown as hex
+    box = SecretBox(base64.b64decode(MASTER_KEY))
+    sealed = bytes.fromhex(stored.split("|")[1].strip().removeprefix("\\x"))
+    private = box.decrypt(sealed, subscription_secret_context(sub["id"]))
+    assert private.startswith(b"whsk_")
+    assert SECRET_VALUE.encode().hex() not in stored and private.hex() not in stored
