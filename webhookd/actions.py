@@ -11,10 +11,29 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from webhookd.crypto import new_webhook_secret, subscription_secret_context
+from webhookd.crypto import seal_headers, subscription_secret_context
+from webhookd.delivery.signing import new_secret, public_key
 from webhookd.exceptions import ApiError, Conflict, DestinationBlocked
-from webhookd.inputs import HTTP_URL, MAX_DESCRIPTION_LENGTH, MAX_RATE_LIMIT_PER_SECOND, MAX_URL_LENGTH
-from webhookd.models import EVENT_TYPES, Delivery, NewEvent, PublishResult, Subscription
+from webhookd.inputs import (
+    FORBIDDEN_HEADER,
+    HEADER_NAME,
+    HEADER_VALUE,
+    HTTP_URL,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_HEADER_NAME_LENGTH,
+    MAX_HEADER_VALUE_LENGTH,
+    MAX_HEADERS,
+    MAX_RATE_LIMIT_PER_SECOND,
+    MAX_URL_LENGTH,
+)
+from webhookd.models import (
+    EVENT_TYPES,
+    Delivery,
+    NewEvent,
+    PublishResult,
+    SignatureScheme,
+    Subscription,
+)
 from webhookd.store.base import Store, SubscriptionUpdate
 from webhookd.web import Services
 
@@ -23,9 +42,25 @@ RECOVER_BATCH = 200
 
 
 @dataclass(frozen=True, slots=True)
-class RotatedSecret:
+class SigningSecret:
+    """A new signing secret: ``secret`` to store encrypted, and what its customer is shown."""
+
+    scheme: SignatureScheme
     secret: str
-    """The new plain secret: shown once, stored only encrypted."""
+    """The ``whsec_`` secret (shown once) or the ``whsk_`` key (never shown)."""
+    ciphertext: bytes
+    public_key: str | None
+    """The ``whpk_`` key for v1a, shown whenever asked; ``None`` for v1."""
+
+    @property
+    def shown_secret(self) -> str | None:
+        """What the customer gets once: a v1 secret; a v1a private key stays here."""
+        return self.secret if self.scheme is SignatureScheme.V1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class RotatedSecret:
+    signing: SigningSecret
     previous_until: datetime
     """When the old secret stops signing."""
 
@@ -96,6 +131,64 @@ def valid_rate_limit(value: Any) -> int | None:
     return value
 
 
+def valid_headers(value: Any) -> dict[str, str]:
+    """Custom headers for every delivery: at most ``MAX_HEADERS`` HTTP token names, none that the
+    body, the connection or the signature owns, each once whatever its case, with printable values."""
+    if not isinstance(value, dict) or len(value) > MAX_HEADERS:
+        raise ApiError(
+            f"headers must be an object of at most {MAX_HEADERS} header names to string values",
+            code="invalid_headers",
+        )
+    seen: set[str] = set()
+    for name, text in value.items():
+        _check_header(name, text)
+        if name.lower() in seen:
+            raise ApiError(
+                f"header {name!r} is given twice (names ignore case); keep one", code="invalid_headers"
+            )
+        seen.add(name.lower())
+    return dict(value)
+
+
+def _check_header(name: str, text: Any) -> None:
+    if not HEADER_NAME.fullmatch(name):
+        raise ApiError(
+            f"header name {name!r} must be 1 to {MAX_HEADER_NAME_LENGTH} of the characters"
+            " A-Z a-z 0-9 ! # $ % & ' * + - . ^ _ ` | ~",
+            code="invalid_headers",
+        )
+    if FORBIDDEN_HEADER.fullmatch(name):
+        raise ApiError(
+            f"header {name!r} is set by webhookd (webhook-*, content-type, content-length, host) or is"
+            " hop-by-hop; choose another name",
+            code="invalid_headers",
+        )
+    if not isinstance(text, str) or not HEADER_VALUE.fullmatch(text):
+        raise ApiError(
+            f"the value of header {name!r} must be a string of 1 to {MAX_HEADER_VALUE_LENGTH} visible"
+            " ASCII characters, spaces or tabs (no line breaks), not starting or ending with a space",
+            code="invalid_headers",
+        )
+
+
+def valid_scheme(value: Any) -> SignatureScheme:
+    try:
+        return SignatureScheme(value)
+    except ValueError:
+        raise ApiError(
+            'signature_scheme must be "v1" (HMAC-SHA256, a shared whsec_ secret) or "v1a"'
+            " (Ed25519, verified with a whpk_ public key)",
+            code="invalid_signature_scheme",
+        ) from None
+
+
+def signing_secret(svc: Services, subscription_id: str, scheme: SignatureScheme) -> SigningSecret:
+    """A new secret of ``scheme`` for the subscription, encrypted for storing."""
+    secret = new_secret(scheme)
+    ciphertext = svc.box.encrypt(secret.encode(), subscription_secret_context(subscription_id))
+    return SigningSecret(scheme, secret, ciphertext, public_key(secret))
+
+
 def valid_ordered(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ApiError(
@@ -113,8 +206,12 @@ async def check_destination(svc: Services, url: str, field: str = "url") -> None
         raise ApiError(f"{field} is not allowed: {exc}", code="destination_blocked") from None
 
 
-def subscription_update(body: dict[str, Any]) -> SubscriptionUpdate:
-    """A PATCH body as an update: absent fields stay; a null description or rate limit clears it."""
+def subscription_update(svc: Services, subscription_id: str, body: dict[str, Any]) -> SubscriptionUpdate:
+    """A PATCH body as an update: absent fields stay; a null description or rate limit clears it,
+    and headers replace all of the old ones."""
+    headers = (
+        seal_headers(svc.box, subscription_id, valid_headers(body["headers"])) if "headers" in body else None
+    )
     return SubscriptionUpdate(
         url=valid_url(body["url"]) if "url" in body else None,
         events=valid_events(body["events"]) if "events" in body else None,
@@ -125,6 +222,7 @@ def subscription_update(body: dict[str, Any]) -> SubscriptionUpdate:
             else None
         ),
         ordered=valid_ordered(body["ordered"]) if "ordered" in body else None,
+        headers=headers,
     )
 
 
@@ -134,7 +232,7 @@ async def edit_subscription(
     """Apply ``changes`` (a PATCH body's fields) by the same rules as a create: a 400 ``ApiError``
     for a bad or blocked value, 409 if another subscription has the same url and events. ``None``
     if not found."""
-    update = subscription_update(changes)
+    update = subscription_update(svc, subscription_id, changes)
     if update.url is not None:
         await check_destination(svc, update.url)
     try:
@@ -143,14 +241,17 @@ async def edit_subscription(
         raise ApiError(str(exc), status=409, code="conflict") from None
 
 
-async def rotate_secret(svc: Services, customer_id: str, subscription_id: str) -> RotatedSecret | None:
-    """A new current secret; the old one keeps signing for the grace period. ``None`` if not found."""
-    secret = new_webhook_secret()
-    ciphertext = svc.box.encrypt(secret.encode(), subscription_secret_context(subscription_id))
+async def rotate_secret(
+    svc: Services, sub: Subscription, scheme: SignatureScheme | None = None
+) -> RotatedSecret | None:
+    """A new current secret, of ``scheme`` or else the subscription's own; the old one keeps
+    signing for the grace period, whatever its scheme. ``None`` if not found."""
+    signing = signing_secret(svc, sub.id, scheme or sub.signature_scheme)
     until = svc.clock() + timedelta(seconds=svc.settings.secret_grace_s)
-    if await svc.store.rotate_subscription_secret(customer_id, subscription_id, ciphertext, until) is None:
-        return None
-    return RotatedSecret(secret, until)
+    rotated = await svc.store.rotate_subscription_secret(
+        sub.customer_id, sub.id, signing.ciphertext, until, signing.scheme, signing.public_key
+    )
+    return None if rotated is None else RotatedSecret(signing, until)
 
 
 async def send_test_event(svc: Services, sub: Subscription) -> PublishResult:

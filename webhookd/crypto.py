@@ -7,8 +7,10 @@ import binascii
 import hashlib
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -63,6 +65,11 @@ def subscription_secret_context(subscription_id: str) -> str:
     return f"subscription-secret:{subscription_id}"
 
 
+def subscription_headers_context(subscription_id: str) -> str:
+    """The AES-GCM associated data of a subscription's custom headers."""
+    return f"subscription-headers:{subscription_id}"
+
+
 def callback_secret_context(customer_id: str) -> str:
     """The AES-GCM associated data of a customer's callback secret."""
     return f"callback-secret:{customer_id}"
@@ -93,6 +100,22 @@ class SecretBox:
                 f"cannot decrypt {context}: was the database written under another "
                 "WEBHOOKD_MASTER_KEY or key file?"
             ) from None
+
+
+def seal_headers(box: SecretBox, subscription_id: str, headers: Mapping[str, str]) -> bytes:
+    """A subscription's custom headers as stored: encrypted, as their values may be credentials.
+    None at all are ``b""``, which the stores keep as no headers."""
+    if not headers:
+        return b""
+    return box.encrypt(orjson.dumps(dict(headers)), subscription_headers_context(subscription_id))
+
+
+def open_headers(box: SecretBox, subscription_id: str, sealed: bytes | None) -> dict[str, str]:
+    """The custom headers :func:`seal_headers` stored (none for ``None``)."""
+    if not sealed:
+        return {}
+    found: dict[str, str] = orjson.loads(box.decrypt(sealed, subscription_headers_context(subscription_id)))
+    return found
 
 
 def decode_master_key(raw: str) -> bytes:

@@ -77,6 +77,35 @@ MAX_DESCRIPTION_LENGTH = 500
 MAX_BATCH_EVENTS = 500
 """Events one ``POST /api/v1/events/batch`` may hold: one transaction's worth."""
 
+MAX_HEADERS = 20
+MAX_HEADER_NAME_LENGTH = 64
+MAX_HEADER_VALUE_LENGTH = 1024
+HEADER_NAME_PATTERN = rf"^[!#$%&'*+.^_`|~0-9A-Za-z-]{{1,{MAX_HEADER_NAME_LENGTH}}}$"
+"""A custom header's name: an RFC 9110 token (``tchar``s)."""
+HEADER_VALUE_PATTERN = rf"^[\x21-\x7E](?:[\t\x20-\x7E]{{0,{MAX_HEADER_VALUE_LENGTH - 2}}}[\x21-\x7E])?$"
+"""A custom header's value: visible ASCII, spaces and tabs (never CR, LF or NUL), not starting or
+ending with white space, which HTTP would drop on the way."""
+FORBIDDEN_HEADERS = (
+    "content-type",
+    "content-length",
+    "host",
+    *("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer"),
+    *("trailers", "transfer-encoding", "upgrade"),
+)
+"""Headers a subscription may not set: the body's, the connection's and the hop-by-hop ones
+(and every ``webhook-`` one, the signature's)."""
+
+
+def _any_case(text: str) -> str:
+    """A pattern matching ``text`` in any case, without flags (JSON Schema patterns have none)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in text)
+
+
+FORBIDDEN_HEADER_PATTERN = f"^(?:{_any_case('webhook-')}.*|{'|'.join(map(_any_case, FORBIDDEN_HEADERS))})$"
+HEADER_NAME = re.compile(HEADER_NAME_PATTERN)
+HEADER_VALUE = re.compile(HEADER_VALUE_PATTERN)
+FORBIDDEN_HEADER = re.compile(FORBIDDEN_HEADER_PATTERN)
+
 
 def json_problem(text: bytes, value: object) -> str | None:
     """Why ``value``, parsed from the JSON ``text``, may not be stored (:data:`TOO_DEEP` or

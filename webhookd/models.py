@@ -94,6 +94,15 @@ class SubscriptionState(StrEnum):
     DISABLED = "disabled"
 
 
+class SignatureScheme(StrEnum):
+    """How deliveries to a subscription are signed (Standard Webhooks)."""
+
+    V1 = "v1"
+    """HMAC-SHA256 with a ``whsec_`` secret the receiver shares."""
+    V1A = "v1a"
+    """Ed25519: webhookd keeps the ``whsk_`` signing key, the receiver verifies with the ``whpk_`` key."""
+
+
 class DisabledReason(StrEnum):
     CONSECUTIVE_FAILURES = "consecutive_failures"
     ENDPOINT_GONE = "endpoint_gone"
@@ -240,7 +249,8 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """A customer's endpoint. ``secret`` is the AES-GCM ciphertext of the ``whsec_`` secret."""
+    """A customer's endpoint. ``secret`` is the AES-GCM ciphertext of its signing secret: ``whsec_``
+    (v1) or ``whsk_`` (v1a)."""
 
     id: str
     customer_id: str
@@ -261,6 +271,11 @@ class Subscription:
     """Attempts per second at most, across all workers; ``None``: no limit."""
     ordered: bool = False
     """Deliveries sharing an event's ``ordering_key`` go one at a time, in event order."""
+    headers: bytes | None = None
+    """The AES-GCM ciphertext of the custom headers (a JSON object) every delivery carries."""
+    signature_scheme: SignatureScheme = SignatureScheme.V1
+    public_key: str | None = None
+    """The ``whpk_`` key that verifies a v1a subscription's signatures; ``None`` for v1."""
 
     @property
     def state(self) -> SubscriptionState:
@@ -376,6 +391,8 @@ class DeliveryJob:
     customer_id: str = ""
     not_before: datetime | None = None
     """A paced subscription's slot: the attempt must not start earlier."""
+    headers: bytes | None = None
+    """The subscription's custom headers, encrypted (see :attr:`Subscription.headers`)."""
 
 
 @dataclass(frozen=True, slots=True)

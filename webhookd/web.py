@@ -308,10 +308,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def read_json_object(request: Request, limit: int, allowed: Collection[str]) -> dict[str, Any]:
-    """The body as a JSON object with only ``allowed`` fields, or a 400 that says what is wrong.
-    Whatever it holds can be stored and encoded again (see :func:`webhookd.inputs.json_problem`)."""
+async def read_json_object(
+    request: Request, limit: int, allowed: Collection[str], *, optional: bool = False
+) -> dict[str, Any]:
+    """The body as a JSON object with only ``allowed`` fields, or a 400 that says what is wrong
+    (an ``optional`` body left out is ``{}``). Whatever it holds can be stored and encoded again
+    (see :func:`webhookd.inputs.json_problem`)."""
     body = await read_body(request, limit)
+    if not body and optional:
+        return {}
     if not body:
         raise ApiError("the request body is empty; send a JSON object", code="invalid_json")
     try:

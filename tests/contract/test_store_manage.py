@@ -19,11 +19,12 @@ from tests.contract.test_store_contract import (
     claim_one,
     later,
     make_event,
+    make_subscription,
     outcome,
     subscribe,
 )
 from webhookd.exceptions import Conflict
-from webhookd.models import DeliveryStatus, NewEvent, utcnow
+from webhookd.models import DeliveryStatus, NewEvent, SignatureScheme, utcnow
 from webhookd.store.base import PageRequest, Store, SubscriptionUpdate
 
 pytestmark = pytest.mark.anyio
@@ -135,6 +136,38 @@ async def test_rotated_secret_signs_and_the_old_one_keeps_signing_until_the_grac
     await store.publish(make_event())
     job = await claim_one(store)
     assert (job.secret, job.previous_secret) == (b"fake-ciphertext:new", sub.secret)
+
+
+async def test_rotation_to_v1a_keeps_the_public_key_and_the_old_v1_secret_signing(store: Store) -> None:
+    sub = await subscribe(store)
+
+    rotated = await store.rotate_subscription_secret(
+        ACME, sub.id, b"fake-ciphertext:whsk", later(3600), SignatureScheme.V1A, "whpk_public"
+    )
+
+    assert rotated is not None
+    assert (rotated.signature_scheme, rotated.public_key) == (SignatureScheme.V1A, "whpk_public")
+    assert await store.get_subscription(ACME, sub.id) == rotated
+    back = await store.rotate_subscription_secret(ACME, sub.id, b"fake-ciphertext:whsec", later(3600))
+    assert back is not None and (back.signature_scheme, back.public_key) == (SignatureScheme.V1, None)
+    assert back.previous_secret == b"fake-ciphertext:whsk"
+
+
+async def test_headers_are_stored_replaced_by_a_patch_and_cleared(store: Store) -> None:
+    await store.ensure_customer(ACME)
+    made = dataclasses.replace(make_subscription(ACME, "https://hooks.example.com/h"), headers=b"sealed:1")
+    sub = (await store.create_subscription(made)).subscription
+    assert sub.headers == b"sealed:1"
+    await store.publish(make_event())
+    assert (await claim_one(store)).headers == b"sealed:1"
+
+    replaced = await store.update_subscription(ACME, sub.id, SubscriptionUpdate(headers=b"sealed:2"))
+    kept = await store.update_subscription(ACME, sub.id, SubscriptionUpdate(description="d"))
+    cleared = await store.update_subscription(ACME, sub.id, SubscriptionUpdate(headers=b""))
+
+    assert replaced is not None and replaced.headers == b"sealed:2"
+    assert kept is not None and kept.headers == b"sealed:2"
+    assert cleared is not None and cleared.headers is None
 
 
 async def test_rotating_another_customers_subscription_finds_nothing(store: Store) -> None:

@@ -7,22 +7,22 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from webhookd.crypto import new_webhook_secret, webhook_secret_key
-from webhookd.delivery.signing import webhook_headers
+from webhookd.crypto import new_webhook_secret
+from webhookd.delivery.signing import signing_key, webhook_headers
 
 MSG_ID = "evt_01HZX0000000000000000000"
 BODY = b'{"id":"evt_01HZX0000000000000000000","type":"call.completed","data":{"duration_seconds":47}}'
 
 
 def headers_for(*secrets: str, body: bytes = BODY) -> dict[str, str]:
-    keys = [webhook_secret_key(secret) for secret in secrets]
+    keys = [signing_key(secret) for secret in secrets]
     return webhook_headers(keys, MSG_ID, int(time.time()), body)
 
 
 def test_headers_carry_id_timestamp_and_a_v1_signature() -> None:
     now = int(time.time())
 
-    headers = webhook_headers([webhook_secret_key(new_webhook_secret())], MSG_ID, now, BODY)
+    headers = webhook_headers([signing_key(new_webhook_secret())], MSG_ID, now, BODY)
 
     assert headers["webhook-id"] == MSG_ID
     assert headers["webhook-timestamp"] == str(now)

@@ -74,6 +74,8 @@ class Operation:
     scope: Scope | None = None
     authenticated: bool = True
     body: str | None = None
+    body_required: bool = True
+    """``False``: the body may be left out altogether."""
     query: Sequence[QueryParam] = field(default_factory=tuple)
     required_query: frozenset[str] = frozenset()
     """The query parameters (of ``query``) that must be given."""
@@ -138,7 +140,7 @@ def _operation(path: str, method: str, op: Operation) -> Schema:
     if op.body is not None:
         schema = {"$ref": f"#/components/schemas/{op.body}"}
         body["requestBody"] = {
-            "required": True,
+            "required": op.body_required,
             "content": {media: {"schema": schema} for media in op.media_types},
         }
     if op.probe is not None:

@@ -8,10 +8,14 @@ from webhookd.ingest.callstate import CALL_STATUSES
 from webhookd.inputs import (
     CUSTOMER_ID_PATTERN,
     EVENT_TYPE_PATTERN,
+    FORBIDDEN_HEADER_PATTERN,
+    HEADER_NAME_PATTERN,
+    HEADER_VALUE_PATTERN,
     HTTP_URL_PATTERN,
     MAX_BATCH_EVENTS,
     MAX_DESCRIPTION_LENGTH,
     MAX_EVENT_TYPE_LENGTH,
+    MAX_HEADERS,
     MAX_IDEMPOTENCY_KEY_LENGTH,
     MAX_JSON_DEPTH,
     MAX_ORDERING_KEY_LENGTH,
@@ -19,7 +23,15 @@ from webhookd.inputs import (
     MAX_URL_LENGTH,
     NO_NUL_PATTERN,
 )
-from webhookd.models import CREDENTIAL_NAMES, EVENT_TYPES, Carrier, DeliveryStatus, Scope, SubscriptionState
+from webhookd.models import (
+    CREDENTIAL_NAMES,
+    EVENT_TYPES,
+    Carrier,
+    DeliveryStatus,
+    Scope,
+    SignatureScheme,
+    SubscriptionState,
+)
 from webhookd.provisioning import MAX_NAME_LENGTH
 
 Schema = dict[str, Any]
@@ -104,6 +116,21 @@ API_KEY = _object(
 )
 """A key's record; the key itself is shown once, when it is created."""
 
+SIGNATURE_SCHEME: Schema = {
+    "type": "string",
+    "enum": [scheme.value for scheme in SignatureScheme],
+    "description": "v1: HMAC-SHA256 with the whsec_ secret; v1a: Ed25519, verified with the whpk_ public_key",
+}
+HEADERS: Schema = {
+    "type": "object",
+    "maxProperties": MAX_HEADERS,
+    "propertyNames": {"pattern": HEADER_NAME_PATTERN, "not": {"pattern": FORBIDDEN_HEADER_PATTERN}},
+    "additionalProperties": {"type": "string", "pattern": HEADER_VALUE_PATTERN},
+    "description": "Headers every delivery carries, values encrypted at rest. Names are HTTP tokens, each"
+    " once whatever its case; webhook-*, content-type, content-length, host and hop-by-hop headers are"
+    " webhookd's. Values: visible ASCII, spaces and tabs, without white space at either end.",
+}
+
 SUBSCRIPTION = _object(
     [
         "id",
@@ -116,6 +143,8 @@ SUBSCRIPTION = _object(
         "failure_count",
         "rate_limit_per_second",
         "ordered",
+        "signature_scheme",
+        "public_key",
         "created_at",
     ],
     {
@@ -132,6 +161,9 @@ SUBSCRIPTION = _object(
         "failure_count": {"type": "integer", "minimum": 0},
         "rate_limit_per_second": {"type": ["integer", "null"], "minimum": 1},
         "ordered": {"type": "boolean"},
+        "signature_scheme": SIGNATURE_SCHEME,
+        "public_key": {"type": ["string", "null"], "pattern": "^whpk_", "description": "v1a only"},
+        "headers": HEADERS,
         "created_at": TIMESTAMP,
         "secret": {"type": "string", "pattern": "^whsec_"},
         "previous_secret_expires_at": NULLABLE_TIMESTAMP,
@@ -283,6 +315,8 @@ SCHEMAS: dict[str, Schema] = {
             "description": text(MAX_DESCRIPTION_LENGTH, nullable=True),
             "rate_limit_per_second": RATE_LIMIT,
             "ordered": {"type": "boolean"},
+            "headers": HEADERS,
+            "signature_scheme": SIGNATURE_SCHEME,
         },
         extra=False,
     ),
@@ -294,6 +328,7 @@ SCHEMAS: dict[str, Schema] = {
             "description": text(MAX_DESCRIPTION_LENGTH, nullable=True),
             "rate_limit_per_second": RATE_LIMIT,
             "ordered": {"type": "boolean"},
+            "headers": HEADERS,
         },
         extra=False,
     )
@@ -325,6 +360,16 @@ SCHEMAS: dict[str, Schema] = {
     "CustomerList": list_of("Customer"),
     "ApiKey": API_KEY,
     "ApiKeyList": _object(["data"], {"data": {"type": "array", "items": API_KEY}}),
+    "Rotate": _object([], {"signature_scheme": SIGNATURE_SCHEME}, extra=False),
+    "SigningKey": _object(
+        ["signature_scheme", "secret", "public_key", "previous_secret_expires_at"],
+        {
+            "signature_scheme": SIGNATURE_SCHEME,
+            "secret": {"type": ["string", "null"], "pattern": "^whsec_", "description": "v1 only"},
+            "public_key": {"type": ["string", "null"], "pattern": "^whpk_", "description": "v1a only"},
+            "previous_secret_expires_at": TIMESTAMP,
+        },
+    ),
     "Secret": _object(
         ["secret"],
         {

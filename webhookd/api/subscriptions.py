@@ -11,25 +11,32 @@ from starlette.responses import Response
 
 from webhookd import actions
 from webhookd.actions import (
+    SigningSecret,
     check_destination,
+    signing_secret,
     valid_description,
     valid_events,
+    valid_headers,
     valid_ordered,
     valid_rate_limit,
+    valid_scheme,
     valid_url,
 )
 from webhookd.api.auth import authenticate
 from webhookd.api.openapi import operation, page_params
 from webhookd.api.pagination import cursor_checked, page_request
 from webhookd.api.views import event_json, subscription_json
-from webhookd.crypto import new_webhook_secret, subscription_secret_context
+from webhookd.crypto import open_headers, seal_headers
 from webhookd.exceptions import ApiError, Conflict
 from webhookd.inputs import utc_time
 from webhookd.models import Scope, Subscription, is_id, isoformat, new_id, utcnow
 from webhookd.store.base import cursor_pattern
 from webhookd.web import JSONResponse, Services, query_param, read_json_object, services
 
-SUBSCRIPTION_FIELDS = frozenset({"url", "events", "description", "rate_limit_per_second", "ordered"})
+SUBSCRIPTION_FIELDS = frozenset(
+    {"url", "events", "description", "rate_limit_per_second", "ordered", "headers"}
+)
+CREATE_FIELDS = SUBSCRIPTION_FIELDS | {"signature_scheme"}
 
 
 def not_found() -> ApiError:
@@ -48,8 +55,10 @@ def subscription_id(request: Request) -> str:
 
 @operation(
     summary="Create a subscription (idempotent), or answer Make.com's ?challenge= probe",
-    description="The same url and set of events answers 200 with the original subscription and no new"
-    " secret. Make.com's connection check is `POST /api/v1/webhook-subscriptions?challenge=<token>`"
+    description="The same url and set of events answers 200 with the original subscription as it is"
+    " (the repeat's other fields change nothing: PATCH does) and no new secret. A `v1` subscription's"
+    " `secret` is shown in the 201 alone; a `v1a` one's private key is never shown, its `public_key`"
+    " always. Make.com's connection check is `POST /api/v1/webhook-subscriptions?challenge=<token>`"
     ' with no key and no body: the token is echoed as `{"challenge": "<token>"}` with 202, and'
     " nothing is stored. An empty `challenge` is a 400. (See `x-probe`.)",
     body="SubscriptionCreate",
@@ -68,30 +77,45 @@ async def create_subscription(request: Request) -> Response:
         return JSONResponse({"challenge": challenge}, status_code=202)
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
     svc = services(request)
-    body = await read_json_object(request, svc.settings.max_body_bytes, SUBSCRIPTION_FIELDS)
+    body = await read_json_object(request, svc.settings.max_body_bytes, CREATE_FIELDS)
+    candidate, signing = _candidate(svc, key.customer_id, body)
+    await check_destination(svc, candidate.url)
+    result = await svc.store.create_subscription(candidate)
+    if result.created:
+        return JSONResponse(shown(svc, result.subscription, signing.shown_secret), status_code=201)
+    return JSONResponse(shown(svc, result.subscription), status_code=200)
+
+
+def _candidate(svc: Services, customer_id: str, body: dict[str, Any]) -> tuple[Subscription, SigningSecret]:
+    """The subscription a create body asks for, with its new signing secret."""
     url, events = valid_url(body.get("url")), valid_events(body.get("events"))
     description = valid_description(body.get("description"))
     rate_limit = valid_rate_limit(body.get("rate_limit_per_second"))
     ordered = valid_ordered(body.get("ordered", False))
-    await check_destination(svc, url)
-    secret, sub_id = new_webhook_secret(), new_id("sub")
-    ciphertext = svc.box.encrypt(secret.encode(), subscription_secret_context(sub_id))
+    headers = valid_headers(body.get("headers", {}))
+    sub_id = new_id("sub")
+    signing = signing_secret(svc, sub_id, valid_scheme(body.get("signature_scheme", "v1")))
     candidate = Subscription(
         sub_id,
-        key.customer_id,
+        customer_id,
         url,
         events,
         description,
-        ciphertext,
+        signing.ciphertext,
         True,
         utcnow(),
         rate_limit_per_second=rate_limit,
         ordered=ordered,
+        headers=seal_headers(svc.box, sub_id, headers) or None,
+        signature_scheme=signing.scheme,
+        public_key=signing.public_key,
     )
-    result = await svc.store.create_subscription(candidate)
-    if result.created:
-        return JSONResponse(subscription_json(result.subscription, secret), status_code=201)
-    return JSONResponse(subscription_json(result.subscription), status_code=200)
+    return candidate, signing
+
+
+def shown(svc: Services, sub: Subscription, secret: str | None = None) -> dict[str, Any]:
+    """A subscription as its customer sees it: with its custom headers, decrypted."""
+    return subscription_json(sub, secret, open_headers(svc.box, sub.id, sub.headers))
 
 
 @operation(
@@ -102,9 +126,10 @@ async def create_subscription(request: Request) -> Response:
 )
 async def list_subscriptions(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
+    svc = services(request)
     with cursor_checked():
-        page = await services(request).store.list_subscriptions(key.customer_id, page_request(request))
-    return JSONResponse({"data": [subscription_json(s) for s in page.items], "next_cursor": page.next_cursor})
+        page = await svc.store.list_subscriptions(key.customer_id, page_request(request))
+    return JSONResponse({"data": [shown(svc, s) for s in page.items], "next_cursor": page.next_cursor})
 
 
 async def _owned(request: Request) -> tuple[Services, str, Subscription]:
@@ -120,8 +145,8 @@ async def _owned(request: Request) -> tuple[Services, str, Subscription]:
     summary="Get a subscription", scope=Scope.MANAGE_WEBHOOKS, responses={200: "Subscription", 404: None}
 )
 async def get_subscription(request: Request) -> Response:
-    _, _, sub = await _owned(request)
-    return JSONResponse(subscription_json(sub))
+    svc, _, sub = await _owned(request)
+    return JSONResponse(shown(svc, sub))
 
 
 @operation(
@@ -132,13 +157,19 @@ async def get_subscription(request: Request) -> Response:
 )
 async def patch_subscription(request: Request) -> Response:
     svc, customer_id, sub = await _owned(request)
-    body = await read_json_object(request, svc.settings.max_body_bytes, SUBSCRIPTION_FIELDS)
+    body = await read_json_object(request, svc.settings.max_body_bytes, CREATE_FIELDS)
     if not body:
         raise ApiError(f"send at least one of {', '.join(sorted(SUBSCRIPTION_FIELDS))}", code="invalid_field")
+    if "signature_scheme" in body:
+        raise ApiError(
+            "signature_scheme changes with a rotation: POST .../rotate-secret with"
+            ' {"signature_scheme": "v1" or "v1a"}, so the old key keeps signing for the grace period',
+            code="invalid_field",
+        )
     updated = await actions.edit_subscription(svc, customer_id, sub.id, body)
     if updated is None:
         raise not_found()
-    return JSONResponse(subscription_json(updated))
+    return JSONResponse(shown(svc, updated))
 
 
 @operation(
@@ -161,24 +192,38 @@ async def delete_subscription(request: Request) -> Response:
 )
 async def enable_subscription(request: Request) -> Response:
     key = await authenticate(request, Scope.MANAGE_WEBHOOKS)
-    sub = await services(request).store.enable_subscription(key.customer_id, subscription_id(request))
+    svc = services(request)
+    sub = await svc.store.enable_subscription(key.customer_id, subscription_id(request))
     if sub is None:
         raise not_found()
-    return JSONResponse(subscription_json(sub))
+    return JSONResponse(shown(svc, sub))
 
 
 @operation(
     summary="Rotate the signing secret; the old one keeps signing for the grace period",
+    description="The body is optional: `signature_scheme` moves the subscription to that scheme with"
+    " the new key (the old key, of the old scheme, keeps signing for the grace period); without it the"
+    " scheme stays. A `v1` rotation answers the new `secret`, a `v1a` one the new `public_key`.",
     scope=Scope.MANAGE_WEBHOOKS,
-    responses={200: "Secret", 404: None},
+    body="Rotate",
+    body_required=False,
+    responses={200: "SigningKey", 404: None},
 )
 async def rotate_secret(request: Request) -> Response:
-    svc, customer_id, sub = await _owned(request)
-    rotated = await actions.rotate_secret(svc, customer_id, sub.id)
+    svc, _, sub = await _owned(request)
+    body = await read_json_object(request, svc.settings.max_body_bytes, {"signature_scheme"}, optional=True)
+    scheme = valid_scheme(body["signature_scheme"]) if "signature_scheme" in body else None
+    rotated = await actions.rotate_secret(svc, sub, scheme)
     if rotated is None:
         raise not_found()
+    signing = rotated.signing
     return JSONResponse(
-        {"secret": rotated.secret, "previous_secret_expires_at": isoformat(rotated.previous_until)}
+        {
+            "signature_scheme": signing.scheme.value,
+            "secret": signing.shown_secret,
+            "public_key": signing.public_key,
+            "previous_secret_expires_at": isoformat(rotated.previous_until),
+        }
     )
 
 

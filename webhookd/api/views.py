@@ -29,7 +29,11 @@ def _time(value: Any) -> str | None:
     return None if value is None else isoformat(value)
 
 
-def subscription_json(sub: Subscription, secret: str | None = None) -> dict[str, Any]:
+def subscription_json(
+    sub: Subscription, secret: str | None = None, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``secret`` is shown when given (once, at create); ``headers`` (decrypted) likewise, as only
+    the subscription's customer sees them."""
     body: dict[str, Any] = {
         "id": sub.id,
         "url": sub.url,
@@ -41,8 +45,12 @@ def subscription_json(sub: Subscription, secret: str | None = None) -> dict[str,
         "failure_count": sub.failure_count,
         "rate_limit_per_second": sub.rate_limit_per_second,
         "ordered": sub.ordered,
+        "signature_scheme": sub.signature_scheme.value,
+        "public_key": sub.public_key,
         "created_at": isoformat(sub.created_at),
     }
+    if headers is not None:
+        body["headers"] = headers
     if secret is not None:
         body["secret"] = secret
     return body

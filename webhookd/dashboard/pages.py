@@ -21,7 +21,7 @@ from starlette.templating import Jinja2Templates
 from webhookd import actions
 from webhookd.api.deliveries import delivery_id, delivery_not_found, parse_status
 from webhookd.api.subscriptions import not_found, subscription_id
-from webhookd.crypto import hash_token
+from webhookd.crypto import hash_token, open_headers
 from webhookd.dashboard import charts
 from webhookd.dashboard.sessions import (
     COOKIE,
@@ -319,6 +319,8 @@ async def _subscription_page(
         "subscription.html",
         status_code=status_code,
         sub=sub,
+        # Names only: a header's value may be a credential, and the page has no need to show it.
+        header_names=sorted(open_headers(visit.svc.box, sub.id, sub.headers)),
         state=state_of(sub),
         deliveries=[(d, attempts.get(d.id, [])) for d in listed.items],
         statuses=[s.value for s in DeliveryStatus],
@@ -388,11 +390,13 @@ async def enable(request: Request, visit: Visit) -> Response:
 @page
 async def rotate(request: Request, visit: Visit) -> Response:
     sub = await _owned(visit, request)
-    rotated = await actions.rotate_secret(visit.svc, visit.customer_id, sub.id)
+    rotated = await actions.rotate_secret(visit.svc, sub)
     if rotated is None:
         raise not_found()
     notice = f"New secret made. The old one keeps signing until {isoformat(rotated.previous_until)}."
-    return done(visit, subscription_path(sub.id), notice, rotated.secret)
+    if rotated.signing.public_key is not None:
+        notice += f" Verify with the new public key {rotated.signing.public_key}."
+    return done(visit, subscription_path(sub.id), notice, rotated.signing.shown_secret or "")
 
 
 @page

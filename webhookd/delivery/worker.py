@@ -9,15 +9,16 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from webhookd.crypto import (
     SecretBox,
     callback_secret_context,
+    open_headers,
     subscription_secret_context,
-    webhook_secret_key,
 )
 from webhookd.delivery.sender import Sender
-from webhookd.delivery.signing import webhook_headers
+from webhookd.delivery.signing import SigningKey, signing_key, webhook_headers
 from webhookd.exceptions import DeliveryError, StorageUnavailable
 from webhookd.metrics import Metrics, status_class
 from webhookd.models import AttemptResult, DeliveryJob, Disabled, SubscriptionKind, new_id, utcnow
@@ -26,6 +27,7 @@ from webhookd.store.base import Outbox
 from webhookd.store.scheduling import HEARTBEAT_S, PACE_LATE_S, ClaimRequest, ended_key
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 CLAIM_BATCH = 100
 CLAIM_AHEAD = 2
@@ -76,7 +78,8 @@ class Worker:
         """Paced jobs waiting for their slot."""
         self._late: list[DeliveryJob] = []
         """Paced jobs that missed their slot: given back unspent before the next claim, for a new one."""
-        self._keys: dict[bytes, bytes] = {}
+        self._keys: dict[bytes, SigningKey] = {}
+        self._custom: dict[bytes, dict[str, str]] = {}
         self._results: list[AttemptResult] = []
         self._recording: list[AttemptResult] = []
         """The batch being recorded: ended attempts the store may not have committed yet."""
@@ -353,7 +356,8 @@ class Worker:
     async def deliver(self, job: DeliveryJob) -> AttemptResult:
         """Sign and POST one delivery, and classify what came back."""
         started = self._clock()
-        headers = webhook_headers(self._keys_for(job), job.event_id, int(time.time()), job.payload)
+        signed = webhook_headers(self._keys_for(job), job.event_id, int(time.time()), job.payload)
+        headers = {**self._custom_headers(job), **signed}  # the signature's headers always win
         began = time.perf_counter()
         status: int | None = None
         error: str | None = None
@@ -407,7 +411,17 @@ class Worker:
             retry_after_s=wait_s,
         )
 
-    def _keys_for(self, job: DeliveryJob) -> list[bytes]:
+    def _custom_headers(self, job: DeliveryJob) -> dict[str, str]:
+        """The subscription's own headers, decrypted once per ciphertext like the keys."""
+        if job.headers is None:
+            return {}
+        found = self._custom.get(job.headers)
+        if found is None:
+            found = open_headers(self._box, job.subscription_id, job.headers)
+            _remember(self._custom, job.headers, found)
+        return found
+
+    def _keys_for(self, job: DeliveryJob) -> list[SigningKey]:
         """The signing keys: the current secret, and during a rotation's grace period the old one."""
         if job.kind is SubscriptionKind.CALLBACK:
             context = callback_secret_context(job.customer_id)
@@ -416,13 +430,11 @@ class Worker:
         blobs = [job.secret] if job.previous_secret is None else [job.secret, job.previous_secret]
         return [self._key(blob, context) for blob in blobs]
 
-    def _key(self, blob: bytes, context: str) -> bytes:
+    def _key(self, blob: bytes, context: str) -> SigningKey:
         key = self._keys.get(blob)
         if key is None:
-            key = webhook_secret_key(self._box.decrypt(blob, context).decode())
-            if len(self._keys) >= KEY_CACHE_SIZE:
-                self._keys.clear()
-            self._keys[blob] = key
+            key = signing_key(self._box.decrypt(blob, context).decode())
+            _remember(self._keys, blob, key)
         return key
 
     async def _drain(self) -> None:
@@ -452,3 +464,10 @@ class Worker:
                 len(unfinished),
                 extra={"action": "worker.release"},
             )
+
+
+def _remember(cache: dict[bytes, _T], blob: bytes, value: _T) -> None:
+    """Keep what a ciphertext decrypts to, forgetting everything once the cache is full."""
+    if len(cache) >= KEY_CACHE_SIZE:
+        cache.clear()
+    cache[blob] = value

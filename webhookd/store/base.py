@@ -28,6 +28,7 @@ from webhookd.models import (
     EventDelivery,
     NewEvent,
     PublishResult,
+    SignatureScheme,
     Source,
     Subscription,
     SubscriptionState,
@@ -69,6 +70,8 @@ class SubscriptionUpdate:
     rate_limit_per_second: int | None = None
     """``0`` removes the limit."""
     ordered: bool | None = None
+    headers: bytes | None = None
+    """The new custom headers' ciphertext; ``b""`` removes them all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,9 +268,16 @@ class Management(Protocol):
         """Apply a PATCH. ``Conflict`` if the new url and events match another subscription."""
 
     async def rotate_subscription_secret(
-        self, customer_id: str, subscription_id: str, secret: bytes, previous_until: datetime
+        self,
+        customer_id: str,
+        subscription_id: str,
+        secret: bytes,
+        previous_until: datetime,
+        scheme: SignatureScheme = SignatureScheme.V1,
+        public_key: str | None = None,
     ) -> Subscription | None:
-        """Make ``secret`` current; the old one keeps signing until ``previous_until``."""
+        """Make ``secret`` (of ``scheme``, verified with ``public_key`` for v1a) current; the old
+        one, whatever its scheme, keeps signing until ``previous_until``."""
 
     async def list_deliveries(
         self,

@@ -26,6 +26,7 @@ from webhookd.models import (
     Event,
     EventDelivery,
     Scope,
+    SignatureScheme,
     Source,
     Subscription,
     SubscriptionKind,
@@ -35,7 +36,7 @@ from webhookd.store.base import Backlog, events_key
 SUB_COLUMNS = (
     "id, customer_id, url, events_key, description, secret, is_active, created_at, failure_count,"
     " disabled_reason, disabled_at, previous_secret, previous_secret_until, kind, rate_limit_per_second,"
-    " ordered"
+    " ordered, headers, signature_scheme, public_key"
 )
 DELIVERY_COLUMNS = (
     "id, event_id, subscription_id, customer_id, status, attempts, next_attempt_at, created_at,"
@@ -52,8 +53,9 @@ CALLBACK_SECRET_COLUMNS = "callback_secret, previous_callback_secret, previous_c
 
 INSERT_SUBSCRIPTION = """
 INSERT INTO subscriptions (id, customer_id, url, events_key, description, secret, is_active,
-                           created_at, updated_at, rate_limit_per_second, ordered)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                           created_at, updated_at, rate_limit_per_second, ordered, headers,
+                           signature_scheme, public_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (customer_id, url, events_key) WHERE deleted_at IS NULL DO NOTHING
 """
 """Insert unless the customer has a live one with the same url and events: the unique index decides."""
@@ -63,15 +65,18 @@ def new_subscription(sub: Subscription, stored_now: Any) -> tuple[object, ...]:
     """The values :data:`INSERT_SUBSCRIPTION` stores for ``sub``, made at ``stored_now``."""
     return (
         *(sub.id, sub.customer_id, sub.url, events_key(sub.events), sub.description, sub.secret, True),
-        *(stored_now, stored_now, sub.rate_limit_per_second, sub.ordered),
+        *(stored_now, stored_now, sub.rate_limit_per_second, sub.ordered, sub.headers),
+        *(sub.signature_scheme.value, sub.public_key),
     )
 
 
 ROTATE_SUBSCRIPTION_SECRET = """
-UPDATE subscriptions SET previous_secret = secret, previous_secret_until = ?, secret = ?, updated_at = ?
+UPDATE subscriptions SET previous_secret = secret, previous_secret_until = ?, secret = ?,
+    signature_scheme = ?, public_key = ?, updated_at = ?
 WHERE id = ? AND customer_id = ? AND kind = 'webhook' AND deleted_at IS NULL
 """
-"""Make a new secret current; the old one keeps signing until ``previous_secret_until``."""
+"""Make a new secret (of either scheme) current; the old one keeps signing until
+``previous_secret_until``, whatever its scheme."""
 
 
 INSERT_DASHBOARD_LINK = (
@@ -174,6 +179,9 @@ class Rows:
             kind=SubscriptionKind(row[13]),
             rate_limit_per_second=row[14],
             ordered=bool(row[15]),
+            headers=None if row[16] is None else bytes(row[16]),
+            signature_scheme=SignatureScheme(row[17]),
+            public_key=row[18],
         )
 
     def delivery(self, row: Any) -> Delivery:

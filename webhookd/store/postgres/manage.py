@@ -19,12 +19,14 @@ from webhookd.store.postgres.outbox import WAITING_STATUS
 from webhookd.store.reads import numbered
 from webhookd.store.shared import INSERT_SUBSCRIPTION, new_subscription
 
-# A PATCH's optional fields: (given?, value) pairs; a rate limit of 0 or a description of "" clears it.
+# A PATCH's optional fields: (given?, value) pairs; a rate limit of 0, a description of "" or headers
+# of b"" clears it.
 _UPDATE_SUBSCRIPTION = """
 UPDATE subscriptions SET url = $1, events_key = $2, updated_at = $3,
     description = CASE WHEN $5 THEN nullif($6, '') ELSE description END,
     rate_limit_per_second = CASE WHEN $7 THEN nullif($8::int, 0) ELSE rate_limit_per_second END,
-    ordered = CASE WHEN $9 THEN $10::bool ELSE ordered END
+    ordered = CASE WHEN $9 THEN $10::bool ELSE ordered END,
+    headers = CASE WHEN $11 THEN nullif($12::bytea, ''::bytea) ELSE headers END
 WHERE id = $4
 """
 
@@ -64,6 +66,7 @@ async def update_subscription(
             *(url, key, now, subscription_id, update.description is not None, update.description),
             *(update.rate_limit_per_second is not None, update.rate_limit_per_second),
             *(update.ordered is not None, update.ordered),
+            *(update.headers is not None, update.headers),
         )
     except asyncpg.UniqueViolationError:
         raise Conflict("another subscription already has this url and set of events") from None

@@ -27,6 +27,7 @@ from webhookd.models import (
     Disabled,
     NewEvent,
     PublishResult,
+    SignatureScheme,
     Source,
     Subscription,
     utcnow,
@@ -265,10 +266,16 @@ class PostgresStore(PostgresReads):
         return await self.get_subscription(customer_id, subscription_id)
 
     async def rotate_subscription_secret(
-        self, customer_id: str, subscription_id: str, secret: bytes, previous_until: datetime
+        self,
+        customer_id: str,
+        subscription_id: str,
+        secret: bytes,
+        previous_until: datetime,
+        scheme: SignatureScheme = SignatureScheme.V1,
+        public_key: str | None = None,
     ) -> Subscription | None:
         rotate = numbered(ROTATE_SUBSCRIPTION_SECRET)
-        params = (previous_until, secret, utcnow(), subscription_id, customer_id)
+        params = (previous_until, secret, scheme.value, public_key, utcnow(), subscription_id, customer_id)
         if not count_rows(await self._run(lambda conn: conn.execute(rotate, *params))):
             return None
         return await self.get_subscription(customer_id, subscription_id)

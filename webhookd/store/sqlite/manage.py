@@ -18,12 +18,14 @@ WAITING_STATUS = f"(SELECT {waiting_status('')} FROM subscriptions WHERE id = de
 """Where a delivery of ``deliveries`` waits for its next attempt, given its subscription."""
 
 
-# A PATCH's optional fields: (given?, value) pairs; a rate limit of 0 or a description of "" clears it.
+# A PATCH's optional fields: (given?, value) pairs; a rate limit of 0, a description of "" or headers
+# of b"" clears it.
 _UPDATE_SUBSCRIPTION = """
 UPDATE subscriptions SET url = ?, events_key = ?, updated_at = ?,
     description = CASE WHEN ? THEN nullif(?, '') ELSE description END,
     rate_limit_per_second = CASE WHEN ? THEN nullif(?, 0) ELSE rate_limit_per_second END,
-    ordered = CASE WHEN ? THEN ? ELSE ordered END
+    ordered = CASE WHEN ? THEN ? ELSE ordered END,
+    headers = CASE WHEN ? THEN nullif(?, x'') ELSE headers END
 WHERE id = ?
 """
 
@@ -36,6 +38,8 @@ def _optional(update: SubscriptionUpdate) -> tuple[object, ...]:
         update.rate_limit_per_second,
         update.ordered is not None,
         update.ordered,
+        update.headers is not None,
+        update.headers,
     )
 
 

@@ -26,6 +26,7 @@ from webhookd.models import (
     Disabled,
     NewEvent,
     PublishResult,
+    SignatureScheme,
     Source,
     Subscription,
     utcnow,
@@ -375,9 +376,16 @@ class SqliteStore(SharedReads):
         return await self.get_subscription(customer_id, subscription_id)
 
     async def rotate_subscription_secret(
-        self, customer_id: str, subscription_id: str, secret: bytes, previous_until: datetime
+        self,
+        customer_id: str,
+        subscription_id: str,
+        secret: bytes,
+        previous_until: datetime,
+        scheme: SignatureScheme = SignatureScheme.V1,
+        public_key: str | None = None,
     ) -> Subscription | None:
-        params = (to_epoch(previous_until), secret, to_epoch(utcnow()), subscription_id, customer_id)
+        until, now = to_epoch(previous_until), to_epoch(utcnow())
+        params = (until, secret, scheme.value, public_key, now, subscription_id, customer_id)
         if not await self._write(lambda conn: conn.execute(ROTATE_SUBSCRIPTION_SECRET, params).rowcount):
             return None
         return await self.get_subscription(customer_id, subscription_id)
