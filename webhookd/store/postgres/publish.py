@@ -38,8 +38,8 @@ _WAITING = waiting_status("")
 
 _INSERT_EVENT = """
 INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, callback_url,
-                    ordering_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+                    ordering_key, traceparent)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (customer_id, idempotency_key) DO NOTHING
 """
 
 _FAN_OUT = f"""
@@ -66,9 +66,10 @@ FOR SHARE
 # are share-locked in id order, as the one-event fan-out does; within a subscription the deliveries
 # are stored in the events' order, which sets the order of an ordering key.
 _INSERT_EVENTS = """
-INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, ordering_key)
+INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, ordering_key,
+                    traceparent)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[],
-                     $7::text[])
+                     $7::text[], $8::text[])
 ON CONFLICT (customer_id, idempotency_key) DO NOTHING
 RETURNING id
 """
@@ -172,7 +173,7 @@ async def _publish_together(conn: Connection, requests: list[tuple[NewEvent, flo
         _INSERT_EVENTS,
         *_columns(events, "id", "customer_id", "type", "idempotency_key"),
         payloads,
-        *_columns(events, "created_at", "ordering_key"),
+        *_columns(events, "created_at", "ordering_key", "traceparent"),
     )
     stored = {row[0] for row in inserted}
     fresh = [(event, delay_s) for event, delay_s in requests if event.id in stored]
@@ -218,6 +219,7 @@ async def publish_event(conn: Connection, event: NewEvent, delay_s: float) -> Pu
             e.created_at,
             e.callback_url,
             e.ordering_key,
+            e.traceparent,
         ),
     )
     if not count_rows(inserted):

@@ -88,7 +88,7 @@ SELECT d.id, d.event_id, d.subscription_id, s.url,
        CASE WHEN s.kind = 'callback'
             THEN CASE WHEN c.previous_callback_secret_until > ? THEN c.previous_callback_secret END
             ELSE CASE WHEN s.previous_secret_until > ? THEN s.previous_secret END END,
-       s.kind, s.customer_id
+       s.kind, s.customer_id, e.type, e.traceparent
 FROM deliveries AS d
 JOIN subscriptions AS s ON s.id = d.subscription_id
 JOIN customers AS c ON c.id = s.customer_id
@@ -239,6 +239,8 @@ def _job(r: sqlite3.Row | tuple[Any, ...], slot: float | None) -> DeliveryJob:
         SubscriptionKind(r[9]),
         r[10],
         None if slot is None else from_epoch(slot),
+        r[11],
+        r[12],
     )
 
 
