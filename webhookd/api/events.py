@@ -24,9 +24,11 @@ from webhookd.inputs import (
 )
 from webhookd.models import EVENT_TYPES, ApiKey, NewEvent, Scope, is_id
 from webhookd.store.base import log_cursor_pattern
+from webhookd.tracing import Span
 from webhookd.web import JSONResponse, query_param, read_json_object, services
 
 PUBLISH_FIELDS = {"type", "data", "customer_id", "idempotency_key", "callback_url", "ordering_key"}
+PUBLISH_SPAN = {"http.request.method": "POST"}
 DESCRIPTIONS = {
     "call.initiating": "The call was created and is dialing, or an inbound call was offered.",
     "call.ringing": "The far end is alerting.",
@@ -58,7 +60,7 @@ def _optional_key(body: dict[str, Any], name: str, max_length: int, example: str
     return value
 
 
-def _new_event(key: ApiKey, body: dict[str, Any]) -> NewEvent:
+def _new_event(key: ApiKey, body: dict[str, Any], traceparent: str | None) -> NewEvent:
     event_type, data = body.get("type"), body.get("data", {})
     if not is_event_type(event_type):
         raise ApiError(f"type must be {EVENT_TYPE_RULE}", code="invalid_event_type")
@@ -73,6 +75,7 @@ def _new_event(key: ApiKey, body: dict[str, Any]) -> NewEvent:
         _optional_key(body, "idempotency_key", MAX_IDEMPOTENCY_KEY_LENGTH, "an order id"),
         callback_url=callback_url,
         ordering_key=_optional_key(body, "ordering_key", MAX_ORDERING_KEY_LENGTH, "a call's id"),
+        traceparent=traceparent,
     )
 
 
@@ -84,9 +87,21 @@ def _new_event(key: ApiKey, body: dict[str, Any]) -> NewEvent:
     tag="events",
 )
 async def publish_event(request: Request) -> Response:
+    svc = services(request)
+    # A traceparent header on the request is the parent; deliveries continue the trace.
+    with svc.tracing.span("webhookd.publish", PUBLISH_SPAN, kind="server", parent=request.headers) as span:
+        response = await _publish(request, span)
+        span.set("http.response.status_code", response.status_code)
+        return response
+
+
+async def _publish(request: Request, span: Span) -> Response:
     key = await authenticate(request, Scope.PUBLISH_EVENTS, rate_limited=False)
     svc = services(request)
-    event = _new_event(key, await read_json_object(request, svc.settings.max_body_bytes, PUBLISH_FIELDS))
+    body = await read_json_object(request, svc.settings.max_body_bytes, PUBLISH_FIELDS)
+    event = _new_event(key, body, span.traceparent)
+    span.set("webhookd.event.type", event.type)
+    span.set("webhookd.customer.id", event.customer_id)
     if event.customer_id != key.customer_id:
         await svc.store.ensure_customer(event.customer_id)
     if event.callback_url is not None:
