@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
@@ -90,8 +92,7 @@ class _OtelSpan(Span):
 
 
 class OtelTracing(Tracing):
-    """Spans from ``provider``. A provider with no processor records nothing anywhere, yet its spans
-    have real ids: deliveries still carry a valid ``traceparent`` that continues the publisher's trace."""
+    """Spans from an SDK ``provider``, exported by its processors (tests give one of their own)."""
 
     def __init__(self, provider: TracerProvider) -> None:
         self._provider = provider
@@ -121,6 +122,61 @@ class OtelTracing(Tracing):
 
     def flush(self) -> None:
         self._provider.force_flush()
+
+
+class _ContextSpan(Span):
+    __slots__ = ("_traceparent",)
+
+    def __init__(self, traceparent: str) -> None:
+        self._traceparent = traceparent
+
+    @property
+    def traceparent(self) -> str | None:
+        return self._traceparent
+
+
+def _trace_of(traceparent: str | None) -> tuple[str, str] | None:
+    """``(trace id, flags)`` of a valid W3C ``traceparent``, else None."""
+    parts = (traceparent or "").strip().lower().split("-")
+    if len(parts) < 4 or parts[0] == "ff" or [len(p) for p in parts[:4]] != [2, 32, 16, 2]:
+        return None
+    try:
+        values = [int(part, 16) for part in parts[:4]]
+    except ValueError:
+        return None
+    if not (values[1] and values[2]) or (parts[0] == "00" and len(parts) != 4):
+        return None
+    return parts[1], parts[3]
+
+
+class PropagatingTracing(Tracing):
+    """The extra installed, no exporter configured: nothing is recorded, and a span is just a new
+    span id in its parent's trace (an SDK span costs about 60 times as much). Deliveries still carry
+    a valid ``traceparent`` that continues the publisher's trace."""
+
+    def __init__(self) -> None:
+        self._current: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+            "webhookd_traceparent", default=None
+        )
+
+    @contextlib.contextmanager
+    def span(
+        self,
+        name: str,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        *,
+        kind: Kind = "internal",
+        parent: Mapping[str, str] | None = None,
+    ) -> Iterator[Span]:
+        found = _trace_of(self._current.get() if parent is None else parent.get(TRACEPARENT))
+        # A new trace says "sampled", so that the receiver's parent-based sampler keeps its side.
+        trace_id, flags = found or (f"{random.getrandbits(128) or 1:032x}", "01")
+        traceparent = f"00-{trace_id}-{random.getrandbits(64) or 1:016x}-{flags}"
+        token = self._current.set(traceparent)
+        try:
+            yield _ContextSpan(traceparent)
+        finally:
+            self._current.reset(token)
 
 
 def _exporter_names(env: Mapping[str, str]) -> list[str]:
@@ -164,16 +220,18 @@ def _resource() -> Resource:
 def tracing_from_env(env: Mapping[str, str]) -> Tracing:
     """Tracing as the standard ``OTEL_*`` variables configure it, read once at start.
 
-    Without the extra, or with ``OTEL_SDK_DISABLED=true``: off. Otherwise spans always have ids
-    (deliveries carry ``traceparent``), and they are exported only if an exporter is configured.
+    Without the extra, or with ``OTEL_SDK_DISABLED=true``: off. With no exporter configured: no
+    spans, but deliveries carry ``traceparent``. With one: spans from the SDK, exported.
     Raises :class:`ConfigError` for an exporter or protocol webhookd cannot export to."""
     if not INSTALLED or env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return NO_TRACING
     processors: list[SpanProcessor] = [
         BatchSpanProcessor(_exporter(name, env)) for name in _exporter_names(env)
     ]
+    if not processors:
+        return PropagatingTracing()
     # The sampler comes from OTEL_TRACES_SAMPLER (default: parent-based, always on).
-    provider = TracerProvider(resource=_resource() if processors else Resource.get_empty())
+    provider = TracerProvider(resource=_resource())
     for processor in processors:
         provider.add_span_processor(processor)
     return OtelTracing(provider)

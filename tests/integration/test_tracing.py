@@ -29,7 +29,7 @@ from tests.integration.harness import (
 )
 from webhookd.exceptions import ConfigError
 from webhookd.models import Carrier, Scope
-from webhookd.tracing import NO_TRACING, OtelTracing, tracing_from_env
+from webhookd.tracing import NO_TRACING, OtelTracing, PropagatingTracing, tracing_from_env
 
 pytestmark = pytest.mark.anyio
 
@@ -216,9 +216,25 @@ async def test_without_the_extra_delivery_works_and_sends_no_traceparent(tmp_pat
 
 
 def test_exporters_come_from_the_otel_variables() -> None:
-    assert isinstance(tracing_from_env({}), OtelTracing)
+    assert isinstance(tracing_from_env({}), PropagatingTracing)
+    assert isinstance(tracing_from_env({"OTEL_TRACES_EXPORTER": "console"}), OtelTracing)
     assert tracing_from_env({"OTEL_SDK_DISABLED": "true"}) is NO_TRACING
     with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER"):
         tracing_from_env({"OTEL_TRACES_EXPORTER": "zipkin"})
     with pytest.raises(ConfigError, match="http/protobuf"):
         tracing_from_env({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+
+
+def test_without_an_exporter_spans_are_new_ids_in_their_parents_trace() -> None:
+    tracing = PropagatingTracing()
+    with tracing.span("request", parent={"traceparent": TRACEPARENT}) as request:
+        with tracing.span("store") as store:
+            stored = store.traceparent
+    assert request.traceparent is not None and stored is not None
+    assert _parts(request.traceparent)[0] == _parts(stored)[0] == TRACE_ID
+    assert len({_parts(request.traceparent)[1], _parts(stored)[1], PARENT_SPAN_ID}) == 3
+    with tracing.span("deliver", parent={"traceparent": stored}) as deliver:
+        assert deliver.traceparent is not None and _parts(deliver.traceparent)[0] == TRACE_ID
+    for malformed in ("", "00-" + "0" * 32 + "-00f067aa0ba902b7-01", "junk", TRACEPARENT + "-extra"):
+        with tracing.span("request", parent={"traceparent": malformed}) as fresh:
+            assert fresh.traceparent is not None and _parts(fresh.traceparent)[0] != TRACE_ID
