@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from webhookd.models import utcnow
 from webhookd.ratelimit import RateLimiter
 from webhookd.retry import RetryPolicy
 from webhookd.store import Store, store_from_settings
+from webhookd.tracing import NO_TRACING, Tracing, tracing_from_env
 from webhookd.web import (
     Background,
     HotRoute,
@@ -52,6 +54,7 @@ def build_worker(
     box: SecretBox,
     metrics: Metrics | None = None,
     clock: Callable[[], datetime] = utcnow,
+    tracing: Tracing = NO_TRACING,
 ) -> Worker:
     return Worker(
         store,
@@ -64,6 +67,7 @@ def build_worker(
         shutdown_grace_s=settings.shutdown_grace_s,
         metrics=metrics,
         clock=clock,
+        tracing=tracing,
     )
 
 
@@ -157,6 +161,7 @@ def _lifespan(
     sender: Sender | None,
     run_workers: bool,
     clock: Callable[[], datetime],
+    tracing: Tracing,
 ) -> Lifespan:
     """Open the store, start delivery, share the services; undo it all in reverse on shutdown."""
     metrics = Metrics()
@@ -168,7 +173,11 @@ def _lifespan(
         box = SecretBox(master_key)
         await the_store.open()
         the_sender = sender if sender is not None else default_sender(settings)
-        worker = build_worker(settings, the_store, the_sender, box, metrics, clock) if run_workers else None
+        worker = (
+            build_worker(settings, the_store, the_sender, box, metrics, clock, tracing)
+            if run_workers
+            else None
+        )
         delivery = asyncio.create_task(run_delivery(settings, the_store, worker)) if worker else None
         # The server calls this the moment SIGTERM arrives, before it drains HTTP connections.
         app.state.stop_delivery = worker.stop if worker is not None else None
@@ -186,6 +195,7 @@ def _lifespan(
                     metrics,
                     clock,
                     dashboard.session_key(master_key),
+                    tracing,
                 )
             }
         finally:
@@ -195,6 +205,7 @@ def _lifespan(
                 await delivery
             await the_sender.close()
             await the_store.close()
+            tracing.flush()
 
     return lifespan
 
@@ -206,9 +217,12 @@ def create_app(
     sender: Sender | None = None,
     run_workers: bool = True,
     clock: Callable[[], datetime] = utcnow,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     """The webhookd ASGI app. ``store`` and ``sender`` default to what ``settings`` name; ``clock``
-    (tests) is the delivery worker's and the secret rotations' idea of now."""
+    (tests) is the delivery worker's and the secret rotations' idea of now; ``tracing`` defaults to
+    what the process's ``OTEL_*`` variables configure."""
+    tracing = tracing if tracing is not None else tracing_from_env(os.environ)
     return Starlette(
         # The hot paths first: the router tries routes in order.
         routes=[*ingest_routes(), *api.routes(), *dashboard.routes()],
@@ -216,7 +230,7 @@ def create_app(
             Middleware(RequestContextMiddleware),
             Middleware(HotRoute, method="POST", path=api.PUBLISH_PATH, endpoint=api.events.publish_event),
         ],
-        lifespan=_lifespan(settings, store, sender, run_workers, clock),
+        lifespan=_lifespan(settings, store, sender, run_workers, clock, tracing),
         exception_handlers={
             RequestError: _request_error,
             StorageUnavailable: _storage_unavailable,

@@ -328,7 +328,9 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from webhookd.app import build_worker, default_sender, run_delivery
     from webhookd.metrics import Metrics
+    from webhookd.tracing import tracing_from_env
 
+    tracing = tracing_from_env(os.environ)
     store = store_from_settings(settings)
     box = SecretBox(master_key_from_settings(settings.master_key, settings.sqlite_path))
     await store.open()
@@ -337,7 +339,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     if settings.worker_metrics_port:
         # A worker has no API server: its delivery metrics get their own small HTTP endpoint.
         start_http_server(settings.worker_metrics_port, addr=settings.host, registry=metrics.registry)
-    worker = build_worker(settings, store, sender, box, metrics)
+    worker = build_worker(settings, store, sender, box, metrics, tracing=tracing)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
@@ -346,6 +348,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await sender.close()
         await store.close()
+        tracing.flush()
     return 0
 
 

@@ -300,6 +300,9 @@ class NewEvent:
     """Deliver to this subscription alone, whatever its event types (``webhook.test``)."""
     ordering_key: str | None = None
     """Events sharing a key (a call's id) reach an ordered subscription one at a time, in order."""
+    traceparent: str | None = None
+    """The W3C trace context of the span that published it (``webhookd.tracing``): its deliveries,
+    sent later and perhaps by another process, continue that trace."""
 
     def envelope(self) -> dict[str, Any]:
         """The JSON body receivers get: id, type, timestamp, customer_id and data."""
@@ -393,6 +396,9 @@ class DeliveryJob:
     """A paced subscription's slot: the attempt must not start earlier."""
     headers: bytes | None = None
     """The subscription's custom headers, encrypted (see :attr:`Subscription.headers`)."""
+    event_type: str = ""
+    traceparent: str | None = None
+    """The publishing span's W3C trace context, if the event was published with tracing on."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from webhookd.metrics import Metrics
 from webhookd.models import ApiKey
 from webhookd.ratelimit import RateLimiter
 from webhookd.store.base import Store
+from webhookd.tracing import NO_TRACING, Tracing
 
 
 class Background:
@@ -217,6 +218,7 @@ class Services:
     """Now, where the delivery worker's clock must agree: when a rotated-out secret stops signing."""
     session_key: bytes
     """Signs dashboard sessions and their CSRF tokens; derived from the master key."""
+    tracing: Tracing = NO_TRACING
 
 
 logger = logging.getLogger(__name__)

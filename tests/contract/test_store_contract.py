@@ -386,6 +386,22 @@ async def test_claimed_job_carries_what_the_worker_needs(store: Store) -> None:
     assert job.attempt_no == 1
 
 
+async def test_claimed_jobs_carry_their_events_type_and_trace_context(store: Store) -> None:
+    """Plain publishes stored together, keyed ones alone, and one published without tracing."""
+    await subscribe(store)
+    parents = [f"00-{i:032x}-{i:016x}-01" for i in range(1, 5)]
+    traced = [replace(make_event(), traceparent=p) for p in parents[:3]]
+    keyed = replace(make_event(idempotency_key="k1"), traceparent=parents[3])
+    untraced = make_event()
+    await asyncio.gather(*(store.publish(e) for e in [*traced, keyed, untraced]))
+
+    jobs = {job.event_id: job for job in await claim(store)}
+
+    expected = {e.id: e.traceparent for e in [*traced, keyed, untraced]}
+    assert {event_id: job.traceparent for event_id, job in jobs.items()} == expected
+    assert {job.event_type for job in jobs.values()} == {COMPLETED}
+
+
 async def test_publish_of_a_non_matching_type_creates_no_delivery(store: Store) -> None:
     await subscribe(store, events=(COMPLETED,))
 

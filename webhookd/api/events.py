@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -28,9 +28,11 @@ from webhookd.inputs import (
 )
 from webhookd.models import EVENT_TYPES, ApiKey, NewEvent, Scope, is_id
 from webhookd.store.base import log_cursor_pattern
+from webhookd.tracing import Span
 from webhookd.web import JSONResponse, Services, object_fields, query_param, read_json_object, services
 
 PUBLISH_FIELDS = {"type", "data", "customer_id", "idempotency_key", "callback_url", "ordering_key"}
+PUBLISH_SPAN = {"http.request.method": "POST"}
 BATCH_FIELDS = {"events"}
 BATCH_PATH_TAIL = "batch"
 """``/api/v1/events/batch``: the batch publish, which the ``{event_id}`` path also matches."""
@@ -65,7 +67,7 @@ def _optional_key(body: dict[str, Any], name: str, max_length: int, example: str
     return value
 
 
-def _new_event(key: ApiKey, body: dict[str, Any]) -> NewEvent:
+def _new_event(key: ApiKey, body: dict[str, Any], traceparent: str | None) -> NewEvent:
     event_type, data = body.get("type"), body.get("data", {})
     if not is_event_type(event_type):
         raise ApiError(f"type must be {EVENT_TYPE_RULE}", code="invalid_event_type")
@@ -80,6 +82,7 @@ def _new_event(key: ApiKey, body: dict[str, Any]) -> NewEvent:
         _optional_key(body, "idempotency_key", MAX_IDEMPOTENCY_KEY_LENGTH, "an order id"),
         callback_url=callback_url,
         ordering_key=_optional_key(body, "ordering_key", MAX_ORDERING_KEY_LENGTH, "a call's id"),
+        traceparent=traceparent,
     )
 
 
@@ -105,9 +108,27 @@ async def _prepare_customer(svc: Services, key: ApiKey, event: NewEvent) -> None
     tag="events",
 )
 async def publish_event(request: Request) -> Response:
+    return await _in_publish_span(request, _publish)
+
+
+async def _in_publish_span(
+    request: Request, handler: Callable[[Request, Span], Awaitable[Response]]
+) -> Response:
+    svc = services(request)
+    # A traceparent header on the request is the parent; deliveries continue the trace.
+    with svc.tracing.span("webhookd.publish", PUBLISH_SPAN, kind="server", parent=request.headers) as span:
+        response = await handler(request, span)
+        span.set("http.response.status_code", response.status_code)
+        return response
+
+
+async def _publish(request: Request, span: Span) -> Response:
     key = await authenticate(request, Scope.PUBLISH_EVENTS, rate_limited=False)
     svc = services(request)
-    event = _new_event(key, await read_json_object(request, svc.settings.max_body_bytes, PUBLISH_FIELDS))
+    body = await read_json_object(request, svc.settings.max_body_bytes, PUBLISH_FIELDS)
+    event = _new_event(key, body, span.traceparent)
+    span.set("webhookd.event.type", event.type)
+    span.set("webhookd.customer.id", event.customer_id)
     await _check_callback(svc, event)
     await _prepare_customer(svc, key, event)
     result = await svc.store.publish(event, delay_s=svc.settings.retry_schedule_s[0])
@@ -125,7 +146,7 @@ def _at(index: int) -> Iterator[None]:
         raise ApiError(f"events[{index}]: {exc.message}", status=exc.status, code=exc.code) from None
 
 
-def _new_events(key: ApiKey, body: dict[str, Any]) -> list[NewEvent]:
+def _new_events(key: ApiKey, body: dict[str, Any], traceparent: str | None) -> list[NewEvent]:
     items = body.get("events")
     if not isinstance(items, list) or not items:
         raise ApiError(
@@ -141,7 +162,7 @@ def _new_events(key: ApiKey, body: dict[str, Any]) -> list[NewEvent]:
     events = []
     for index, item in enumerate(items):
         with _at(index):
-            events.append(_new_event(key, object_fields(item, PUBLISH_FIELDS, "the event")))
+            events.append(_new_event(key, object_fields(item, PUBLISH_FIELDS, "the event"), traceparent))
     return events
 
 
@@ -176,9 +197,15 @@ async def _prepare_batch(svc: Services, key: ApiKey, events: list[NewEvent]) -> 
     tag="events",
 )
 async def publish_batch(request: Request) -> Response:
+    return await _in_publish_span(request, _publish_batch)
+
+
+async def _publish_batch(request: Request, span: Span) -> Response:
     key = await authenticate(request, Scope.PUBLISH_EVENTS, rate_limited=False)
     svc = services(request)
-    events = _new_events(key, await read_json_object(request, svc.settings.max_body_bytes, BATCH_FIELDS))
+    body = await read_json_object(request, svc.settings.max_body_bytes, BATCH_FIELDS)
+    events = _new_events(key, body, span.traceparent)
+    span.set("webhookd.batch.events", len(events))
     await _prepare_batch(svc, key, events)
     results = await svc.store.publish_many(events, delay_s=svc.settings.retry_schedule_s[0])
     for result in results:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from webhookd.crypto import (
     SecretBox,
@@ -25,6 +26,7 @@ from webhookd.models import AttemptResult, DeliveryJob, Disabled, SubscriptionKi
 from webhookd.retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
 from webhookd.store.base import Outbox
 from webhookd.store.scheduling import HEARTBEAT_S, PACE_LATE_S, ClaimRequest, ended_key
+from webhookd.tracing import NO_TRACING, TRACEPARENT, AttributeValue, Span, Tracing
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -54,8 +56,10 @@ class Worker:
         shutdown_grace_s: float,
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self._store, self._sender, self._box, self._retry = store, sender, box, retry
+        self._tracing = tracing
         self._concurrency = concurrency
         self._per_subscription = per_subscription
         self.worker_id = new_id("wkr")
@@ -358,15 +362,17 @@ class Worker:
         started = self._clock()
         signed = webhook_headers(self._keys_for(job), job.event_id, int(time.time()), job.payload)
         headers = {**self._custom_headers(job), **signed}  # the signature's headers always win
-        began = time.perf_counter()
-        status: int | None = None
-        error: str | None = None
-        excerpt, retry_after = b"", None
-        try:
-            response = await self._sender.send(job.url, job.payload, headers)
-            status, excerpt, retry_after = response.status, response.excerpt, response.retry_after
-        except DeliveryError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        # The attempt continues the publisher's trace, stored with the event; an event stored
+        # without one (published with tracing off) starts a trace of its own.
+        parent = {TRACEPARENT: job.traceparent} if job.traceparent else {}
+        with self._tracing.span(
+            "webhookd.deliver", _span_attributes(job), kind="client", parent=parent
+        ) as span:
+            traceparent = span.traceparent
+            if traceparent is not None:
+                headers[TRACEPARENT] = traceparent  # the receiver's own tracing joins up
+            began = time.perf_counter()
+            status, error, excerpt, retry_after = await self._send(job, headers, span)
         outcome = AttemptResult(
             delivery_id=job.delivery_id,
             attempt_no=job.attempt_no,
@@ -381,6 +387,20 @@ class Worker:
         )
         self._observe(job, outcome)
         return outcome if outcome.succeeded else self._failed(job, outcome, retry_after)
+
+    async def _send(
+        self, job: DeliveryJob, headers: dict[str, str], span: Span
+    ) -> tuple[int | None, str | None, bytes, str | None]:
+        """``(status, error, excerpt, Retry-After)`` of one POST, noted on the attempt's span."""
+        try:
+            response = await self._sender.send(job.url, job.payload, headers)
+        except DeliveryError as exc:
+            span.fail(type(exc).__name__)
+            return None, f"{type(exc).__name__}: {exc}", b"", None
+        span.set("http.response.status_code", response.status)
+        if not 200 <= response.status < 300:
+            span.fail(str(response.status))
+        return response.status, None, response.excerpt, response.retry_after
 
     def _observe(self, job: DeliveryJob, outcome: AttemptResult) -> None:
         m = self._metrics
@@ -471,3 +491,16 @@ def _remember(cache: dict[bytes, _T], blob: bytes, value: _T) -> None:
     if len(cache) >= KEY_CACHE_SIZE:
         cache.clear()
     cache[blob] = value
+
+
+def _span_attributes(job: DeliveryJob) -> dict[str, AttributeValue]:
+    """What an attempt's span says about it. The host alone: a URL's path or query may hold a token."""
+    return {
+        "webhookd.subscription.id": job.subscription_id,
+        "webhookd.delivery.id": job.delivery_id,
+        "webhookd.delivery.attempt": job.attempt_no,
+        "webhookd.event.id": job.event_id,
+        "webhookd.event.type": job.event_type,
+        "http.request.method": "POST",
+        "server.address": urlsplit(job.url).hostname or "",
+    }

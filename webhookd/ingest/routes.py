@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -37,8 +37,9 @@ from webhookd.ingest.twilio import TwilioAdapter
 from webhookd.ingest.vapi import VapiAdapter
 from webhookd.ingest.vonage import VonageAdapter
 from webhookd.inputs import HOLDS_NUL, NUL, holds_nul
-from webhookd.models import Carrier, NewEvent, Source, call_ref, is_id, utcnow
+from webhookd.models import Carrier, Event, NewEvent, Source, call_ref, is_id, utcnow
 from webhookd.store.base import CallbackReceipt, Decide
+from webhookd.tracing import Span
 from webhookd.web import JSONResponse, Services, read_body, services
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,9 @@ def _check_storable(update: NormalizedCall) -> None:
         raise PayloadInvalid(f"the callback {HOLDS_NUL}")
 
 
-def decider(update: NormalizedCall, customer_id: str, callback_url: str | None) -> Decide:
+def decider(
+    update: NormalizedCall, customer_id: str, callback_url: str | None, traceparent: str | None = None
+) -> Decide:
     """The store runs this inside the callback's transaction, with the call's stored state."""
 
     def decide(raw: dict[str, Any] | None) -> tuple[dict[str, Any], NewEvent | None]:
@@ -101,6 +104,7 @@ def decider(update: NormalizedCall, customer_id: str, callback_url: str | None) 
             callback_url=callback_url,
             # A call's events reach an ordered subscription one at a time, in order.
             ordering_key=call_ref(emitted.carrier, emitted.carrier_call_id),
+            traceparent=traceparent,
         )
         return state.to_json(), event
 
@@ -158,7 +162,11 @@ async def ingest(request: Request) -> Response:
     carrier = request.path_params["carrier"]
     label = carrier if carrier in {c.value for c in Carrier} else "unknown"
     try:
-        response, outcome = await _ingest(request, svc)
+        # A traceparent header on the callback is the parent; the events' deliveries continue the trace.
+        attributes = {"webhookd.carrier": label, "http.request.method": "POST"}
+        with svc.tracing.span("webhookd.ingest", attributes, kind="server", parent=request.headers) as span:
+            response, outcome = await _ingest(request, svc, span)
+            span.set("http.response.status_code", response.status_code)
     except RequestError as exc:
         svc.metrics.ingest_requests.labels(label, exc.code).inc()
         raise
@@ -172,8 +180,9 @@ async def ingest(request: Request) -> Response:
     return response
 
 
-async def _ingest(request: Request, svc: Services) -> tuple[Response, str]:
+async def _ingest(request: Request, svc: Services, span: Span) -> tuple[Response, str]:
     source, adapter = await _source(svc, request.path_params["carrier"], request.path_params["source_id"])
+    span.set("webhookd.source.id", source.id)
     body = await read_body(request, svc.settings.max_body_bytes)
     callback = RawCallback(
         url=public_url(request, svc.settings.effective_public_base_url),
@@ -181,13 +190,32 @@ async def _ingest(request: Request, svc: Services) -> tuple[Response, str]:
         body=body,
         query=parse_qsl(request.url.query, keep_blank_values=True),
     )
-    adapter.verify(callback, _credentials(svc, source), utcnow())
-    events, duplicates = [], 0
-    updates = adapter.parse(callback)
-    for update in updates:
-        _check_storable(update)
+    with svc.tracing.span("webhookd.ingest.verify"):
+        adapter.verify(callback, _credentials(svc, source), utcnow())
+    with svc.tracing.span("webhookd.ingest.normalize") as normalizing:
+        updates = adapter.parse(callback)
+        for update in updates:
+            _check_storable(update)
+        normalizing.set("webhookd.updates", len(updates))
     # One request's updates share its signed query, so its callback URL is checked once.
     callback_url = await _callback_url(svc, updates[0].metadata.get(CALLBACK_PARAM)) if updates else None
+    with svc.tracing.span("webhookd.ingest.store") as storing:
+        published, duplicates = await _store(svc, source, updates, callback_url, storing.traceparent)
+    span.set("webhookd.event.types", [event.type for event in published])
+    events = [event.id for event in published]
+    label = "accepted" if events else "duplicate" if duplicates else "recorded"
+    return JSONResponse({"received": True, "events": events, "duplicates": duplicates}), label
+
+
+async def _store(
+    svc: Services,
+    source: Source,
+    updates: Sequence[NormalizedCall],
+    callback_url: str | None,
+    traceparent: str | None,
+) -> tuple[list[Event], int]:
+    """Record each update; the events they produced, and how many were duplicates."""
+    events, duplicates = [], 0
     for update in updates:
         receipt = CallbackReceipt(
             source.customer_id,
@@ -198,15 +226,14 @@ async def _ingest(request: Request, svc: Services) -> tuple[Response, str]:
         )
         outcome = await svc.store.record_callback(
             receipt,
-            decider(update, source.customer_id, callback_url),
+            decider(update, source.customer_id, callback_url, traceparent),
             delay_s=svc.settings.retry_schedule_s[0],
         )
         duplicates += outcome.duplicate
         if outcome.published is not None:
-            events.append(outcome.published.event.id)
+            events.append(outcome.published.event)
             svc.metrics.count_event(outcome.published)
-    label = "accepted" if events else "duplicate" if duplicates else "recorded"
-    return JSONResponse({"received": True, "events": events, "duplicates": duplicates}), label
+    return events, duplicates
 
 
 def routes() -> list[Route]:

@@ -154,7 +154,7 @@ SELECT d.id, d.event_id, d.subscription_id, s.url,
        CASE WHEN s.kind = 'callback'
             THEN CASE WHEN c.previous_callback_secret_until > $2 THEN c.previous_callback_secret END
             ELSE CASE WHEN s.previous_secret_until > $2 THEN s.previous_secret END END,
-       s.kind, s.customer_id, s.headers
+       s.kind, s.customer_id, s.headers, e.type, e.traceparent
 FROM deliveries AS d
 JOIN subscriptions AS s ON s.id = d.subscription_id
 JOIN customers AS c ON c.id = s.customer_id
@@ -316,7 +316,12 @@ async def reclaim(conn: Connection, worker_id: str, now: datetime) -> int:
 def _job(r: Any, slot: float | None) -> DeliveryJob:
     kind = SubscriptionKind(r[9])
     not_before = None if slot is None else datetime.fromtimestamp(slot, UTC)
-    return DeliveryJob(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], kind, r[10], not_before, r[11])
+    return DeliveryJob(
+        *(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], kind, r[10], not_before),
+        headers=r[11],
+        event_type=r[12],
+        traceparent=r[13],
+    )
 
 
 @dataclass(frozen=True, slots=True)

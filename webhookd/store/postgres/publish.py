@@ -39,8 +39,8 @@ _WAITING = waiting_status("")
 
 _INSERT_EVENT = """
 INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, callback_url,
-                    ordering_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+                    ordering_key, traceparent)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (customer_id, idempotency_key) DO NOTHING
 """
 
 _FAN_OUT = f"""
@@ -66,12 +66,13 @@ FOR SHARE
 # repeated key stores nothing, as alone), the fan-out gives each stored event its deliveries, and
 # the answer is each stored event's id with its count of deliveries. Subscriptions are share-locked
 # in id order, as the one-event fan-out does; within a subscription the deliveries are stored in the
-# events' order ($8, the due times, is in that order too), which sets the order of an ordering key.
+# events' order ($9, the due times, is in that order too), which sets the order of an ordering key.
 _STORE_EVENTS = f"""
 WITH stored AS (
-  INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, ordering_key)
+  INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, ordering_key,
+                      traceparent)
   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[],
-                       $7::text[])
+                       $7::text[], $8::text[])
   ON CONFLICT (customer_id, idempotency_key) DO NOTHING
   RETURNING id, customer_id, type, created_at, ordering_key
 ), fanned AS (
@@ -80,7 +81,7 @@ WITH stored AS (
   SELECT {new_delivery_id("e.id")}, e.id, s.id, s.customer_id,
          {_WAITING_S}, 0, d.due, e.created_at, e.created_at, e.ordering_key
   FROM stored AS e
-  JOIN unnest($1::text[], $8::timestamptz[]) WITH ORDINALITY AS d (id, due, n) ON d.id = e.id
+  JOIN unnest($1::text[], $9::timestamptz[]) WITH ORDINALITY AS d (id, due, n) ON d.id = e.id
   JOIN subscription_event_types AS t ON t.customer_id = e.customer_id AND t.event_type = e.type
   JOIN subscriptions AS s ON s.id = t.subscription_id
   WHERE s.is_active AND s.deleted_at IS NULL
@@ -183,7 +184,7 @@ async def _publish_together(conn: Connection, requests: list[tuple[NewEvent, flo
         _STORE_EVENTS,
         *_columns(events, "id", "customer_id", "type", "idempotency_key"),
         payloads,
-        *_columns(events, "created_at", "ordering_key"),
+        *_columns(events, "created_at", "ordering_key", "traceparent"),
         [event.created_at + timedelta(seconds=delay_s) for event, delay_s in requests],
     )
     counts: dict[str, int] = {row[0]: row[1] for row in rows}
@@ -219,6 +220,7 @@ async def publish_event(conn: Connection, event: NewEvent, delay_s: float) -> Pu
             e.created_at,
             e.callback_url,
             e.ordering_key,
+            e.traceparent,
         ),
     )
     if not count_rows(inserted):

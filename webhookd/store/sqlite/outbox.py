@@ -88,7 +88,7 @@ SELECT d.id, d.event_id, d.subscription_id, s.url,
        CASE WHEN s.kind = 'callback'
             THEN CASE WHEN c.previous_callback_secret_until > ? THEN c.previous_callback_secret END
             ELSE CASE WHEN s.previous_secret_until > ? THEN s.previous_secret END END,
-       s.kind, s.customer_id, s.headers
+       s.kind, s.customer_id, s.headers, e.type, e.traceparent
 FROM deliveries AS d
 JOIN subscriptions AS s ON s.id = d.subscription_id
 JOIN customers AS c ON c.id = s.customer_id
@@ -239,7 +239,9 @@ def _job(r: sqlite3.Row | tuple[Any, ...], slot: float | None) -> DeliveryJob:
         SubscriptionKind(r[9]),
         r[10],
         None if slot is None else from_epoch(slot),
-        r[11],
+        headers=r[11],
+        event_type=r[12],
+        traceparent=r[13],
     )
 
 

@@ -63,13 +63,13 @@ WHERE e.seq BETWEEN :first AND :last AND {_LIVE}
 
 _INSERT_EVENT = """
 INSERT INTO events (id, customer_id, type, idempotency_key, payload, created_at, callback_url,
-                    ordering_key)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    ordering_key, traceparent)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 """
 
 ROWS_PER_INSERT = 100
-"""Plain events per multi-row insert: 500 parameters, far below SQLite's limits."""
+"""Plain events per multi-row insert: 600 parameters, below SQLite's limits."""
 
 
 def publish_batches(
@@ -120,7 +120,14 @@ def _publish_plain(conn: sqlite3.Connection, events: list[NewEvent], delay_s: fl
     params = [
         value
         for event, payload in zip(events, payloads, strict=True)
-        for value in (event.id, event.customer_id, event.type, payload, to_epoch(event.created_at))
+        for value in (
+            event.id,
+            event.customer_id,
+            event.type,
+            payload,
+            to_epoch(event.created_at),
+            event.traceparent,
+        )
     ]
     last = conn.execute(_insert_plain(len(events)), params).lastrowid
     assert last is not None
@@ -140,8 +147,8 @@ def _publish_plain(conn: sqlite3.Connection, events: list[NewEvent], delay_s: fl
 
 @functools.lru_cache(maxsize=ROWS_PER_INSERT)
 def _insert_plain(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
-    return f"INSERT INTO events (id, customer_id, type, payload, created_at) VALUES {values}"
+    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT INTO events (id, customer_id, type, payload, created_at, traceparent) VALUES {values}"
 
 
 def publish_event(conn: sqlite3.Connection, event: NewEvent, delay_s: float) -> PublishResult:
@@ -150,7 +157,17 @@ def publish_event(conn: sqlite3.Connection, event: NewEvent, delay_s: float) -> 
     e = event
     inserted = conn.execute(
         _INSERT_EVENT,
-        (e.id, e.customer_id, e.type, e.idempotency_key, payload, created, e.callback_url, e.ordering_key),
+        (
+            e.id,
+            e.customer_id,
+            e.type,
+            e.idempotency_key,
+            payload,
+            created,
+            e.callback_url,
+            e.ordering_key,
+            e.traceparent,
+        ),
     ).rowcount
     if not inserted:
         return PublishResult(_existing_event(conn, event), created=False, deliveries=0)
