@@ -121,6 +121,36 @@ async def test_publish_and_delivery_spans_continue_the_callers_trace(
     Webhook(secret).verify(received.body, received.headers)
 
 
+async def test_a_batch_publish_is_one_span_that_parents_each_of_its_deliveries(
+    tmp_path: Path, spans: tuple[OtelTracing, InMemorySpanExporter]
+) -> None:
+    tracing, exporter = spans
+    db = tmp_path / "w.db"
+    key = await provision_key(db, "acme", {Scope.MANAGE_WEBHOOKS, Scope.PUBLISH_EVENTS})
+    batch = {"events": [{"type": "call.completed", "data": {"call_id": f"c{n}"}} for n in range(3)]}
+    async with (
+        running_receiver() as receiver,
+        running_server(server_settings(db), tracing=tracing) as base,
+        aiohttp.ClientSession() as http,
+    ):
+        await _subscribe(http, base, key, receiver.url)
+        headers = {**auth(key), "traceparent": TRACEPARENT}
+        async with http.post(f"{base}/api/v1/events/batch", headers=headers, json=batch) as response:
+            assert response.status == 202, await response.text()
+        await receiver.wait_for(lambda got: len(got) == 3)
+        await eventually(
+            lambda: sum(s.name == "webhookd.deliver" for s in exporter.get_finished_spans()) == 3
+        )
+
+    finished = exporter.get_finished_spans()
+    publish = _named(finished, "webhookd.publish")
+    assert _ids(publish)[0] == TRACE_ID and _ids(publish)[2] == PARENT_SPAN_ID
+    assert publish.attributes is not None and publish.attributes["webhookd.batch.events"] == 3
+    delivers = [span for span in finished if span.name == "webhookd.deliver"]
+    assert {_ids(span)[:1] + _ids(span)[2:] for span in delivers} == {(TRACE_ID, _ids(publish)[1])}
+    assert {_parts(r.headers["traceparent"])[0] for r in receiver.requests} == {TRACE_ID}
+
+
 async def test_ingest_spans_name_the_carrier_and_parent_the_delivery(
     tmp_path: Path, spans: tuple[OtelTracing, InMemorySpanExporter]
 ) -> None:
