@@ -104,6 +104,7 @@ async def _prepare_customer(svc: Services, key: ApiKey, event: NewEvent) -> None
     summary="Publish an event (202; a repeated idempotency_key answers 200 with the original)",
     scope=Scope.PUBLISH_EVENTS,
     body="PublishEvent",
+    traced=True,
     responses={202: "Event", 200: "Event"},
     tag="events",
 )
@@ -193,6 +194,7 @@ async def _prepare_batch(svc: Services, key: ApiKey, events: list[NewEvent]) -> 
     ),
     scope=Scope.PUBLISH_EVENTS,
     body="PublishBatch",
+    traced=True,
     responses={202: "BatchResult", 200: "BatchResult"},
     tag="events",
 )

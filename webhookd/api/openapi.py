@@ -85,6 +85,20 @@ class Operation:
     """A query parameter with which the operation needs neither a key nor a body (``x-probe``)."""
     media_types: Sequence[str] = ("application/json",)
     """What the body may be sent as."""
+    traced: bool = False
+    """Takes a W3C ``traceparent`` header, the parent of the request's spans (the otel extra)."""
+
+
+TRACEPARENT_PARAM: Schema = {
+    "name": "traceparent",
+    "in": "header",
+    "required": False,
+    # No pattern: W3C trace context says a malformed value is ignored, not refused.
+    "schema": {"type": "string"},
+    "description": "W3C trace context (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`): with the"
+    " otel extra installed, the parent of this request's spans, and through them of the deliveries'"
+    " traceparent headers. A malformed value is ignored.",
+}
 
 
 def operation(**kwargs: Any) -> Callable[[F], F]:
@@ -119,6 +133,8 @@ def _operation(path: str, method: str, op: Operation) -> Schema:
         {"name": n, "in": "query", "required": n in op.required_query, "schema": s, "description": d}
         for n, s, d in op.query
     ]
+    if op.traced:
+        params.append(TRACEPARENT_PARAM)
     statuses = dict(op.responses)
     if op.authenticated:
         statuses |= {401: None, 429: None} | ({403: None} if op.scope else {})

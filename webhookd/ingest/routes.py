@@ -151,6 +151,7 @@ def _credentials(svc: Services, source: Source) -> dict[str, str]:
     " stored. `events` lists the ids of the events it produced; a repeated or late callback produces"
     " none and is counted in `duplicates` or recorded only.",
     authenticated=False,
+    traced=True,
     body="CarrierCallback",
     media_types=("application/x-www-form-urlencoded", "application/json"),
     responses={200: "CallbackReceived", 401: None, 404: None, 503: None},
